@@ -1,0 +1,114 @@
+"""Pool files: one Parquet file per pool, and resolution of a pool argument.
+
+A pool file holds a single row whose columns are the pool's flattened arrays (as list
+columns, so one file carries arrays of different lengths); shapes and scalars live in the
+schema metadata under ``servegen_fast.pool``. Loading is a few memory copies.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .distributions import DistTable
+from .pool import ClientPool
+
+FORMAT = "servegen-fast-pool"
+FORMAT_VERSION = 1
+_META_KEY = b"servegen_fast.pool"
+_ARRAYS = ("client_ids", "window_start", "window_len", "window_index", "length_index",
+           "rate", "cv", "law", "shape", "scale", "dist_id", "present")
+_TABLE = ("values", "cdf", "offsets")
+BUILTIN_NAME = "builtin"
+
+
+def save_pool(pool: ClientPool, path: str | os.PathLike) -> Path:
+    """Write `pool` to a Parquet pool file (temporary name, then rename)."""
+    path = Path(path)
+    cols, shapes = {}, {}
+    for name in _ARRAYS:
+        arr = getattr(pool, name)
+        if arr is None:
+            continue
+        arr = np.ascontiguousarray(arr)
+        shapes[name] = [list(arr.shape), arr.dtype.str]
+        cols[name] = _list_column(arr.reshape(-1))
+    for name in _TABLE:
+        arr = getattr(pool.dists, name)
+        shapes["dists." + name] = [list(arr.shape), arr.dtype.str]
+        cols["dists." + name] = _list_column(arr)
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "category": pool.category, "model": pool.model,
+            "fields": list(pool.fields), "window_size": pool.window_size,
+            "length_window_size": pool.length_window_size, "origin": pool.origin, "arrays": shapes}
+    table = pa.table(cols).replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def _list_column(flat: np.ndarray) -> pa.Array:
+    return pa.LargeListArray.from_arrays(pa.array([0, len(flat)], pa.int64()), pa.array(flat))
+
+
+def load_pool_file(path: str | os.PathLike) -> ClientPool:
+    """Read a pool file written by `save_pool`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pool file not found: {path}")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ValueError(f"{path}: not a readable Parquet pool file ({e})") from None
+    raw = (table.schema.metadata or {}).get(_META_KEY)
+    if raw is None:
+        raise ValueError(f"{path}: Parquet file without servegen-fast pool metadata (is it a trace?)")
+    meta = json.loads(raw)
+    if meta.get("format") != FORMAT or meta.get("version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported pool format {meta.get('format')!r} version {meta.get('version')!r}")
+
+    def array(name: str) -> np.ndarray:
+        shape, dtype = meta["arrays"][name]
+        flat = table.column(name).chunk(0).values.to_numpy(zero_copy_only=False)
+        return np.ascontiguousarray(flat.astype(np.dtype(dtype), copy=False).reshape(shape))
+
+    arrays = {name: array(name) for name in _ARRAYS if name in meta["arrays"]}
+    dists = DistTable(*(array("dists." + n) for n in _TABLE))
+    return ClientPool(category=meta["category"], model=meta["model"], fields=tuple(meta["fields"]),
+                      dists=dists, window_size=meta["window_size"],
+                      length_window_size=meta["length_window_size"], origin=meta["origin"], **arrays)
+
+
+def builtin_pool_path() -> Path:
+    return Path(str(resources.files("servegen_fast.data").joinpath("builtin.parquet")))
+
+
+def open_pool(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> ClientPool:
+    """Resolve a pool argument: ``"builtin"``, a pool file, a ServeGen model directory, or
+    ``"<category>/<model>"`` under `data_dir` (default: ``$SERVEGEN_DATA_DIR``, then ``./data``)."""
+    from .servegen_format import read_servegen
+
+    spec = str(spec)
+    if spec == BUILTIN_NAME:
+        return load_pool_file(builtin_pool_path())
+    p = Path(spec)
+    if p.is_file():
+        return load_pool_file(p)
+    if data_dir is None and p.is_dir():
+        return read_servegen(p)
+    if data_dir is None and not os.environ.get("SERVEGEN_DATA_DIR") and not Path("data").is_dir():
+        raise FileNotFoundError(f"pool {spec!r} is not 'builtin', a pool file or a directory; to name a ServeGen "
+                                f"pool like 'language/m-large', give --data-dir or set SERVEGEN_DATA_DIR")
+    return read_servegen(data_dir, spec)

@@ -1,0 +1,46 @@
+"""Shared fixtures: the real ServeGen data, found or unpacked once per session.
+
+Set SERVEGEN_FAST_DATA to a folder that holds (or will hold) the unpacked `servegen/`
+tree; `.ci/run` does this. Without it, the tarball in ../shared/data is unpacked into
+.cache/ at the repository root. Tests that need the data skip when neither exists.
+"""
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+POOLS = ("language/m-large", "language/m-mid", "language/m-small", "multimodal/mm-image", "reason/deepseek-r1")
+
+
+def _servegen_root() -> Path | None:
+    cache = Path(os.environ.get("SERVEGEN_FAST_DATA") or ROOT / ".cache")
+    root = cache / "servegen"
+    if (root / "language").is_dir():
+        return root
+    tarball = SHARED_DATA / "servegen-data.tar.gz"
+    if not tarball.is_file():
+        return None
+    cache.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball) as tf:
+        tf.extractall(cache, filter="data")
+    return root if (root / "language").is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def servegen_root() -> Path:
+    root = _servegen_root()
+    if root is None:
+        pytest.skip("ServeGen data not found: set SERVEGEN_FAST_DATA or provide ../shared/data/servegen-data.tar.gz")
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} not found")
+    return SHARED_DATA

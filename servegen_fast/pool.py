@@ -254,8 +254,10 @@ def _window_cdfs(values: np.ndarray, mask: np.ndarray, weight: np.ndarray | None
         probs = rank / np.repeat(np.maximum(counts, 1), counts)
     else:
         total = np.bincount(col, weights=w, minlength=values.shape[1])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            wn = w / np.repeat(total, counts)  # normalise first, as ServeGen does
+        # normalise first, as ServeGen does; an all-zero column (skipped below) gets 0, not
+        # NaN, so it cannot poison the running sum of the columns after it
+        rep = np.repeat(total, counts)
+        wn = np.divide(w, rep, out=np.zeros_like(w), where=rep > 0)
         csum = np.cumsum(wn)
         probs = csum - np.repeat(np.concatenate(([0.0], csum))[bounds[:-1]], counts)
     result = {}

@@ -118,7 +118,7 @@ def _read_trace(file: Path):
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             need = "a non-negative number" if name in ("rate", "cv") else "a positive number in an active window"
-            raise ServeGenFormatError(f"{file}, line {_row_line(buf, row)}: {name} is {arr[row]!r}; expected {need}")
+            raise ServeGenFormatError(f"{file}, line {_row_line(buf, row)}: {name} is {float(arr[row])!r}; expected {need}")
     if not np.all(np.isfinite(rate) & np.isfinite(cv)):
         row = int(np.flatnonzero(~(np.isfinite(rate) & np.isfinite(cv)))[0])
         raise ServeGenFormatError(f"{file}, line {_row_line(buf, row)}: rate and cv must be finite")
@@ -152,7 +152,7 @@ def _grid_step(ts: np.ndarray, file: Path) -> int:
     if not (np.all(step == step[0]) and step[0] > 0 and float(step[0]).is_integer()):
         bad = int(np.flatnonzero(step != step[0])[0]) + 2 if np.any(step != step[0]) else 2
         raise ServeGenFormatError(f"{file}, row {bad}: timestamps must ascend in equal integer steps "
-                                  f"(first step {step[0]!r})")
+                                  f"(first step {float(step[0])!r})")
     return int(step[0])
 
 
@@ -209,7 +209,7 @@ def _read_datasets(path: Path, files: list[str], t0: int, n_windows: int, window
         if off_sum.any():
             s = int(np.flatnonzero(off_sum)[0])
             ts, fn = seg_where[s]
-            raise ServeGenFormatError(f"{path / name}, window {ts}, field {fn!r}: the PDF sums to {sums[s]!r}; "
+            raise ServeGenFormatError(f"{path / name}, window {ts}, field {fn!r}: the PDF sums to {float(sums[s])!r}; "
                                       f"expected 1 (within {PDF_SUM_ATOL})")
         offs = np.concatenate(([0], np.cumsum(new_counts)))
         # A window with any empty field is skipped whole, as ServeGen does.
@@ -260,8 +260,9 @@ def write_servegen(pool: ClientPool, out_dir: str | os.PathLike) -> Path:
             if code == LAW_IDLE:
                 rows.append(f"{ts},0,0,,0,0")
             else:
-                rows.append(f"{ts},{pool.rate[c, w]!r},{pool.cv[c, w]!r},{LAW_NAMES[code]},"
-                            f"{pool.shape[c, w]!r},{pool.scale[c, w]!r}")
+                # float(): NumPy 2 scalars repr as 'np.float64(...)'
+                rows.append(f"{ts},{float(pool.rate[c, w])!r},{float(pool.cv[c, w])!r},{LAW_NAMES[code]},"
+                            f"{float(pool.shape[c, w])!r},{float(pool.scale[c, w])!r}")
         _atomic_write(out / f"chunk-{cid}-trace.csv", "\n".join(rows) + "\n")
         doc = {}
         # one dataset entry per length window in use, keyed by the first window it covers

@@ -1,0 +1,190 @@
+"""Plain NumPy reference of every sampling kernel: slow, obvious, used by tests.
+
+Each function has a twin with the same signature in `cpu.py` (Numba) and later `cuda.py`;
+all backends must agree exactly on integer columns and on timestamps. The arithmetic
+order is written out so that it matches the compiled kernels operation for operation.
+
+Units are (client, window) pairs with a positive target rate, in window-major order.
+`Chunk` (see generate.py) carries their per-unit arrays.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from . import philox as px
+
+MODE_SERVEGEN, MODE_RENEWAL, MODE_POISSON = 0, 1, 2
+LAW_GAMMA, LAW_WEIBULL, LAW_EXPONENTIAL = 1, 2, 3
+# Length-stream field ids: base field f draws from stream FIELD_BASE + f (independent mode);
+# comonotone uses stream FIELD_BASE for every field; items of list field f use FIELD_ITEM + f.
+FIELD_BASE = 16
+FIELD_ITEM = 48
+
+
+def renewal_params(law, shape, cv, rate):
+    """(shape, scale) of a renewal law with mean 1/rate; vectorised. Gamma shape = 1/cv²."""
+    law = np.asarray(law)
+    k = np.where(law == LAW_GAMMA, 1.0 / np.maximum(cv, 1e-3) ** 2, shape)
+    k = np.where(law == LAW_EXPONENTIAL, 1.0, k)
+    mean1 = np.array([math.gamma(1.0 + 1.0 / x) if w == LAW_WEIBULL else 1.0 for x, w in zip(k.ravel(), law.ravel())])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(law == LAW_GAMMA, 1.0 / (rate * k),
+                         np.where(law == LAW_WEIBULL, 1.0 / (rate * mean1.reshape(k.shape)), 1.0 / rate))
+    return k, scale
+
+
+def _draw(law, shape, seed, client, window, field, index):
+    """Scale-1 draws of each unit's law (vectorised over arrays of equal length)."""
+    out = np.empty(len(law))
+    g, w, e = law == LAW_GAMMA, law == LAW_WEIBULL, law == LAW_EXPONENTIAL
+    if g.any():
+        out[g] = px.gamma_np(shape[g], seed, client[g], window[g], field, index[g])
+    if w.any():
+        out[w] = px.weibull_np(shape[w], seed, client[w], window[w], field, index[w])
+    if e.any():
+        out[e] = px.exponential_np(seed, client[e], window[e], field, index[e])
+    return out
+
+
+def _residual(law, k, scale, seed, client, window):
+    """Equilibrium (forward-recurrence) time of a stationary renewal process: U × length-biased interval."""
+    u = px.uniform_np(seed, client, window, px.FIELD_RENEWAL_START, 1)
+    biased = np.empty(len(law))
+    g, w, e = law == LAW_GAMMA, law == LAW_WEIBULL, law == LAW_EXPONENTIAL
+    zero = np.zeros(len(law), dtype=np.uint32)
+    if g.any():
+        biased[g] = px.gamma_np(k[g] + 1.0, seed, client[g], window[g], px.FIELD_RENEWAL_START, zero[g])
+    if w.any():
+        biased[w] = px.gamma_np(1.0 + 1.0 / k[w], seed, client[w], window[w], px.FIELD_RENEWAL_START, zero[w]) \
+            ** (1.0 / k[w])
+    if e.any():
+        biased[e] = px.gamma_np(np.full(e.sum(), 2.0), seed, client[e], window[e], px.FIELD_RENEWAL_START, zero[e])
+    return u * biased * scale
+
+
+def count_renewal(seed, client, window, length, law, k, scale):
+    """Arrivals per unit of a renewal process restarted in equilibrium at the window start."""
+    n = len(law)
+    counts = np.zeros(n, np.int64)
+    t = _residual(law, k, scale, seed, client, window)
+    alive = t < length
+    idx = np.zeros(n, np.int64)
+    while alive.any():
+        a = np.flatnonzero(alive)
+        counts[a] += 1
+        t[a] = t[a] + scale[a] * _draw(law[a], k[a], seed, client[a], window[a], px.FIELD_IAT, idx[a])
+        idx[a] += 1
+        alive[a] = t[a] < length[a]
+    return counts
+
+
+def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t):
+    """Arrival times of every unit into out_t[offsets[u]:offsets[u+1]], ascending per unit.
+
+    servegen: n = count + 1 scale-free draws X_i; t_j = start + length * (S_j / S_n).
+    renewal/poisson: t_1 = start + residual, t_{j+1} = t_j + scale * X_j.
+    """
+    for u in range(len(law)):
+        lo, hi = offsets[u], offsets[u + 1]
+        m = hi - lo
+        if m == 0:
+            continue
+        if mode == MODE_SERVEGEN:
+            idx = np.arange(m + 1)
+            x = _draw(np.full(m + 1, law[u]), np.full(m + 1, k[u]), seed, np.full(m + 1, client[u]),
+                      np.full(m + 1, window[u]), px.FIELD_IAT, idx)
+            s = np.add.accumulate(x)
+            total = s[m]
+            t = start[u] + length[u] * (s[:m] / total)
+            out_t[lo:hi] = np.minimum(t, np.nextafter(start[u] + length[u], -np.inf))
+        else:
+            r = _residual(np.full(1, law[u]), np.full(1, k[u]), np.full(1, scale[u]), seed,
+                          np.full(1, client[u]), np.full(1, window[u]))[0]
+            x = _draw(np.full(m, law[u]), np.full(m, k[u]), seed, np.full(m, client[u]),
+                      np.full(m, window[u]), px.FIELD_IAT, np.arange(m))
+            t = r
+            for j in range(m):  # sequential sum, as the compiled kernels do it
+                out_t[lo + j] = start[u] + t
+                t = t + scale[u] * x[j]
+
+
+def window_order(t, bounds):
+    """Stable argsort of t within each [bounds[i], bounds[i+1]) range (windows are disjoint in time)."""
+    perm = np.empty(len(t), np.int64)
+    for i in range(len(bounds) - 1):
+        lo, hi = bounds[i], bounds[i + 1]
+        perm[lo:hi] = lo + np.argsort(t[lo:hi], kind="stable")
+    return perm
+
+
+def lookup(values, cdf, offsets, dist, u):
+    """Inverse CDF: the first support value whose cumulative probability reaches u (vectorised)."""
+    lo, hi = offsets[dist], offsets[dist + 1]
+    out = np.empty(len(u))
+    for i in range(len(u)):
+        j = lo[i] + np.searchsorted(cdf[lo[i]:hi[i]], u[i], side="left")
+        out[i] = values[min(j, hi[i] - 1)]
+    return out
+
+
+def base_uniforms(corr_mode, rho, seed, client, window, k, n_fields):
+    """float64[N, F] uniforms for the base fields of each request.
+
+    corr_mode 0 comonotone (one uniform for all fields), 1 independent, 2 Gaussian copula
+    with equicorrelation rho: x_f = sqrt(rho) z_0 + sqrt(1 - rho) z_f, u_f = Phi(x_f).
+    """
+    n = len(k)
+    out = np.empty((n, n_fields))
+    if corr_mode == 0:
+        u = px.uniform_np(seed, client, window, FIELD_BASE, k)
+        out[:] = u[:, None]
+    elif corr_mode == 1:
+        for f in range(n_fields):
+            out[:, f] = px.uniform_np(seed, client, window, FIELD_BASE + f, k)
+    else:
+        z = _copula_normals(seed, client, window, k, n_fields + 1)
+        a, b = math.sqrt(rho), math.sqrt(1.0 - rho)
+        for f in range(n_fields):
+            x = a * z[:, 0] + b * z[:, f + 1]
+            out[:, f] = 0.5 * _erfc(-x * _INV_SQRT2)
+    return out
+
+
+_INV_SQRT2 = 0.7071067811865476
+
+
+def _erfc(x):
+    return np.array([math.erfc(v) for v in x])  # math.erfc: the same libm routine numba calls
+
+
+def _copula_normals(seed, client, window, k, m):
+    """m standard normals per request: pairs (cos, sin) of Box-Muller from attempt slots 0, 1, ..."""
+    z = np.empty((len(k), m))
+    for j in range((m + 1) // 2):
+        u1, u2 = px.uniform2_attempt_np(seed, client, window, px.FIELD_COPULA, k, j)
+        r = np.sqrt(-2.0 * np.log(u1))
+        z[:, 2 * j] = r * np.cos(2.0 * math.pi * u2)
+        if 2 * j + 1 < m:
+            z[:, 2 * j + 1] = r * np.sin(2.0 * math.pi * u2)
+    return z
+
+
+def fill_items(seed, client, window, k, counts, dist, item_offsets, field_slot, values, cdf, offsets, out):
+    """Per-item draws of a list field: item i of request r uses stream FIELD_ITEM + slot, attempt i."""
+    for r in range(len(k)):
+        lo = item_offsets[r]
+        for i in range(int(counts[r])):
+            u1, _ = px.uniform2_attempt_np(seed, np.uint32(client[r]), np.uint32(window[r]),
+                                           FIELD_ITEM + field_slot, np.uint32(k[r]), i)
+            out[lo + i] = lookup(values, cdf, offsets, np.array([dist[r]]), np.atleast_1d(u1))[0]
+
+
+def fill_base(corr_mode, rho, seed, perm, slot_unit, offsets, client, window, dist, values, cdf, doff, out):
+    """out[j, f] = value of base field f for output row j (rows in time order via perm)."""
+    unit = slot_unit[perm]
+    k = (perm - offsets[unit]).astype(np.uint64)
+    u = base_uniforms(corr_mode, rho, seed, client[unit], window[unit], k, dist.shape[1])
+    for f in range(dist.shape[1]):
+        out[:, f] = lookup(values, cdf, doff, dist[unit, f], u[:, f])
+    return out

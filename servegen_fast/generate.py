@@ -1,0 +1,275 @@
+"""Workload generation: plan chunks of windows, run a backend, yield time-ordered Arrow batches.
+
+Arrival modes (named; see docs/ARCHITECTURE.md):
+
+* ``servegen`` (default, ServeGen's `generate_workload`): in a window of length L with
+  client target rate r, draw n = ceil(r·L) inter-arrival times X_i of the window's law
+  (Gamma/Weibull with the data's shape; the scale cancels) and place arrivals at
+  start + L·S_j/S_n. The n-th lands exactly on the window end and is dropped (ServeGen drops
+  it too, up to its float rounding), so a window yields max(n − 1, 0) requests.
+* ``renewal``: within each window a stationary renewal process with mean inter-arrival
+  1/r and the law's shape (Gamma: shape 1/cv², Weibull: the data's shape, Exponential);
+  the first arrival after the window start is drawn from the equilibrium (forward
+  recurrence) distribution, as a process carried over the boundary shows in steady state.
+  Windows are independent given their parameters, so any window can be generated alone.
+* ``poisson``: the same with exponential inter-arrivals at the same rates.
+
+Lengths: each request draws its base fields by inverse CDF from its client's distribution
+in the length window covering its arrival window; ``comonotone`` (ServeGen: one uniform
+for all fields), ``independent``, or a float rho in [0, 1] for a Gaussian copula with
+equicorrelation rho between the base fields.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from . import rates as _rates
+from .pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL, ClientPool
+from .trace import trace_schema
+
+MODES = ("servegen", "renewal", "poisson")
+BACKENDS = ("numpy", "cpu", "cuda")
+ITEM_FIELDS = {"image_tokens": "image_count", "audio_tokens": "audio_count", "video_tokens": "video_count"}
+DEFAULT_CHUNK_BYTES = 256 << 20
+_ROW_BYTES = 96  # working bytes per request in a chunk (arrival, order, fields, Arrow copy)
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    seed: int = 0
+    mode: str = "servegen"
+    correlation: object = "comonotone"
+    backend: str = "cpu"
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    include_reason_ratio: bool = False
+
+
+def load_backend(name: str):
+    if name == "numpy":
+        from .kernels import reference as mod
+    elif name == "cpu":
+        from .kernels import cpu as mod
+    elif name == "cuda":
+        try:
+            from .kernels import cuda as mod
+        except ImportError as e:
+            raise RuntimeError(f"backend 'cuda' is not available: {e}") from None
+    else:
+        raise ValueError(f"unknown backend {name!r}; expected one of {BACKENDS}")
+    return mod
+
+
+def _correlation_mode(correlation) -> tuple[int, float]:
+    if correlation in (None, "comonotone"):
+        return 0, 1.0
+    if correlation == "independent":
+        return 1, 0.0
+    try:
+        rho = float(correlation)
+    except (TypeError, ValueError):
+        raise ValueError(f"correlation must be 'comonotone', 'independent' or a number in [0, 1], "
+                         f"got {correlation!r}") from None
+    if not 0.0 <= rho <= 1.0:
+        raise ValueError(f"copula correlation must be in [0, 1], got {rho}")
+    return 2, rho
+
+
+def _validate(pool: ClientPool, duration, start, opts: GenerateOptions) -> tuple[int, int]:
+    if not isinstance(pool, ClientPool):
+        raise TypeError(f"pool must be a ClientPool, got {type(pool).__name__}")
+    if opts.mode not in MODES:
+        raise ValueError(f"unknown arrival mode {opts.mode!r}; expected one of {MODES}")
+    if opts.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {opts.backend!r}; expected one of {BACKENDS}")
+    if not (isinstance(opts.seed, (int, np.integer)) and 0 <= opts.seed < 2 ** 64):
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {opts.seed!r}")
+    if opts.chunk_bytes <= 0:
+        raise ValueError(f"chunk_bytes must be positive, got {opts.chunk_bytes}")
+    _correlation_mode(opts.correlation)
+    start = int(start)
+    if start < 0:
+        raise ValueError(f"start must be non-negative, got {start}")
+    if duration is None:
+        duration = pool.duration - start
+    if not float(duration).is_integer() or duration <= 0:
+        raise ValueError(f"duration must be a positive whole number of seconds, got {duration!r}")
+    return start, int(duration)
+
+
+def generate(pool: ClientPool, rate=None, duration: int | None = None, *, start: int = 0, seed: int = 0,
+             mode: str = "servegen", correlation="comonotone", backend: str = "cpu",
+             chunk_bytes: int = DEFAULT_CHUNK_BYTES, include_reason_ratio: bool = False,
+             metadata: dict | None = None,
+             progress: Callable[[int, float], None] | None = None) -> Iterator[pa.RecordBatch]:
+    """Yield the trace of `pool` over [start, start + duration) as Arrow record batches in time order.
+
+    `rate` is anything `rates.as_rate_fn` accepts (None: the pool's own rates). Timestamps
+    are seconds from `start`. `progress(rows_so_far, seconds_done)` is called after each chunk.
+    """
+    opts = GenerateOptions(seed, mode, correlation, backend, chunk_bytes, include_reason_ratio)
+    start, duration = _validate(pool, duration, start, opts)
+    view = pool.span(start, start + duration)
+    rate_fn = _rates.as_rate_fn(rate)
+    targets = _rates.client_targets(view, rate_fn.per_window(view))
+    schema = trace_schema(view.category, view.fields, include_reason_ratio, metadata)
+    kern = load_backend(backend)
+    done_rows = 0
+    for w0, w1 in _plan_chunks(view, targets, opts):
+        cols = _run_chunk(kern, view, targets, w0, w1, opts)
+        batch = _to_batch(cols, view, schema, include_reason_ratio)
+        done_rows += batch.num_rows
+        if progress is not None:
+            progress(done_rows, float(view.window_start[w1 - 1] + view.window_len[w1 - 1]))
+        if batch.num_rows:
+            yield batch
+
+
+def generate_table(pool: ClientPool, rate=None, duration: int | None = None, **kwargs) -> pa.Table:
+    """The whole trace as one Arrow table (for small traces; `generate` streams)."""
+    metadata = kwargs.get("metadata")
+    view_fields = pool.fields
+    schema = trace_schema(pool.category, view_fields, kwargs.get("include_reason_ratio", False), metadata)
+    batches = list(generate(pool, rate, duration, **kwargs))
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+# --------------------------------------------------------------------------- planning
+def _unit_counts_servegen(targets: np.ndarray, length: np.ndarray) -> np.ndarray:
+    n = np.ceil(targets * length[None, :])
+    return np.maximum(n - 1, 0).astype(np.int64)
+
+
+def _plan_chunks(view: ClientPool, targets: np.ndarray, opts: GenerateOptions):
+    """Consecutive window ranges whose expected request count fits the memory budget."""
+    if view.n_windows == 0:
+        return
+    if opts.mode == "servegen":
+        per_window = _unit_counts_servegen(targets, view.window_len).sum(axis=0).astype(np.float64)
+    else:
+        per_window = (targets * view.window_len[None, :]).sum(axis=0) * 1.1 + 16
+    budget = max(opts.chunk_bytes // _ROW_BYTES, 1)
+    w0, acc = 0, 0.0
+    for w in range(view.n_windows):
+        if w > w0 and acc + per_window[w] > budget:
+            yield w0, w
+            w0, acc = w, 0.0
+        acc += per_window[w]
+    yield w0, view.n_windows
+
+
+def renewal_params(law, shape, cv, rate):
+    """(shape, scale) of a renewal law with mean 1/rate. Gamma shape = 1/cv² (cv floored at 1e-3)."""
+    k = np.where(law == LAW_GAMMA, 1.0 / np.maximum(cv, 1e-3) ** 2, np.where(law == LAW_WEIBULL, shape, 1.0))
+    mean1 = np.ones_like(k)
+    wb = law == LAW_WEIBULL
+    mean1[wb] = [math.gamma(1.0 + 1.0 / x) for x in k[wb]]  # Weibull mean at scale 1
+    scale = np.where(law == LAW_GAMMA, 1.0 / (rate * k), 1.0 / (rate * mean1))
+    return k, scale
+
+
+def _run_chunk(kern, view: ClientPool, targets: np.ndarray, w0: int, w1: int, opts: GenerateOptions) -> dict:
+    seed = np.uint64(opts.seed)
+    tgt = targets[:, w0:w1]
+    # window-major units: all clients of window w0, then of w0 + 1, ...
+    wi, ci = np.nonzero((tgt > 0).T)
+    wabs = wi + w0
+    rate = tgt[ci, wi]
+    length = view.window_len[wabs].astype(np.float64)
+    law = view.law[ci, wabs].astype(np.int64)
+    client = view.client_ids[ci].astype(np.uint32)
+    window = view.window_index[wabs].astype(np.uint32)
+    start = view.window_start[wabs].astype(np.float64)
+    if opts.mode == "servegen":
+        k = view.shape[ci, wabs].astype(np.float64)
+        scale = np.ones_like(k)
+        counts = np.maximum(np.ceil(rate * length) - 1, 0).astype(np.int64)
+    else:
+        if opts.mode == "poisson":
+            law = np.full_like(law, LAW_EXPONENTIAL)
+        k, scale = renewal_params(law, view.shape[ci, wabs], view.cv[ci, wabs], rate)
+        counts = kern.count_renewal(seed, client, window, length, law, k, scale) if len(law) else \
+            np.zeros(0, np.int64)
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    n = int(offsets[-1])
+    out_t = np.empty(n, np.float64)
+    if n:
+        kern.fill_arrivals(0 if opts.mode == "servegen" else 1, seed, client, window, start, length, law, k,
+                           scale, offsets, out_t)
+    # windows are disjoint in time: order within each window, windows in sequence
+    first_unit = np.searchsorted(wi, np.arange(w1 - w0 + 1))
+    bounds = offsets[first_unit]
+    perm = kern.window_order(out_t, bounds) if n else np.zeros(0, np.int64)
+    slot_unit = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    unit = slot_unit[perm]
+    cols = {"timestamp": out_t[perm], "client_id": client[unit]}
+
+    base = [f for f in view.fields if f not in ITEM_FIELDS]
+    corr_mode, rho = _correlation_mode(opts.correlation)
+    dist = np.ascontiguousarray(
+        np.stack([view.dist_id[ci, view.length_index[wabs], view.field_index(f)] for f in base], axis=1)
+        if len(base) else np.zeros((len(ci), 0), np.int32)).astype(np.int64)
+    if n and (dist < 0).any():
+        bad = np.argwhere(dist < 0)[0]
+        raise ValueError(f"client {int(client[bad[0]])} has no {base[bad[1]]} distribution for the window at "
+                         f"{int(start[bad[0]])} s of the view")
+    d = view.dists
+    vals = np.empty((n, len(base)), np.float64)
+    if n:
+        kern.fill_base(corr_mode, rho, seed, perm, slot_unit, offsets, client, window, dist, d.values, d.cdf,
+                       d.offsets, vals)
+    for f, name in enumerate(base):
+        cols[name] = vals[:, f]
+    for item, count_field in ITEM_FIELDS.items():
+        if item in view.fields and count_field in base:
+            cnt = cols[count_field].astype(np.int64)
+            item_off = np.zeros(n + 1, np.int64)
+            np.cumsum(cnt, out=item_off[1:])
+            out = np.empty(int(item_off[-1]), np.float64)
+            idist = view.dist_id[ci, view.length_index[wabs], view.field_index(item)].astype(np.int64)[unit]
+            if len(out):
+                kr = (perm - offsets[unit]).astype(np.uint64)
+                kern.fill_items(seed, client[unit], window[unit], kr, cnt, idist, item_off,
+                                view.field_index(item), d.values, d.cdf, d.offsets, out)
+            cols[item] = (item_off, out)
+    return cols
+
+
+def _to_batch(cols: dict, view: ClientPool, schema: pa.Schema, include_reason_ratio: bool) -> pa.RecordBatch:
+    arrays = {}
+    u32 = lambda x: np.asarray(np.round(x), dtype=np.uint32)  # noqa: E731 - lengths are integral already
+    for name in schema.names:
+        if name == "timestamp":
+            arrays[name] = pa.array(cols["timestamp"], pa.float64())
+        elif name == "client_id":
+            arrays[name] = pa.array(cols["client_id"], pa.uint32())
+        elif name in ITEM_FIELDS:
+            off, vals = cols[name]
+            arrays[name] = pa.LargeListArray.from_arrays(pa.array(off, pa.int64()), pa.array(u32(vals), pa.uint32())) \
+                if schema.field(name).type == pa.large_list(pa.uint32()) else \
+                pa.ListArray.from_arrays(pa.array(off.astype(np.int32), pa.int32()), pa.array(u32(vals), pa.uint32()))
+        elif name == "input_tokens" and view.category == "multimodal":
+            total = cols["text_tokens"].copy()
+            for item in ITEM_FIELDS:
+                if item in cols:
+                    off, vals = cols[item]
+                    sums = np.zeros(len(off) - 1)
+                    if len(vals):
+                        csum = np.concatenate(([0.0], np.cumsum(vals)))
+                        sums = csum[off[1:]] - csum[off[:-1]]
+                    total = total + sums
+            arrays[name] = pa.array(u32(total), pa.uint32())
+        elif name == "reasoning_tokens":
+            out = cols["output_tokens"]
+            # round half up, never above the output length
+            arrays[name] = pa.array(u32(np.minimum(np.floor(cols["reason_ratio"] * out + 0.5), out)), pa.uint32())
+        elif name == "reason_ratio":
+            arrays[name] = pa.array(cols["reason_ratio"], pa.float64())
+        else:
+            arrays[name] = pa.array(u32(cols[name]), pa.uint32())
+    return pa.RecordBatch.from_arrays([arrays[n] for n in schema.names], schema=schema)

@@ -1,0 +1,221 @@
+"""Trace schema, writers (Parquet, Arrow IPC, partitioned by hour or day) and readers.
+
+A trace's schema metadata (key ``servegen_fast``) records how it was made (package
+version, seed, pool, mode, correlation, rate function, start, duration), so it can be
+regenerated exactly. Every file is written under a temporary name and renamed when
+complete; a partitioned trace is a directory whose ``_manifest.json`` is written last.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+META_KEY = b"servegen_fast"
+FORMATS = ("parquet", "arrow")
+PARTITIONS = {"hour": 3600, "day": 86400}
+MANIFEST = "_manifest.json"
+ROW_GROUP_ROWS = 1 << 20
+_ITEM_FIELDS = ("image_tokens", "audio_tokens", "video_tokens")
+_COUNT_FIELDS = ("image_count", "audio_count", "video_count")
+
+
+def trace_schema(category: str, fields: Iterable[str], include_reason_ratio: bool = False,
+                 metadata: dict | None = None) -> pa.Schema:
+    """Arrow schema of a trace generated from a pool with these fields (docs/trace-schema.md)."""
+    fields = tuple(fields)
+    cols = [pa.field("timestamp", pa.float64(), nullable=False), pa.field("client_id", pa.uint32(), nullable=False),
+            pa.field("input_tokens", pa.uint32(), nullable=False),
+            pa.field("output_tokens", pa.uint32(), nullable=False)]
+    if "reason_ratio" in fields:
+        cols.append(pa.field("reasoning_tokens", pa.uint32(), nullable=False))
+        if include_reason_ratio:
+            cols.append(pa.field("reason_ratio", pa.float64(), nullable=False))
+    if category == "multimodal" or "text_tokens" in fields:
+        cols.append(pa.field("text_tokens", pa.uint32(), nullable=False))
+        for item in _ITEM_FIELDS:
+            if item in fields:
+                cols.append(pa.field(item, pa.list_(pa.uint32()), nullable=False))
+    known = {c.name for c in cols} | set(_COUNT_FIELDS) | {"reason_ratio"}
+    cols += [pa.field(f, pa.uint32(), nullable=False) for f in fields if f not in known]
+    meta = {META_KEY: json.dumps(metadata).encode()} if metadata else None
+    return pa.schema(cols, metadata=meta)
+
+
+def trace_metadata(path_or_schema) -> dict:
+    """The generation parameters stored in a trace (empty dict if none)."""
+    schema = path_or_schema if isinstance(path_or_schema, pa.Schema) else read_schema(path_or_schema)
+    raw = (schema.metadata or {}).get(META_KEY)
+    return json.loads(raw) if raw else {}
+
+
+# --------------------------------------------------------------------------- writers
+def _tmp_name(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+class _FileSink:
+    """One trace file, written to a temporary name and renamed on `close(ok=True)`."""
+
+    def __init__(self, path: Path, schema: pa.Schema, fmt: str):
+        self.path = path
+        self.tmp = _tmp_name(path)
+        self.rows = 0
+        if fmt == "parquet":
+            self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd", use_dictionary=False,
+                                           write_statistics=["timestamp", "client_id"])
+        else:
+            self.writer = ipc.new_file(str(self.tmp), schema,
+                                       options=ipc.IpcWriteOptions(compression="zstd"))
+        self.fmt = fmt
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self.fmt == "parquet":
+            self.writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+        else:
+            self.writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def close(self, ok: bool) -> None:
+        self.writer.close()
+        if ok:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_trace(batches: Iterable[pa.RecordBatch], path: str | os.PathLike, schema: pa.Schema, *,
+                fmt: str | None = None, partition: str | None = None,
+                on_batch: Callable[[pa.RecordBatch], None] | None = None) -> Path:
+    """Stream `batches` (time-ordered) into a trace file, or a directory of partitions.
+
+    `fmt` is "parquet" or "arrow" (default: from the suffix, else parquet). With `partition`
+    ("hour" or "day") `path` is a directory holding ``part-<index>.<ext>`` files, index =
+    floor(timestamp / partition length), and a manifest written last. On any error the
+    files in progress are removed; completed partitions stay (and are valid).
+    """
+    path = Path(path)
+    fmt = fmt or ("arrow" if path.suffix in (".arrow", ".ipc", ".feather") else "parquet")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown trace format {fmt!r}; expected one of {FORMATS}")
+    if partition is not None and partition not in PARTITIONS:
+        raise ValueError(f"unknown partition {partition!r}; expected one of {tuple(PARTITIONS)}")
+    if partition is None:
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"output directory does not exist: {path.parent}")
+        sink = _FileSink(path, schema, fmt)
+        try:
+            for batch in batches:
+                sink.write(batch)
+                if on_batch:
+                    on_batch(batch)
+        except BaseException:
+            sink.close(ok=False)
+            raise
+        sink.close(ok=True)
+        return path
+    return _write_partitioned(batches, path, schema, fmt, partition, on_batch)
+
+
+def partition_file(directory: Path, index: int, fmt: str) -> Path:
+    return directory / f"part-{index:05d}.{'parquet' if fmt == 'parquet' else 'arrow'}"
+
+
+def _write_partitioned(batches, directory: Path, schema, fmt, partition, on_batch) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MANIFEST).unlink(missing_ok=True)
+    span = PARTITIONS[partition]
+    sink, current, parts = None, None, []
+    try:
+        for batch in batches:
+            ts = batch.column("timestamp").to_numpy()
+            idx = (ts // span).astype("int64")
+            lo = 0
+            while lo < len(idx):
+                p = int(idx[lo])
+                hi = lo + int((idx[lo:] == p).argmin()) if (idx[lo:] != p).any() else len(idx)
+                if p != current:
+                    if sink is not None:
+                        sink.close(ok=True)
+                        parts.append({"index": current, "file": sink.path.name, "rows": sink.rows})
+                    sink, current = _FileSink(partition_file(directory, p, fmt), schema, fmt), p
+                sink.write(batch.slice(lo, hi - lo))
+                lo = hi
+            if on_batch:
+                on_batch(batch)
+    except BaseException:
+        if sink is not None:
+            sink.close(ok=False)
+        raise
+    if sink is not None:
+        sink.close(ok=True)
+        parts.append({"index": current, "file": sink.path.name, "rows": sink.rows})
+    manifest = {"partition": partition, "format": fmt, "parts": parts, "metadata": trace_metadata(schema)}
+    tmp = _tmp_name(directory / MANIFEST)
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, directory / MANIFEST)
+    return directory
+
+
+# --------------------------------------------------------------------------- readers
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        if not (path / MANIFEST).is_file():
+            raise ValueError(f"{path}: partitioned trace without {MANIFEST} (incomplete or not a trace)")
+        manifest = json.loads((path / MANIFEST).read_text())
+        return [path / p["file"] for p in manifest["parts"]]
+    if not path.is_file():
+        raise FileNotFoundError(f"trace not found: {path}")
+    return [path]
+
+
+def _is_arrow(file: Path) -> bool:
+    with open(file, "rb") as f:
+        return f.read(6) == b"ARROW1"
+
+
+def read_schema(path: str | os.PathLike) -> pa.Schema:
+    path = Path(path)
+    if path.is_dir():
+        files = _files(path)
+        if not files:
+            meta = json.loads((path / MANIFEST).read_text())["metadata"]
+            return pa.schema([], metadata={META_KEY: json.dumps(meta).encode()})
+        path = files[0]
+    elif not path.is_file():
+        raise FileNotFoundError(f"trace not found: {path}")
+    try:
+        if _is_arrow(path):
+            with ipc.open_file(path) as r:
+                return r.schema
+        return pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ValueError(f"{path}: not a readable Parquet or Arrow IPC trace ({e})") from None
+
+
+def iter_batches(path: str | os.PathLike) -> Iterator[pa.RecordBatch]:
+    """Stream a trace's record batches in order (file or partitioned directory)."""
+    for file in _files(Path(path)):
+        try:
+            if _is_arrow(file):
+                with ipc.open_file(file) as r:
+                    for i in range(r.num_record_batches):
+                        yield r.get_batch(i)
+            else:
+                yield from pq.ParquetFile(file).iter_batches(batch_size=ROW_GROUP_ROWS)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise ValueError(f"{file}: not a readable Parquet or Arrow IPC trace ({e})") from None
+
+
+def read_trace(path: str | os.PathLike) -> pa.Table:
+    """A whole trace as one table (file or partitioned directory)."""
+    schema = read_schema(path)
+    return pa.Table.from_batches(list(iter_batches(path)), schema=schema)

@@ -100,15 +100,25 @@ def window_order(t, bounds):
 
 
 @_jit
-def _lookup(values, cdf, lo, hi, u):
-    # first index in [lo, hi) with cdf >= u (cdf ends at exactly 1.0, u in (0, 1])
-    a, b = lo, hi - 1
+def _lookup(values, cdf, guide, lo, hi, goff, u):
+    """First support value whose cdf reaches u (u in (0, 1]); the guide table narrows the
+    search to the points whose cdf lies in [g/n, (g+1)/n), the fix-ups make it exact."""
+    n = hi - lo
+    g = int(u * n)
+    if g >= n:
+        g = n - 1
+    a = lo + guide[goff + g]
+    b = lo + guide[goff + g + 1]
     while a < b:
         mid = (a + b) >> 1
         if cdf[mid] < u:
             a = mid + 1
         else:
             b = mid
+    while a > lo and cdf[a - 1] >= u:
+        a -= 1
+    while cdf[a] < u:
+        a += 1
     return values[a]
 
 
@@ -117,47 +127,69 @@ def _phi(x):
     return 0.5 * math.erfc(-x * _INV_SQRT2)
 
 
+@_jit
+def _base_row(corr_mode, sa, sb, seed, cu, wu, k, dist_row, values, cdf, doff, guide, goff, out_row):
+    n_fields = len(dist_row)
+    if corr_mode == 0:
+        v = _uniform(seed, cu, wu, FIELD_BASE, k)
+        for f in range(n_fields):
+            d = dist_row[f]
+            out_row[f] = _lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d], v)
+    elif corr_mode == 1:
+        for f in range(n_fields):
+            d = dist_row[f]
+            out_row[f] = _lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d], _uniform(seed, cu, wu, FIELD_BASE + f, k))
+    else:
+        u1, u2 = _uniform2_attempt(seed, cu, wu, _FIELD_COPULA, k, 0)
+        z0 = math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2)
+        for f in range(n_fields):
+            m = f + 1  # normal number m: Box-Muller pair m // 2, cos for even m, sin for odd m
+            u1, u2 = _uniform2_attempt(seed, cu, wu, _FIELD_COPULA, k, m >> 1)
+            r = math.sqrt(-2.0 * math.log(u1))
+            z = r * math.cos(_TWO_PI * u2) if (m & 1) == 0 else r * math.sin(_TWO_PI * u2)
+            d = dist_row[f]
+            out_row[f] = _lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d], _phi(sa * z0 + sb * z))
+
+
 @_pjit
-def fill_base(corr_mode, rho, seed, perm, slot_unit, offsets, client, window, dist, values, cdf, doff, out):
-    """out[j, f] = value of base field f for output row j (rows in time order via perm)."""
-    n_fields = dist.shape[1]
+def fill_base(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff, guide, goff, out):
+    """out[slot, f] = value of base field f for every arrival slot, in unit order.
+
+    Unit order keeps one client's distributions hot in cache; callers gather by the time
+    order afterwards.
+    """
     sa = math.sqrt(rho)
     sb = math.sqrt(1.0 - rho)
-    for j in prange(len(perm)):
-        src = perm[j]
-        u = slot_unit[src]
-        k = src - offsets[u]
-        cu = client[u]
-        wu = window[u]
-        if corr_mode == 0:
-            v = _uniform(seed, cu, wu, FIELD_BASE, k)
-            for f in range(n_fields):
-                d = dist[u, f]
-                out[j, f] = _lookup(values, cdf, doff[d], doff[d + 1], v)
-        elif corr_mode == 1:
-            for f in range(n_fields):
-                d = dist[u, f]
-                v = _uniform(seed, cu, wu, FIELD_BASE + f, k)
-                out[j, f] = _lookup(values, cdf, doff[d], doff[d + 1], v)
-        else:
-            u1, u2 = _uniform2_attempt(seed, cu, wu, _FIELD_COPULA, k, 0)
-            r = math.sqrt(-2.0 * math.log(u1))
-            z0 = r * math.cos(_TWO_PI * u2)
-            for f in range(n_fields):
-                m = f + 1  # normal number m: pair m // 2, cos for even m, sin for odd m
-                u1, u2 = _uniform2_attempt(seed, cu, wu, _FIELD_COPULA, k, m >> 1)
-                r = math.sqrt(-2.0 * math.log(u1))
-                z = r * math.cos(_TWO_PI * u2) if (m & 1) == 0 else r * math.sin(_TWO_PI * u2)
-                d = dist[u, f]
-                out[j, f] = _lookup(values, cdf, doff[d], doff[d + 1], _phi(sa * z0 + sb * z))
+    for u in prange(len(client)):
+        lo = offsets[u]
+        for k in range(offsets[u + 1] - lo):
+            _base_row(corr_mode, sa, sb, seed, client[u], window[u], k, dist[u], values, cdf, doff, guide, goff,
+                      out[lo + k])
     return out
 
 
 @_pjit
-def fill_items(seed, client, window, k, counts, dist, item_offsets, field_slot, values, cdf, doff, out):
+def fill_items(seed, client, window, k, counts, dist, item_offsets, field_slot, values, cdf, doff, guide, goff,
+               out):
     for r in prange(len(k)):
         lo = item_offsets[r]
         d = dist[r]
         for i in range(counts[r]):
             u1, u2 = _uniform2_attempt(seed, client[r], window[r], FIELD_ITEM + field_slot, k[r], i)
-            out[lo + i] = _lookup(values, cdf, doff[d], doff[d + 1], u1)
+            out[lo + i] = _lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d], u1)
+
+
+@_pjit
+def gather_rows(perm, slot_unit, client, t, vals):
+    """Rows in time order: (timestamp, client_id, base field values)."""
+    n = len(perm)
+    ts = np.empty(n, np.float64)
+    cid = np.empty(n, np.uint32)
+    out = np.empty((n, vals.shape[1]), np.float64)
+    for j in prange(n):
+        src = perm[j]
+        ts[j] = t[src]
+        cid[j] = client[slot_unit[src]]
+        for f in range(vals.shape[1]):
+            out[j, f] = vals[src, f]
+    return ts, cid, out

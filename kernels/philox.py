@@ -195,9 +195,10 @@ def make_samplers(jit):
                     math.log(ua) < 0.5 * zz + d * (1.0 - v + math.log(v)):
                 g = d * v
                 if shape < 1.0:  # boost: U = u2 of the slot-1 block
-                    bu1, bu2 = uniform2_attempt(seed, client, window, field,
-                                                index, 1)
-                    g = g * bu2 ** (1.0 / shape)
+                    if t != 0:  # at t == 0 that block is the one just drawn
+                        ua, ub = uniform2_attempt(seed, client, window, field,
+                                                  index, 1)
+                    g = g * ub ** (1.0 / shape)
                 return g
         return math.nan
 

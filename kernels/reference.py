@@ -170,7 +170,8 @@ def _copula_normals(seed, client, window, k, m):
     return z
 
 
-def fill_items(seed, client, window, k, counts, dist, item_offsets, field_slot, values, cdf, offsets, out):
+def fill_items(seed, client, window, k, counts, dist, item_offsets, field_slot, values, cdf, offsets, guide, goff,
+               out):
     """Per-item draws of a list field: item i of request r uses stream FIELD_ITEM + slot, attempt i."""
     for r in range(len(k)):
         lo = item_offsets[r]
@@ -180,11 +181,17 @@ def fill_items(seed, client, window, k, counts, dist, item_offsets, field_slot, 
             out[lo + i] = lookup(values, cdf, offsets, np.array([dist[r]]), np.atleast_1d(u1))[0]
 
 
-def fill_base(corr_mode, rho, seed, perm, slot_unit, offsets, client, window, dist, values, cdf, doff, out):
-    """out[j, f] = value of base field f for output row j (rows in time order via perm)."""
-    unit = slot_unit[perm]
-    k = (perm - offsets[unit]).astype(np.uint64)
+def fill_base(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff, guide, goff, out):
+    """out[slot, f] = value of base field f for every arrival slot, in unit order."""
+    counts = np.diff(offsets)
+    unit = np.repeat(np.arange(len(counts)), counts)
+    k = (np.arange(len(unit)) - offsets[unit]).astype(np.uint64)
     u = base_uniforms(corr_mode, rho, seed, client[unit], window[unit], k, dist.shape[1])
     for f in range(dist.shape[1]):
         out[:, f] = lookup(values, cdf, doff, dist[unit, f], u[:, f])
     return out
+
+
+def gather_rows(perm, slot_unit, client, t, vals):
+    """Rows in time order: (timestamp, client_id, base field values)."""
+    return t[perm], client[slot_unit[perm]], vals[perm]

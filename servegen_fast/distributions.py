@@ -60,6 +60,23 @@ class DistTable:
         idx = np.minimum(idx, self.offsets[1:] - 1)
         return self.values[idx]
 
+    def guide(self) -> tuple[np.ndarray, np.ndarray]:
+        """Index tables for O(1) inverse-CDF lookups (Chen & Asau's guide tables).
+
+        For distribution k with n points, guide[goff[k] + g] (g = 0..n) is the first local
+        index whose cdf reaches g / n. Returns (guide int64[N + K], goff int64[K + 1]).
+        """
+        if "guide" not in self._stats:
+            k = len(self)
+            lens = np.diff(self.offsets)
+            goff = self.offsets + np.arange(k + 1)
+            seg = np.repeat(np.arange(k), lens + 1)
+            g = np.arange(len(seg)) - goff[seg]
+            shifted = self.cdf + 2.0 * np.repeat(np.arange(k), lens)
+            idx = np.searchsorted(shifted, g / lens[seg] + 2.0 * seg, side="left") - self.offsets[seg]
+            self._stats["guide"] = (np.minimum(idx, lens[seg] - 1).astype(np.int64), goff.astype(np.int64))
+        return self._stats["guide"]
+
     @staticmethod
     def empty() -> "DistTable":
         return DistTable(np.zeros(0), np.zeros(0), np.zeros(1, dtype=np.int64))

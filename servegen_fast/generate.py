@@ -206,8 +206,6 @@ def _run_chunk(kern, view: ClientPool, targets: np.ndarray, w0: int, w1: int, op
     bounds = offsets[first_unit]
     perm = kern.window_order(out_t, bounds) if n else np.zeros(0, np.int64)
     slot_unit = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-    unit = slot_unit[perm]
-    cols = {"timestamp": out_t[perm], "client_id": client[unit]}
 
     base = [f for f in view.fields if f not in ITEM_FIELDS]
     corr_mode, rho = _correlation_mode(opts.correlation)
@@ -219,12 +217,16 @@ def _run_chunk(kern, view: ClientPool, targets: np.ndarray, w0: int, w1: int, op
         raise ValueError(f"client {int(client[bad[0]])} has no {base[bad[1]]} distribution for the window at "
                          f"{int(start[bad[0]])} s of the view")
     d = view.dists
+    guide, goff = d.guide()
     vals = np.empty((n, len(base)), np.float64)
     if n:
-        kern.fill_base(corr_mode, rho, seed, perm, slot_unit, offsets, client, window, dist, d.values, d.cdf,
-                       d.offsets, vals)
+        kern.fill_base(corr_mode, rho, seed, offsets, client, window, dist, d.values, d.cdf, d.offsets, guide, goff,
+                       vals)
+    ts, cid, vals = kern.gather_rows(perm, slot_unit, client, out_t, vals)
+    cols = {"timestamp": ts, "client_id": cid}
     for f, name in enumerate(base):
         cols[name] = vals[:, f]
+    unit = slot_unit[perm] if any(item in view.fields for item in ITEM_FIELDS) else None
     for item, count_field in ITEM_FIELDS.items():
         if item in view.fields and count_field in base:
             cnt = cols[count_field].astype(np.int64)
@@ -235,7 +237,7 @@ def _run_chunk(kern, view: ClientPool, targets: np.ndarray, w0: int, w1: int, op
             if len(out):
                 kr = (perm - offsets[unit]).astype(np.uint64)
                 kern.fill_items(seed, client[unit], window[unit], kr, cnt, idist, item_off,
-                                view.field_index(item), d.values, d.cdf, d.offsets, out)
+                                view.field_index(item), d.values, d.cdf, d.offsets, guide, goff, out)
             cols[item] = (item_off, out)
     return cols
 

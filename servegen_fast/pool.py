@@ -124,7 +124,8 @@ class ClientPool:
         if end < start:
             raise ValueError(f"span end ({end}) must not be before its start ({start})")
         w_end = self.window_start + self.window_len
-        keep = (w_end > start) & (self.window_start < end)
+        # non-empty overlap only: an empty span [s, s) keeps no (zero-length) window
+        keep = np.minimum(w_end, end) > np.maximum(self.window_start, start)
         lo = np.maximum(self.window_start[keep], start)
         hi = np.minimum(w_end[keep], end)
         return self.replace(

@@ -75,7 +75,12 @@ def load_pool_file(path: str | os.PathLike) -> ClientPool:
     raw = (table.schema.metadata or {}).get(_META_KEY)
     if raw is None:
         raise ValueError(f"{path}: Parquet file without servegen-fast pool metadata (is it a trace?)")
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:
+        raise ValueError(f"{path}: corrupt servegen-fast pool metadata ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: corrupt servegen-fast pool metadata (not a JSON object)")
     if meta.get("format") != FORMAT or meta.get("version", 0) > FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported pool format {meta.get('format')!r} version {meta.get('version')!r}")
 
@@ -84,11 +89,14 @@ def load_pool_file(path: str | os.PathLike) -> ClientPool:
         flat = table.column(name).chunk(0).values.to_numpy(zero_copy_only=False)
         return np.ascontiguousarray(flat.astype(np.dtype(dtype), copy=False).reshape(shape))
 
-    arrays = {name: array(name) for name in _ARRAYS if name in meta["arrays"]}
-    dists = DistTable(*(array("dists." + n) for n in _TABLE))
-    return ClientPool(category=meta["category"], model=meta["model"], fields=tuple(meta["fields"]),
-                      dists=dists, window_size=meta["window_size"],
-                      length_window_size=meta["length_window_size"], origin=meta["origin"], **arrays)
+    try:
+        arrays = {name: array(name) for name in _ARRAYS if name in meta["arrays"]}
+        dists = DistTable(*(array("dists." + n) for n in _TABLE))
+        return ClientPool(category=meta["category"], model=meta["model"], fields=tuple(meta["fields"]),
+                          dists=dists, window_size=meta["window_size"],
+                          length_window_size=meta["length_window_size"], origin=meta["origin"], **arrays)
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: incomplete or inconsistent pool file ({type(e).__name__}: {e})") from None
 
 
 def builtin_pool_path() -> Path:

@@ -103,7 +103,8 @@ def _read_trace(file: Path):
     ts, rate, cv, law, p1, p2, err, line, field = tp.parse_trace_csv(buf)
     if err != tp.OK:
         text = _line_text(buf, line)
-        what = {tp.ERR_NUMBER: f"field {field + 1} ({_TRACE_FIELDS[field]}) is not a number",
+        # (field is 6 for a line with too many fields: index the names only when it is a number error)
+        what = {tp.ERR_NUMBER: f"field {field + 1} ({_TRACE_FIELDS[min(field, 5)]}) is not a number",
                 tp.ERR_FIELDS: f"expected 6 comma-separated fields ({','.join(_TRACE_FIELDS)}), found {field}"
                                if field < 6 else "more than 6 fields",
                 tp.ERR_PATTERN: "unknown arrival pattern; expected one of '', 'Gamma', 'Weibull', 'Exponential'",

@@ -1,0 +1,169 @@
+"""Pool files: exact save/load round trip, clear errors, no temporary files left behind."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from servegen_fast import read_servegen
+from servegen_fast import pool_file
+from servegen_fast.pool_file import load_pool_file, save_pool
+
+ARRAYS = ("client_ids", "window_start", "window_len", "window_index", "length_index",
+          "rate", "cv", "law", "shape", "scale", "dist_id")
+SCALARS = ("category", "model", "fields", "window_size", "length_window_size", "origin")
+
+
+@pytest.fixture(scope="module")
+def m_mid(servegen_root):
+    with pytest.warns(UserWarning, match=r"35 of 109 clients have no dataset file"):
+        return read_servegen(servegen_root, "language/m-mid")
+
+
+@pytest.fixture(scope="module")
+def deepseek(servegen_root):
+    return read_servegen(servegen_root, "reason/deepseek-r1")
+
+
+def assert_identical(a, b):
+    for name in ARRAYS:
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+        np.testing.assert_array_equal(x, y, err_msg=name)
+    for name in ("values", "cdf", "offsets"):
+        x, y = getattr(a.dists, name), getattr(b.dists, name)
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+        np.testing.assert_array_equal(x, y, err_msg="dists." + name)
+    for name in SCALARS:
+        assert getattr(a, name) == getattr(b, name), name
+    assert type(b.fields) is tuple
+    assert (a.present is None) == (b.present is None)
+    if a.present is not None:
+        assert b.present.dtype == np.bool_
+        np.testing.assert_array_equal(a.present, b.present)
+
+
+def _only(path) -> list[str]:
+    return sorted(os.listdir(path))
+
+
+@pytest.mark.parametrize("which", ["m-mid", "m-mid span", "m-mid span filtered", "deepseek filtered", "empty"])
+def test_round_trip_exact(m_mid, deepseek, tmp_path, which):
+    pool = {
+        "m-mid": lambda: m_mid,
+        "m-mid span": lambda: m_mid.span(86_400 + 300, 3 * 86_400),
+        "m-mid span filtered": lambda: m_mid.span(86_400, 2 * 86_400).filter_by_cv(0.5, 2.0),
+        "deepseek filtered": lambda: deepseek.filter_by_avg_output_len(500, 5000),
+        "empty": lambda: m_mid.span(10**8, 10**8 + 600),
+    }[which]()
+    if "filtered" in which:
+        assert pool.present is not None and not pool.present.all()
+    path = save_pool(pool, tmp_path / "sub" / "pool.parquet")
+    assert path == tmp_path / "sub" / "pool.parquet"
+    assert _only(tmp_path / "sub") == ["pool.parquet"]  # no temporary file left behind
+    back = load_pool_file(path)
+    assert_identical(pool, back)
+    # statistics and views still agree after the round trip
+    np.testing.assert_array_equal(back.aggregate_rate(), pool.aggregate_rate())
+    np.testing.assert_array_equal(back.active, pool.active)
+
+
+def test_round_trip_overwrites(deepseek, tmp_path):
+    path = tmp_path / "pool.parquet"
+    save_pool(deepseek, path)
+    small = deepseek.span(0, 3600)
+    save_pool(small, path)
+    assert _only(tmp_path) == ["pool.parquet"]
+    assert_identical(small, load_pool_file(path))
+
+
+def test_failed_write_leaves_nothing(deepseek, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(pool_file.pq, "write_table", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_pool(deepseek.span(0, 3600), tmp_path / "pool.parquet")
+    assert _only(tmp_path) == []
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"pool file not found: .*nothing\.parquet"):
+        load_pool_file(tmp_path / "nothing.parquet")
+    (tmp_path / "a_dir.parquet").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"pool file not found"):
+        load_pool_file(tmp_path / "a_dir.parquet")
+
+
+def test_non_pool_parquet(tmp_path):
+    path = tmp_path / "trace.parquet"
+    pq.write_table(pa.table({"timestamp": [0.0, 1.0], "client_id": pa.array([1, 2], pa.uint32())}), path)
+    with pytest.raises(ValueError, match=r"trace\.parquet: Parquet file without servegen-fast pool metadata"):
+        load_pool_file(path)
+
+
+def test_other_format_in_metadata(tmp_path):
+    path = tmp_path / "future.parquet"
+    meta = {"format": "servegen-fast-pool", "version": 99}
+    table = pa.table({"x": [1]}).replace_schema_metadata({b"servegen_fast.pool": json.dumps(meta).encode()})
+    pq.write_table(table, path)
+    with pytest.raises(ValueError, match=r"future\.parquet: unsupported pool format 'servegen-fast-pool' version 99"):
+        load_pool_file(path)
+    meta = {"format": "something-else", "version": 1}
+    pq.write_table(table.replace_schema_metadata({b"servegen_fast.pool": json.dumps(meta).encode()}), path)
+    with pytest.raises(ValueError, match=r"unsupported pool format 'something-else'"):
+        load_pool_file(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a parquet file at all" * 10, b"PAR1" + bytes(100) + b"PAR1"])
+def test_corrupt_file(tmp_path, content):
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"bad\.parquet: not a readable Parquet pool file"):
+        load_pool_file(path)
+
+
+def test_truncated_pool_file(deepseek, tmp_path):
+    path = save_pool(deepseek, tmp_path / "pool.parquet")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"pool\.parquet: not a readable Parquet pool file"):
+        load_pool_file(path)
+
+
+@pytest.mark.parametrize("raw, match", [(b"{not json", r"corrupt servegen-fast pool metadata"),
+                                        (b"[1, 2]", r"corrupt servegen-fast pool metadata \(not a JSON object\)"),
+                                        (json.dumps({"format": "servegen-fast-pool", "version": 1}).encode(),
+                                         r"incomplete or inconsistent pool file \(KeyError")])
+def test_corrupt_metadata(tmp_path, raw, match):
+    path = tmp_path / "meta.parquet"
+    pq.write_table(pa.table({"x": [1]}).replace_schema_metadata({b"servegen_fast.pool": raw}), path)
+    with pytest.raises(ValueError, match=r"meta\.parquet: " + match):
+        load_pool_file(path)
+
+
+def _tamper(deepseek, tmp_path, edit):
+    path = save_pool(deepseek.span(0, 7200), tmp_path / "pool.parquet")
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b"servegen_fast.pool"])
+    table = edit(table, meta)
+    pq.write_table(table.replace_schema_metadata({b"servegen_fast.pool": json.dumps(meta).encode()}), path)
+    return path
+
+
+def test_missing_column(deepseek, tmp_path):
+    path = _tamper(deepseek, tmp_path, lambda t, m: t.drop_columns(["rate"]))
+    with pytest.raises(ValueError, match=r"pool\.parquet: incomplete or inconsistent pool file \(KeyError"):
+        load_pool_file(path)
+
+
+def test_inconsistent_shapes(deepseek, tmp_path):
+    def edit(t, meta):
+        meta["arrays"]["rate"][0] = meta["arrays"]["rate"][0][::-1]  # [W, C] instead of [C, W]
+        return t
+    path = _tamper(deepseek, tmp_path, edit)
+    with pytest.raises(ValueError, match=r"pool\.parquet: incomplete or inconsistent pool file .*rate has shape"):
+        load_pool_file(path)

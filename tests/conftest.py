@@ -34,6 +34,8 @@ def _servegen_root() -> Path | None:
 @pytest.fixture(scope="session")
 def servegen_root() -> Path:
     root = _servegen_root()
+    if root is None and os.environ.get("SERVEGEN_FAST_REQUIRE_DATA"):
+        pytest.fail("SERVEGEN_FAST_REQUIRE_DATA is set but the ServeGen data was not found")
     if root is None:
         pytest.skip("ServeGen data not found: set SERVEGEN_FAST_DATA or provide ../shared/data/servegen-data.tar.gz")
     return root
@@ -41,6 +43,8 @@ def servegen_root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
+    if not SHARED_DATA.is_dir() and os.environ.get("SERVEGEN_FAST_REQUIRE_DATA"):
+        pytest.fail(f"SERVEGEN_FAST_REQUIRE_DATA is set but {SHARED_DATA} was not found")
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} not found")
     return SHARED_DATA

@@ -90,10 +90,12 @@ def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offs
 
 
 @_pjit
-def window_order(t, bounds):
+def window_order(t, unit_offsets, window_first_unit):
+    """Permutation putting each window's arrivals in time order (stable: equal times keep unit order)."""
     perm = np.empty(len(t), np.int64)
-    for i in prange(len(bounds) - 1):
-        lo, hi = bounds[i], bounds[i + 1]
+    for i in prange(len(window_first_unit) - 1):
+        lo = unit_offsets[window_first_unit[i]]
+        hi = unit_offsets[window_first_unit[i + 1]]
         if hi > lo:
             perm[lo:hi] = lo + np.argsort(t[lo:hi], kind="mergesort")
     return perm
@@ -127,30 +129,6 @@ def _phi(x):
     return 0.5 * math.erfc(-x * _INV_SQRT2)
 
 
-@_jit
-def _base_row(corr_mode, sa, sb, seed, cu, wu, k, dist_row, values, cdf, doff, guide, goff, out_row):
-    n_fields = len(dist_row)
-    if corr_mode == 0:
-        v = _uniform(seed, cu, wu, FIELD_BASE, k)
-        for f in range(n_fields):
-            d = dist_row[f]
-            out_row[f] = _lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d], v)
-    elif corr_mode == 1:
-        for f in range(n_fields):
-            d = dist_row[f]
-            out_row[f] = _lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d], _uniform(seed, cu, wu, FIELD_BASE + f, k))
-    else:
-        u1, u2 = _uniform2_attempt(seed, cu, wu, _FIELD_COPULA, k, 0)
-        z0 = math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2)
-        for f in range(n_fields):
-            m = f + 1  # normal number m: Box-Muller pair m // 2, cos for even m, sin for odd m
-            u1, u2 = _uniform2_attempt(seed, cu, wu, _FIELD_COPULA, k, m >> 1)
-            r = math.sqrt(-2.0 * math.log(u1))
-            z = r * math.cos(_TWO_PI * u2) if (m & 1) == 0 else r * math.sin(_TWO_PI * u2)
-            d = dist_row[f]
-            out_row[f] = _lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d], _phi(sa * z0 + sb * z))
-
-
 @_pjit
 def fill_base(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff, guide, goff, out):
     """out[slot, f] = value of base field f for every arrival slot, in unit order.
@@ -158,13 +136,35 @@ def fill_base(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, 
     Unit order keeps one client's distributions hot in cache; callers gather by the time
     order afterwards.
     """
+    n_fields = dist.shape[1]
     sa = math.sqrt(rho)
     sb = math.sqrt(1.0 - rho)
     for u in prange(len(client)):
         lo = offsets[u]
+        cu = client[u]
+        wu = window[u]
         for k in range(offsets[u + 1] - lo):
-            _base_row(corr_mode, sa, sb, seed, client[u], window[u], k, dist[u], values, cdf, doff, guide, goff,
-                      out[lo + k])
+            row = lo + k
+            if corr_mode == 0:
+                v = _uniform(seed, cu, wu, FIELD_BASE, k)
+                for f in range(n_fields):
+                    d = dist[u, f]
+                    out[row, f] = _lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d], v)
+            elif corr_mode == 1:
+                for f in range(n_fields):
+                    d = dist[u, f]
+                    v = _uniform(seed, cu, wu, FIELD_BASE + f, k)
+                    out[row, f] = _lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d], v)
+            else:
+                u1, u2 = _uniform2_attempt(seed, cu, wu, _FIELD_COPULA, k, 0)
+                z0 = math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2)
+                for f in range(n_fields):
+                    m = f + 1  # normal number m: Box-Muller pair m // 2, cos for even m, sin for odd m
+                    u1, u2 = _uniform2_attempt(seed, cu, wu, _FIELD_COPULA, k, m >> 1)
+                    r = math.sqrt(-2.0 * math.log(u1))
+                    z = r * math.cos(_TWO_PI * u2) if (m & 1) == 0 else r * math.sin(_TWO_PI * u2)
+                    d = dist[u, f]
+                    out[row, f] = _lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d], _phi(sa * z0 + sb * z))
     return out
 
 

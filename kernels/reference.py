@@ -109,8 +109,9 @@ def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offs
                 t = t + scale[u] * x[j]
 
 
-def window_order(t, bounds):
-    """Stable argsort of t within each [bounds[i], bounds[i+1]) range (windows are disjoint in time)."""
+def window_order(t, unit_offsets, window_first_unit):
+    """Stable argsort of t within each window (windows are disjoint in time, so this is global order)."""
+    bounds = unit_offsets[window_first_unit]
     perm = np.empty(len(t), np.int64)
     for i in range(len(bounds) - 1):
         lo, hi = bounds[i], bounds[i + 1]

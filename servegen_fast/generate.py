@@ -110,6 +110,7 @@ def generate(pool: ClientPool, rate=None, duration: int | None = None, *, start:
 
     `rate` is anything `rates.as_rate_fn` accepts (None: the pool's own rates). Timestamps
     are seconds from `start`. `progress(rows_so_far, seconds_done)` is called after each chunk.
+    Arguments are checked when this is called, not when the first batch is drawn.
     """
     opts = GenerateOptions(seed, mode, correlation, backend, chunk_bytes, include_reason_ratio)
     start, duration = _validate(pool, duration, start, opts)
@@ -118,6 +119,10 @@ def generate(pool: ClientPool, rate=None, duration: int | None = None, *, start:
     targets = _rates.client_targets(view, rate_fn.per_window(view))
     schema = trace_schema(view.category, view.fields, include_reason_ratio, metadata)
     kern = load_backend(backend)
+    return _stream(kern, view, targets, schema, opts, include_reason_ratio, progress)
+
+
+def _stream(kern, view, targets, schema, opts, include_reason_ratio, progress) -> Iterator[pa.RecordBatch]:
     done_rows = 0
     for w0, w1 in _plan_chunks(view, targets, opts):
         cols = _run_chunk(kern, view, targets, w0, w1, opts)
@@ -131,10 +136,10 @@ def generate(pool: ClientPool, rate=None, duration: int | None = None, *, start:
 
 def generate_table(pool: ClientPool, rate=None, duration: int | None = None, **kwargs) -> pa.Table:
     """The whole trace as one Arrow table (for small traces; `generate` streams)."""
-    metadata = kwargs.get("metadata")
-    view_fields = pool.fields
-    schema = trace_schema(pool.category, view_fields, kwargs.get("include_reason_ratio", False), metadata)
-    batches = list(generate(pool, rate, duration, **kwargs))
+    stream = generate(pool, rate, duration, **kwargs)  # checks the arguments first
+    schema = trace_schema(pool.category, pool.fields, kwargs.get("include_reason_ratio", False),
+                          kwargs.get("metadata"))
+    batches = list(stream)
     return pa.Table.from_batches(batches, schema=schema)
 
 
@@ -203,8 +208,7 @@ def _run_chunk(kern, view: ClientPool, targets: np.ndarray, w0: int, w1: int, op
                            scale, offsets, out_t)
     # windows are disjoint in time: order within each window, windows in sequence
     first_unit = np.searchsorted(wi, np.arange(w1 - w0 + 1))
-    bounds = offsets[first_unit]
-    perm = kern.window_order(out_t, bounds) if n else np.zeros(0, np.int64)
+    perm = kern.window_order(out_t, offsets, first_unit) if n else np.zeros(0, np.int64)
     slot_unit = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
 
     base = [f for f in view.fields if f not in ITEM_FIELDS]

@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_text
 from .distributions import DistTableBuilder
 from .kernels import textparse as tp
 from .pool import CATEGORIES, LAW_IDLE, LAW_NAMES, NO_DIST, ClientPool, regular_grid
@@ -264,7 +264,7 @@ def write_servegen(pool: ClientPool, out_dir: str | os.PathLike) -> Path:
                 # float(): NumPy 2 scalars repr as 'np.float64(...)'
                 rows.append(f"{ts},{float(pool.rate[c, w])!r},{float(pool.cv[c, w])!r},{LAW_NAMES[code]},"
                             f"{float(pool.shape[c, w])!r},{float(pool.scale[c, w])!r}")
-        _atomic_write(out / f"chunk-{cid}-trace.csv", "\n".join(rows) + "\n")
+        write_text(out / f"chunk-{cid}-trace.csv", "\n".join(rows) + "\n")
         doc = {}
         # one dataset entry per length window in use, keyed by the first window it covers
         first_w = np.flatnonzero(np.diff(pool.length_index, prepend=-1) != 0)
@@ -280,7 +280,7 @@ def write_servegen(pool: ClientPool, out_dir: str | os.PathLike) -> Path:
                 flds[fname] = _dict_literal(values, probs, integer=fname != "reason_ratio")
             if flds is not None:
                 doc[str(int(pool.window_start[w0]))] = flds
-        _atomic_write(out / f"chunk-{cid}-dataset.json", json.dumps(doc, indent=2))
+        write_text(out / f"chunk-{cid}-dataset.json", json.dumps(doc, indent=2))
     return out
 
 
@@ -290,14 +290,3 @@ def _dict_literal(values: np.ndarray, probs: np.ndarray, integer: bool) -> str:
     else:
         items = (f"{v!r}: {p!r}" for v, p in zip(values.tolist(), probs.tolist()))
     return "{" + ", ".join(items) + "}"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
+
+from .atomic import temp_path, write_text
 
 META_KEY = b"servegen_fast"
 FORMATS = ("parquet", "arrow")
@@ -56,18 +57,12 @@ def trace_metadata(path_or_schema) -> dict:
 
 
 # --------------------------------------------------------------------------- writers
-def _tmp_name(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
-
-
 class _FileSink:
     """One trace file, written to a temporary name and renamed on `close(ok=True)`."""
 
     def __init__(self, path: Path, schema: pa.Schema, fmt: str):
         self.path = path
-        self.tmp = _tmp_name(path)
+        self.tmp = temp_path(path)
         self.rows = 0
         if fmt == "parquet":
             self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd", use_dictionary=False,
@@ -159,9 +154,7 @@ def _write_partitioned(batches, directory: Path, schema, fmt, partition, on_batc
         sink.close(ok=True)
         parts.append({"index": current, "file": sink.path.name, "rows": sink.rows})
     manifest = {"partition": partition, "format": fmt, "parts": parts, "metadata": trace_metadata(schema)}
-    tmp = _tmp_name(directory / MANIFEST)
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, directory / MANIFEST)
+    write_text(directory / MANIFEST, json.dumps(manifest, indent=1))
     return directory
 
 

@@ -181,15 +181,15 @@ def fill_items(seed, client, window, k, counts, dist, item_offsets, field_slot, 
 
 @_pjit
 def gather_rows(perm, slot_unit, client, t, vals):
-    """Rows in time order: (timestamp, client_id, base field values)."""
+    """Rows in time order: timestamp, client_id and base field values (field-major [F, N])."""
     n = len(perm)
     ts = np.empty(n, np.float64)
     cid = np.empty(n, np.uint32)
-    out = np.empty((n, vals.shape[1]), np.float64)
+    out = np.empty((vals.shape[1], n), np.float64)
     for j in prange(n):
         src = perm[j]
         ts[j] = t[src]
         cid[j] = client[slot_unit[src]]
         for f in range(vals.shape[1]):
-            out[j, f] = vals[src, f]
+            out[f, j] = vals[src, f]
     return ts, cid, out

@@ -194,5 +194,5 @@ def fill_base(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, 
 
 
 def gather_rows(perm, slot_unit, client, t, vals):
-    """Rows in time order: (timestamp, client_id, base field values)."""
-    return t[perm], client[slot_unit[perm]], vals[perm]
+    """Rows in time order: timestamp, client_id and base field values (field-major [F, N])."""
+    return t[perm], client[slot_unit[perm]], np.ascontiguousarray(vals[perm].T)

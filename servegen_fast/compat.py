@@ -130,9 +130,7 @@ def _is_nonneg_number(x) -> bool:
 
 def _pdf_array(pdf) -> Optional[np.ndarray]:
     """The PDF as a 1-D float64 array, or None if any entry is not a number."""
-    if isinstance(pdf, (list, tuple)) and not all(isinstance(p, numbers.Real) for p in pdf):
-        return None
-    try:
+    try:  # a list holding anything but numbers becomes a string or object array
         arr = np.asarray(pdf)
     except ValueError:
         return None
@@ -203,8 +201,12 @@ class ClientPool:
 
     @clients.setter
     def clients(self, clients: Dict[int, Client]) -> None:
-        self._clients = clients
-        self.validate()
+        previous, self._clients = self._clients, clients
+        try:
+            self.validate()
+        except Exception:
+            self._clients = previous
+            raise
         self._base = _columnar_from_clients(self.category, self.model, list(clients.values()))
         self._dense_cache.clear()
         self._dataset_cache.clear()
@@ -434,22 +436,21 @@ class ClientPoolView:
         # cdfs leave such windows out.
         kept = _present(p)
         ts = p.window_start.tolist()
-        empty = lambda: (np.array([]), np.array([]))  # noqa: E731
         with_cv = (kept & (p.law != LAW_IDLE)).any(axis=0)
-        out["cv"] = _fill_sorted(out["cv"], ts, with_cv, empty)
+        out["cv"] = _fill_sorted(out["cv"], ts, with_cv)
         out["rate"] = dict(sorted(out["rate"].items()))
         for name in p.fields:
             if name not in out:
                 continue
             with_dist = (kept & (p.window_dist_id(name) >= 0)).any(axis=0)
-            out[name] = {stat: _fill_sorted(d, ts, with_dist, empty) for stat, d in out[name].items()}
+            out[name] = {stat: _fill_sorted(d, ts, with_dist) for stat, d in out[name].items()}
         return out
 
     # ----------------------------------------------------------------- servegen-fast extras
     @property
     def columnar(self) -> _ColumnarPool:
         """This view as a columnar `servegen_fast.ClientPool` (spanned, filtered, re-based to 0)."""
-        key = (self.start_time, self.end_time, tuple(self.filters))
+        key = (self.pool._base, self.start_time, self.end_time, tuple(self.filters))
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
         p = _span(self.pool._base, self.start_time, self.end_time)
@@ -506,10 +507,11 @@ def _present(p: _ColumnarPool) -> np.ndarray:
     return np.ones(p.rate.shape, dtype=bool) if p.present is None else p.present
 
 
-def _fill_sorted(d: dict, ts: list, has: np.ndarray, empty: Callable) -> dict:
+def _fill_sorted(d: dict, ts: list, has: np.ndarray) -> dict:
+    """`d` with an empty (values, probs) pair added at every window in `has` it lacks, by time."""
     out = dict(d)
     for w in np.flatnonzero(has).tolist():
-        out.setdefault(ts[w], empty())
+        out.setdefault(ts[w], (np.array([]), np.array([])))
     return dict(sorted(out.items()))
 
 

@@ -229,7 +229,7 @@ def _run_chunk(kern, view: ClientPool, targets: np.ndarray, w0: int, w1: int, op
     ts, cid, vals = kern.gather_rows(perm, slot_unit, client, out_t, vals)
     cols = {"timestamp": ts, "client_id": cid}
     for f, name in enumerate(base):
-        cols[name] = vals[:, f]
+        cols[name] = vals[f]
     unit = slot_unit[perm] if any(item in view.fields for item in ITEM_FIELDS) else None
     for item, count_field in ITEM_FIELDS.items():
         if item in view.fields and count_field in base:
@@ -248,7 +248,7 @@ def _run_chunk(kern, view: ClientPool, targets: np.ndarray, w0: int, w1: int, op
 
 def _to_batch(cols: dict, view: ClientPool, schema: pa.Schema, include_reason_ratio: bool) -> pa.RecordBatch:
     arrays = {}
-    u32 = lambda x: np.asarray(np.round(x), dtype=np.uint32)  # noqa: E731 - lengths are integral already
+    u32 = lambda x: x.astype(np.uint32)  # noqa: E731 - lengths are integral floats: exact
     for name in schema.names:
         if name == "timestamp":
             arrays[name] = pa.array(cols["timestamp"], pa.float64())

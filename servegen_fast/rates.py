@@ -161,7 +161,7 @@ def as_rate_fn(rate) -> RateFn:
         return ByTimestamp(tuple(sorted((int(k), float(v)) for k, v in rate.items())))
     if callable(rate):
         return OfTime(rate)
-    if isinstance(rate, (Sequence, np.ndarray)):
+    if isinstance(rate, (Sequence, np.ndarray)) and not isinstance(rate, (str, bytes, bytearray)):
         return PerWindow(tuple(float(x) for x in np.asarray(rate, dtype=np.float64).ravel()))
     raise TypeError(f"cannot use {type(rate).__name__} as a rate function; give a number, dict, array, "
                     f"callable or RateFn")

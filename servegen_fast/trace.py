@@ -65,8 +65,11 @@ class _FileSink:
         self.tmp = temp_path(path)
         self.rows = 0
         if fmt == "parquet":
+            # use_compliant_nested_type=False keeps list children named "item", so a trace
+            # read back has exactly the schema it was written with (list<item: uint32>)
             self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd", use_dictionary=False,
-                                           write_statistics=["timestamp", "client_id"])
+                                           write_statistics=["timestamp", "client_id"],
+                                           use_compliant_nested_type=False)
         else:
             self.writer = ipc.new_file(str(self.tmp), schema,
                                        options=ipc.IpcWriteOptions(compression="zstd"))
@@ -150,9 +153,10 @@ def _write_partitioned(batches, directory: Path, schema, fmt, partition, on_batc
         if sink is not None:
             sink.close(ok=False)
         raise
-    if sink is not None:
-        sink.close(ok=True)
-        parts.append({"index": current, "file": sink.path.name, "rows": sink.rows})
+    if sink is None:  # no rows: one empty part keeps the schema readable
+        sink, current = _FileSink(partition_file(directory, 0, fmt), schema, fmt), 0
+    sink.close(ok=True)
+    parts.append({"index": current, "file": sink.path.name, "rows": sink.rows})
     manifest = {"partition": partition, "format": fmt, "parts": parts, "metadata": trace_metadata(schema)}
     write_text(directory / MANIFEST, json.dumps(manifest, indent=1))
     return directory

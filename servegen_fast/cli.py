@@ -252,16 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="generate a trace file from a client pool",
-                       description="Generate a time-ordered request trace from a client pool.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description="Generate a time-ordered request trace from a client pool.")
     src = g.add_argument_group("pool")
     src.add_argument("--pool", default="builtin",
                      help="'builtin', a pool file (.parquet), a ServeGen model directory, or '<category>/<model>' "
-                          "under --data-dir")
+                          "under --data-dir (default: builtin)")
     src.add_argument("--data-dir", default=None,
                      help="ServeGen data directory holding <category>/<model> (default: $SERVEGEN_DATA_DIR, ./data)")
     tm = g.add_argument_group("time")
-    tm.add_argument("--start", type=parse_duration, default=0, help="start within the pool (e.g. 0, 20h, 3d)")
+    tm.add_argument("--start", type=parse_duration, default=0, help="start within the pool (e.g. 0, 20h, 3d; default: 0)")
     tm.add_argument("--duration", type=parse_duration, default=None,
                     help="trace length (e.g. 3600, 90m, 36h, 14d; default: to the pool's end)")
     rt = g.add_argument_group("rate (one of)")
@@ -273,12 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="diurnal/weekly profile: mean rate, daily amplitude in [0,1], peak hour, weekend factor")
     sm = g.add_argument_group("sampling")
     sm.add_argument("--mode", choices=("servegen", "renewal", "poisson"), default="servegen",
-                    help="arrival semantics (see docs/ARCHITECTURE.md)")
+                    help="arrival semantics (default: servegen; see docs/ARCHITECTURE.md)")
     sm.add_argument("--correlation", type=_correlation, default="comonotone",
-                    help="length correlation: comonotone, independent, or a copula correlation in [0, 1]")
-    sm.add_argument("--seed", type=int, default=0, help="random seed (same seed, same trace)")
-    sm.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default="cpu", help="sampling backend")
-    sm.add_argument("--chunk-mb", type=int, default=256, help="memory budget of one generation chunk (MiB)")
+                    help="length correlation: comonotone (default), independent, or a copula correlation in [0, 1]")
+    sm.add_argument("--seed", type=int, default=0, help="random seed (default: 0; same seed, same trace)")
+    sm.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default="cpu", help="sampling backend (default: cpu)")
+    sm.add_argument("--chunk-mb", type=int, default=256, help="memory budget of one generation chunk in MiB (default: 256)")
     sm.add_argument("--include-reason-ratio", action="store_true", help="also write reason_ratio (reasoning pools)")
     out = g.add_argument_group("output")
     out.add_argument("--output", "-o", required=True, help="trace file, or directory with --partition")

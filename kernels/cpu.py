@@ -83,9 +83,11 @@ def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offs
                 t = start[u] + length[u] * (out_t[lo + j] / total)
                 out_t[lo + j] = t if t < below else below
         else:
+            below = np.nextafter(start[u] + length[u], -np.inf)
             t = _residual(law[u], k[u], scale[u], seed, client[u], window[u])
             for j in range(m):
-                out_t[lo + j] = start[u] + t
+                v = start[u] + t  # t < length, but the sum may round up onto the window end
+                out_t[lo + j] = v if v < below else below
                 t = t + scale[u] * _draw(law[u], k[u], seed, client[u], window[u], _FIELD_IAT, j)
 
 

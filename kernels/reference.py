@@ -104,8 +104,10 @@ def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offs
             x = _draw(np.full(m, law[u]), np.full(m, k[u]), seed, np.full(m, client[u]),
                       np.full(m, window[u]), px.FIELD_IAT, np.arange(m))
             t = r
+            below = np.nextafter(start[u] + length[u], -np.inf)
             for j in range(m):  # sequential sum, as the compiled kernels do it
-                out_t[lo + j] = start[u] + t
+                v = start[u] + t
+                out_t[lo + j] = v if v < below else below
                 t = t + scale[u] * x[j]
 
 

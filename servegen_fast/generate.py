@@ -91,9 +91,9 @@ def _validate(pool: ClientPool, duration, start, opts: GenerateOptions) -> tuple
     if opts.chunk_bytes <= 0:
         raise ValueError(f"chunk_bytes must be positive, got {opts.chunk_bytes}")
     _correlation_mode(opts.correlation)
+    if not float(start).is_integer() or start < 0:
+        raise ValueError(f"start must be a non-negative whole number of seconds, got {start!r}")
     start = int(start)
-    if start < 0:
-        raise ValueError(f"start must be non-negative, got {start}")
     if duration is None:
         duration = pool.duration - start
     if not float(duration).is_integer() or duration <= 0:

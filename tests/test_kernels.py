@@ -1,0 +1,269 @@
+"""Backends and keyed randomness: the NumPy reference and the Numba CPU kernels give identical
+traces; the result does not depend on thread count, chunk size, global RNG state or on which
+windows are generated together; different seeds give different traces."""
+from __future__ import annotations
+
+import math
+import os
+import random
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numba
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pytest
+
+from servegen_fast import read_servegen
+from servegen_fast.distributions import DistTableBuilder
+from servegen_fast.generate import generate, generate_table
+from servegen_fast.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST, ClientPool, regular_grid
+
+MODES = ("servegen", "renewal", "poisson")
+CORRELATIONS = ("comonotone", "independent", 0.6)
+LAWS = {"gamma": LAW_GAMMA, "weibull": LAW_WEIBULL, "exponential": LAW_EXPONENTIAL}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------- pools
+def synth_pool(rate, law, cv, weibull_shape, category="language") -> ClientPool:
+    """Synthetic pool: rate [C, W] (0 idle), law names [C, W], Gamma cv, Weibull shape."""
+    rate = np.asarray(rate, dtype=np.float64)
+    c, w = rate.shape
+    code = np.vectorize(LAWS.__getitem__, otypes=[np.uint8])(np.broadcast_to(np.asarray(law), (c, w)))
+    code = np.where(rate > 0, code, LAW_IDLE).astype(np.uint8)
+    shape = np.where(code == LAW_GAMMA, 1.0 / cv ** 2, np.where(code == LAW_WEIBULL, weibull_shape, 1.0))
+    shape = np.where(code == LAW_IDLE, 0.0, shape)
+    wcv = math.sqrt(math.gamma(1 + 2 / weibull_shape) / math.gamma(1 + 1 / weibull_shape) ** 2 - 1)
+    cv_col = np.where(code == LAW_GAMMA, cv, np.where(code == LAW_WEIBULL, wcv, np.where(code == LAW_IDLE, 0.0, 1.0)))
+    scale = np.where(rate > 0, 1.0 / np.where(rate > 0, rate, 1.0), 0.0)  # unused by the generator
+    start, wlen, widx, lidx = regular_grid(w, 600, 1200)  # two arrival windows per length window
+    d = int(lidx[-1]) + 1
+    b = DistTableBuilder()
+    if category == "language":
+        specs = {"input_tokens": lambda i: (np.arange(1, 200 + 50 * i) * 3.0, np.ones(199 + 50 * i)),
+                 "output_tokens": lambda i: (np.arange(1, 100) * 2.0 + i, np.linspace(2, 1, 99))}
+    elif category == "reason":
+        specs = {"input_tokens": lambda i: (np.arange(1, 300) * 1.0, np.ones(299)),
+                 "output_tokens": lambda i: (np.arange(1, 77) * 13.0, np.linspace(1, 3, 76)),
+                 "reason_ratio": lambda i: (np.linspace(0.0, 1.0, 41), np.ones(41))}
+    else:
+        specs = {"text_tokens": lambda i: (np.arange(1, 300) * 1.0, np.ones(299)),
+                 "image_tokens": lambda i: (np.array([0.0, 256.0, 577.0]), np.array([0.1, 0.6, 0.3])),
+                 "audio_tokens": lambda i: (np.array([10.0, 20.0]), np.array([0.5, 0.5])),
+                 "image_count": lambda i: (np.array([0.0, 1.0, 2.0, 5.0]), np.array([0.3, 0.3, 0.2, 0.2])),
+                 "audio_count": lambda i: (np.array([0.0, 1.0]), np.array([0.9, 0.1])),
+                 "output_tokens": lambda i: (np.arange(1, 77) * 13.0, np.linspace(1, 3, 76))}
+    fields = tuple(specs)
+    dist_id = np.full((c, d, len(fields)), NO_DIST, np.int32)
+    for f, spec in enumerate(specs.values()):
+        for i in range(c):
+            for j in range(d):
+                dist_id[i, j, f] = b.add(*spec(i + j))
+    return ClientPool(category=category, model="synth", client_ids=np.arange(c, dtype=np.int64) * 5 + 100,
+                      window_start=start, window_len=wlen, window_index=widx, length_index=lidx, rate=rate,
+                      cv=cv_col, law=code, shape=shape, scale=scale, fields=fields, dist_id=dist_id,
+                      dists=b.build(), window_size=600, length_window_size=1200)
+
+
+def mixed_pool(category="language") -> ClientPool:
+    """4 clients x 4 windows; Gamma with shape < 1 and > 1, Weibull and Exponential; idle windows."""
+    rate = np.array([[0.4, 0.0, 0.3, 0.5],
+                     [0.2, 0.3, 0.0, 0.1],
+                     [0.0, 0.25, 0.35, 0.2],
+                     [0.15, 0.1, 0.2, 0.0]])
+    law = [["gamma", "weibull", "exponential", "gamma"],
+           ["weibull", "gamma", "gamma", "exponential"],
+           ["exponential", "gamma", "weibull", "gamma"],
+           ["gamma", "exponential", "gamma", "weibull"]]
+    cv = np.array([[2.5], [0.6], [1.3], [4.0]])
+    return synth_pool(rate, law, cv, 0.7, category)
+
+
+def read_pool(root, name):
+    with warnings.catch_warnings():
+        # some ServeGen pools have clients without dataset files: one UserWarning, expected
+        warnings.filterwarnings("ignore", message=r".*clients have no dataset file", category=UserWarning)
+        return read_servegen(root, name)
+
+
+# (pool source, start, duration, aggregate rate): short spans with a truncated first window,
+# small aggregate rates so the slow NumPy reference stays quick.
+CASES = {
+    "synthetic": ("synthetic-language", 150, 2250, None),
+    "synthetic-mm": ("synthetic-multimodal", 150, 2250, None),
+    "m-small": ("language/m-small", 36000 + 300, 900, 1.5),
+    "mm-image": ("multimodal/mm-image", 36000 + 300, 900, 1.5),
+    "deepseek-r1": ("reason/deepseek-r1", 36000 + 300, 900, 1.5),
+}
+
+
+@pytest.fixture(scope="module")
+def pools(request):
+    cache: dict = {}
+
+    def get(name: str) -> ClientPool:
+        if name not in cache:
+            if name.startswith("synthetic-"):
+                cache[name] = mixed_pool(name.split("-", 1)[1])
+            else:
+                cache[name] = read_pool(request.getfixturevalue("servegen_root"), name)
+        return cache[name]
+    return get
+
+
+# --------------------------------------------------------------------------- reference vs cpu
+@pytest.mark.parametrize("correlation", CORRELATIONS, ids=str)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", list(CASES))
+def test_numpy_reference_equals_cpu(pools, case, mode, correlation):
+    name, start, duration, rate = CASES[case]
+    pool = pools(name)
+    kw = dict(start=start, seed=1234, mode=mode, correlation=correlation,
+              include_reason_ratio=pool.category == "reason")
+    ref = generate_table(pool, rate, duration, backend="numpy", **kw)
+    cpu = generate_table(pool, rate, duration, backend="cpu", **kw)
+    assert ref.num_rows > 300
+    assert ref.schema.equals(cpu.schema, check_metadata=True)
+    # identical integer columns and bit-identical timestamps (and reason ratios)
+    assert ref.equals(cpu)
+    if pool.category == "multimodal":
+        assert pc.sum(pc.list_value_length(cpu.column("image_tokens"))).as_py() > 0
+
+
+# --------------------------------------------------------------------------- invariances
+def run(pool, **kw):
+    kw.setdefault("seed", 77)
+    return generate_table(pool, kw.pop("rate", None), kw.pop("duration", None), **kw)
+
+
+@pytest.fixture(scope="module")
+def big_span(pools):
+    """m-small over 25 minutes from mid-window (4 windows), native rates: ~750k rows."""
+    return pools("language/m-small"), dict(start=40_000, duration=1500)
+
+
+@pytest.mark.parametrize("mode,correlation", [("servegen", 0.6), ("renewal", "independent"),
+                                              ("poisson", "comonotone")])
+def test_thread_count_invariance(big_span, mode, correlation):
+    pool, span = big_span
+    default = numba.get_num_threads()
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has a single thread here")
+    try:
+        numba.set_num_threads(1)
+        one = run(pool, mode=mode, correlation=correlation, **span)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = run(pool, mode=mode, correlation=correlation, **span)
+    finally:
+        numba.set_num_threads(default)
+    assert one.num_rows > 100_000
+    assert one.equals(many)
+
+
+_SUBPROCESS = r"""
+import sys, warnings
+warnings.simplefilter("ignore")
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+from servegen_fast import read_servegen
+from servegen_fast.generate import generate_table
+pool = read_servegen(sys.argv[1], "reason/deepseek-r1")
+t = generate_table(pool, None, 3600, start=36000 + 200, seed=77, mode="renewal", correlation=0.6,
+                   include_reason_ratio=True)
+with ipc.new_file(sys.argv[2], t.schema) as w:
+    w.write_table(t)
+"""
+
+
+def test_thread_count_invariance_subprocess(pools, servegen_root, tmp_path):
+    # an odd thread count (more threads than cores) splits the work unevenly
+    env = dict(os.environ, NUMBA_NUM_THREADS="5")
+    out = tmp_path / "t.arrow"
+    subprocess.run([sys.executable, "-c", _SUBPROCESS, str(servegen_root), str(out)], env=env, check=True,
+                   cwd=ROOT, timeout=300)
+    with ipc.open_file(out) as r:
+        other = r.read_all()
+    here = generate_table(pools("reason/deepseek-r1"), None, 3600, start=36000 + 200, seed=77, mode="renewal",
+                          correlation=0.6, include_reason_ratio=True)
+    assert here.num_rows > 10_000
+    assert here.equals(other)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_chunk_size_invariance(big_span, mode):
+    pool, span = big_span
+    whole = list(generate(pool, mode=mode, seed=78, **span))
+    per_window = list(generate(pool, mode=mode, seed=78, chunk_bytes=1, **span))
+    ref = pa.Table.from_batches(whole)
+    # a budget of ~60% of the planned rows (renewal/poisson plan 1.1 x the expected count):
+    # some chunk holds two windows, none holds all four
+    budget_rows = int(0.6 * ref.num_rows * (1.0 if mode == "servegen" else 1.1))
+    some = list(generate(pool, mode=mode, seed=78, chunk_bytes=96 * budget_rows, **span))
+    assert len(whole) == 1 and len(per_window) == 4 and 1 < len(some) < 4
+    assert pa.Table.from_batches(per_window).equals(ref)
+    assert pa.Table.from_batches(some).equals(ref)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_chunk_size_invariance_multimodal(pools, backend):
+    pool = pools("synthetic-multimodal")
+    w = 4 if backend == "cpu" else 2  # the reference is slow with list fields
+    a = list(generate(pool, None, w * 600, seed=79, mode="renewal", backend=backend))
+    b = list(generate(pool, None, w * 600, seed=79, mode="renewal", backend=backend, chunk_bytes=1))
+    assert len(a) == 1 and len(b) == w
+    assert pa.Table.from_batches(a).equals(pa.Table.from_batches(b))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_window_generated_alone_matches(pools, mode):
+    # every draw is keyed by (seed, client, window, field, index): a whole window generated on
+    # its own gives the same rows as inside a longer span (timestamps shifted by the span start)
+    pool = pools("synthetic-language")
+    full = run(pool, mode=mode, correlation=0.6)
+    alone = run(pool, mode=mode, correlation=0.6, start=1200, duration=600)
+    ts = full.column("timestamp").to_numpy()
+    part = full.filter(pa.array((ts >= 1200) & (ts < 1800)))
+    assert alone.num_rows == part.num_rows > 50
+    assert alone.drop_columns(["timestamp"]).equals(part.drop_columns(["timestamp"]))
+    # start + t differs from (start − 1200) + t by float rounding only: 1e-9 s
+    np.testing.assert_allclose(alone.column("timestamp").to_numpy() + 1200, part.column("timestamp").to_numpy(),
+                               rtol=0, atol=1e-9)
+
+
+def test_global_random_state_isolation(pools):
+    pool = pools("synthetic-multimodal")
+    np.random.seed(1)
+    random.seed(1)
+    a = run(pool, mode="renewal", correlation=0.6)
+    np.random.seed(987654)
+    np.random.random(1000)
+    random.seed(5)
+    random.random()
+    np.random.default_rng(3).random(10)
+    b = run(pool, mode="renewal", correlation=0.6)
+    c = run(pool, mode="renewal", correlation=0.6, backend="numpy")
+    assert a.equals(b) and a.equals(c)
+
+
+def test_same_seed_same_trace_different_seed_different(pools):
+    pool = pools("synthetic-language")
+    seeds = (0, 1, 2 ** 32, 2 ** 63 + 5, 2 ** 64 - 1)
+    tables = [run(pool, seed=s, mode="servegen", correlation="independent") for s in seeds]
+    assert run(pool, seed=2 ** 63 + 5, mode="servegen", correlation="independent").equals(tables[3])
+    for i in range(len(seeds)):
+        for j in range(i + 1, len(seeds)):
+            a, b = tables[i], tables[j]
+            # servegen mode: same counts per window, different times and lengths
+            assert a.num_rows == b.num_rows
+            ta, tb = a.column("timestamp").to_numpy(), b.column("timestamp").to_numpy()
+            assert np.mean(ta == tb) < 0.01, (seeds[i], seeds[j])
+            ia, ib = a.column("input_tokens").to_numpy(), b.column("input_tokens").to_numpy()
+            assert np.mean(ia == ib) < 0.2, (seeds[i], seeds[j])  # chance agreement ≈ 1/200 – 1/350
+    r0 = run(pool, seed=0, mode="renewal")
+    r1 = run(pool, seed=1, mode="renewal")
+    assert not r0.equals(r1)

@@ -168,9 +168,11 @@ def _fill_arrivals_k(mode, seed, client, window, start, length, below, law, k, s
                 t = start[u] + length[u] * (out_t[lo + j] / total)
                 out_t[lo + j] = t if t < bu else bu
         else:
+            bu = below[u]
             t = _residual(law[u], k[u], scale[u], seed, client[u], window[u])
             for j in range(m):
-                out_t[lo + j] = start[u] + t
+                v = start[u] + t  # t < length, but the sum may round up onto the window end
+                out_t[lo + j] = v if v < bu else bu
                 t = t + scale[u] * _draw(law[u], k[u], seed, client[u], window[u], _FIELD_IAT, j)
 
 

@@ -39,7 +39,7 @@ if not _available:
                       "or use backend='cpu'")
 
 from . import philox as px  # noqa: E402
-from .reference import FIELD_BASE, FIELD_ITEM, LAW_GAMMA, LAW_WEIBULL, MODE_SERVEGEN  # noqa: E402
+from .bodies import FIELD_ITEM, make_bodies  # noqa: E402
 
 # --------------------------------------------------------------------------- configuration
 THREADS_PER_BLOCK = int(os.environ.get("SERVEGEN_FAST_CUDA_TPB", "256"))
@@ -47,17 +47,11 @@ MAX_BLOCKS = int(os.environ.get("SERVEGEN_FAST_CUDA_MAX_BLOCKS", "65535"))
 SIMULATOR = bool(getattr(cuda, "simulator_enabled", False)) or os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 _djit = cuda.jit(device=True)
-_DEV = px.make_samplers(_djit)
-_gamma = _DEV.gamma
-_weibull = _DEV.weibull
-_exponential = _DEV.exponential
-_uniform = _DEV.uniform
-_uniform2_attempt = _DEV.uniform2_attempt
-_FIELD_IAT = px.FIELD_IAT
-_FIELD_START = px.FIELD_RENEWAL_START
-_FIELD_COPULA = px.FIELD_COPULA
-_TWO_PI = 2.0 * math.pi
-_INV_SQRT2 = 0.7071067811865476
+_B = make_bodies(_djit, px.make_samplers(_djit))
+_count_unit = _B.count_unit
+_fill_unit = _B.fill_unit
+_base_row = _B.base_row
+_item_values = _B.item_values
 
 
 def _blocks(n: int) -> int:
@@ -72,54 +66,6 @@ def device_name() -> str:
 
 
 # --------------------------------------------------------------------------- device helpers
-@_djit
-def _draw(law, k, seed, client, window, field, index):
-    if law == LAW_GAMMA:
-        return _gamma(k, seed, client, window, field, index)
-    if law == LAW_WEIBULL:
-        return _weibull(k, seed, client, window, field, index)
-    return _exponential(seed, client, window, field, index)
-
-
-@_djit
-def _residual(law, k, scale, seed, client, window):
-    u = _uniform(seed, client, window, _FIELD_START, 1)
-    if law == LAW_GAMMA:
-        b = _gamma(k + 1.0, seed, client, window, _FIELD_START, 0)
-    elif law == LAW_WEIBULL:
-        b = _gamma(1.0 + 1.0 / k, seed, client, window, _FIELD_START, 0) ** (1.0 / k)
-    else:
-        b = _gamma(2.0, seed, client, window, _FIELD_START, 0)
-    return u * b * scale
-
-
-@_djit
-def _lookup(values, cdf, guide, lo, hi, goff, u):
-    """As cpu._lookup: guide-table bucket, binary search, then the exact fix-ups."""
-    n = hi - lo
-    g = int(u * n)
-    if g >= n:
-        g = n - 1
-    a = lo + guide[goff + g]
-    b = lo + guide[goff + g + 1]
-    while a < b:
-        mid = (a + b) >> 1
-        if cdf[mid] < u:
-            a = mid + 1
-        else:
-            b = mid
-    while a > lo and cdf[a - 1] >= u:
-        a -= 1
-    while cdf[a] < u:
-        a += 1
-    return values[a]
-
-
-@_djit
-def _phi(x):
-    return 0.5 * math.erfc(-x * _INV_SQRT2)
-
-
 @_djit
 def _upper_bound(a, n, x):
     """Number of entries of the sorted a[0:n] that are <= x."""
@@ -137,43 +83,18 @@ def _upper_bound(a, n, x):
 # --------------------------------------------------------------------------- kernels
 @cuda.jit
 def _count_renewal_k(seed, client, window, length, law, k, scale, counts):
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    for u in range(start, len(law), stride):
-        t = _residual(law[u], k[u], scale[u], seed, client[u], window[u])
-        c = 0
-        while t < length[u]:
-            t = t + scale[u] * _draw(law[u], k[u], seed, client[u], window[u], _FIELD_IAT, c)
-            c += 1
-        counts[u] = c
+    for u in range(cuda.grid(1), len(law), cuda.gridsize(1)):
+        counts[u] = _count_unit(seed, client[u], window[u], length[u], law[u], k[u], scale[u])
 
 
 @cuda.jit
 def _fill_arrivals_k(mode, seed, client, window, start, length, below, law, k, scale, offsets, out_t):
-    first = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    for u in range(first, len(law), stride):
+    for u in range(cuda.grid(1), len(law), cuda.gridsize(1)):
         lo = offsets[u]
         m = offsets[u + 1] - lo
-        if m == 0:
-            continue
-        if mode == MODE_SERVEGEN:
-            s = 0.0
-            for j in range(m):
-                s = s + _draw(law[u], k[u], seed, client[u], window[u], _FIELD_IAT, j)
-                out_t[lo + j] = s
-            total = s + _draw(law[u], k[u], seed, client[u], window[u], _FIELD_IAT, m)
-            bu = below[u]
-            for j in range(m):
-                t = start[u] + length[u] * (out_t[lo + j] / total)
-                out_t[lo + j] = t if t < bu else bu
-        else:
-            bu = below[u]
-            t = _residual(law[u], k[u], scale[u], seed, client[u], window[u])
-            for j in range(m):
-                v = start[u] + t  # t < length, but the sum may round up onto the window end
-                out_t[lo + j] = v if v < bu else bu
-                t = t + scale[u] * _draw(law[u], k[u], seed, client[u], window[u], _FIELD_IAT, j)
+        if m > 0:
+            _fill_unit(mode, seed, client[u], window[u], start[u], length[u], below[u], law[u], k[u], scale[u], lo, m,
+                       out_t)
 
 
 @cuda.jit
@@ -197,48 +118,18 @@ def _window_rank_k(t, bounds, perm):
 
 @cuda.jit
 def _fill_base_k(corr_mode, sa, sb, seed, offsets, client, window, dist, values, cdf, doff, guide, goff, out):
-    first = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    n_fields = dist.shape[1]
     n_units = len(client)
-    n = out.shape[0]
-    for row in range(first, n, stride):
+    for row in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
         u = _upper_bound(offsets, n_units + 1, row) - 1  # offsets[u] <= row < offsets[u + 1]
-        k = row - offsets[u]
-        cu = client[u]
-        wu = window[u]
-        if corr_mode == 0:
-            v = _uniform(seed, cu, wu, FIELD_BASE, k)
-            for f in range(n_fields):
-                d = dist[u, f]
-                out[row, f] = _lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d], v)
-        elif corr_mode == 1:
-            for f in range(n_fields):
-                d = dist[u, f]
-                v = _uniform(seed, cu, wu, FIELD_BASE + f, k)
-                out[row, f] = _lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d], v)
-        else:
-            u1, u2 = _uniform2_attempt(seed, cu, wu, _FIELD_COPULA, k, 0)
-            z0 = math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2)
-            for f in range(n_fields):
-                m = f + 1  # normal number m: Box-Muller pair m // 2, cos for even m, sin for odd m
-                u1, u2 = _uniform2_attempt(seed, cu, wu, _FIELD_COPULA, k, m >> 1)
-                r = math.sqrt(-2.0 * math.log(u1))
-                z = r * math.cos(_TWO_PI * u2) if (m & 1) == 0 else r * math.sin(_TWO_PI * u2)
-                d = dist[u, f]
-                out[row, f] = _lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d], _phi(sa * z0 + sb * z))
+        _base_row(corr_mode, sa, sb, seed, client[u], window[u], row - offsets[u], u, dist, values, cdf, doff, guide,
+                  goff, out, row)
 
 
 @cuda.jit
 def _fill_items_k(seed, client, window, k, counts, dist, item_offsets, field, values, cdf, doff, guide, goff, out):
-    first = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    for r in range(first, len(k), stride):
-        lo = item_offsets[r]
-        d = dist[r]
-        for i in range(counts[r]):
-            u1, u2 = _uniform2_attempt(seed, client[r], window[r], field, k[r], i)
-            out[lo + i] = _lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d], u1)
+    for r in range(cuda.grid(1), len(k), cuda.gridsize(1)):
+        _item_values(seed, client[r], window[r], k[r], counts[r], dist[r], field, values, cdf, doff, guide, goff, out,
+                     item_offsets[r])
 
 
 @cuda.jit

@@ -12,26 +12,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from . import philox as px
-
-MODE_SERVEGEN, MODE_RENEWAL, MODE_POISSON = 0, 1, 2
-LAW_GAMMA, LAW_WEIBULL, LAW_EXPONENTIAL = 1, 2, 3
-# Length-stream field ids: base field f draws from stream FIELD_BASE + f (independent mode);
-# comonotone uses stream FIELD_BASE for every field; items of list field f use FIELD_ITEM + f.
-FIELD_BASE = 16
-FIELD_ITEM = 48
-
-
-def renewal_params(law, shape, cv, rate):
-    """(shape, scale) of a renewal law with mean 1/rate; vectorised. Gamma shape = 1/cv²."""
-    law = np.asarray(law)
-    k = np.where(law == LAW_GAMMA, 1.0 / np.maximum(cv, 1e-3) ** 2, shape)
-    k = np.where(law == LAW_EXPONENTIAL, 1.0, k)
-    mean1 = np.array([math.gamma(1.0 + 1.0 / x) if w == LAW_WEIBULL else 1.0 for x, w in zip(k.ravel(), law.ravel())])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(law == LAW_GAMMA, 1.0 / (rate * k),
-                         np.where(law == LAW_WEIBULL, 1.0 / (rate * mean1.reshape(k.shape)), 1.0 / rate))
-    return k, scale
+from .bodies import FIELD_BASE, FIELD_ITEM, LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL, MODE_SERVEGEN
 
 
 def _draw(law, shape, seed, client, window, field, index):

@@ -256,9 +256,9 @@ def _to_batch(cols: dict, view: ClientPool, schema: pa.Schema, include_reason_ra
             arrays[name] = pa.array(cols["client_id"], pa.uint32())
         elif name in ITEM_FIELDS:
             off, vals = cols[name]
-            arrays[name] = pa.LargeListArray.from_arrays(pa.array(off, pa.int64()), pa.array(u32(vals), pa.uint32())) \
-                if schema.field(name).type == pa.large_list(pa.uint32()) else \
-                pa.ListArray.from_arrays(pa.array(off.astype(np.int32), pa.int32()), pa.array(u32(vals), pa.uint32()))
+            # int32 offsets: a chunk's item count stays far below 2**31 under the memory budget
+            arrays[name] = pa.ListArray.from_arrays(pa.array(off.astype(np.int32), pa.int32()),
+                                                    pa.array(u32(vals), pa.uint32()))
         elif name == "input_tokens" and view.category == "multimodal":
             total = cols["text_tokens"].copy()
             for item in ITEM_FIELDS:

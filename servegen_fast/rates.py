@@ -86,7 +86,11 @@ class PerWindow(RateFn):
 
 @dataclass(frozen=True)
 class ByTimestamp(RateFn):
-    """ServeGen's dict form {window start: rate}; its keys must be exactly the view's window starts."""
+    """ServeGen's dict form {window start: rate}.
+
+    As in ServeGen, the keys inside [0, duration) must be exactly the view's window starts;
+    keys outside that range are ignored.
+    """
     rates: tuple  # ((timestamp, rate), ...)
 
     def per_window(self, pool):

@@ -7,7 +7,6 @@ import re
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 

@@ -48,3 +48,32 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} not found")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def real_pool(servegen_root):
+    """Getter for a real ServeGen pool ("language/m-large", ...), loaded once per session.
+
+    The arrays are made read-only, so a test that would change a shared pool fails instead.
+    The reader's warning about clients without dataset files is expected here; its text and
+    count are asserted in test_servegen_format.py.
+    """
+    import warnings
+
+    import numpy as np
+
+    from servegen_fast import read_servegen
+
+    cache: dict = {}
+
+    def get(name: str):
+        if name not in cache:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r".*clients have no dataset file", category=UserWarning)
+                pool = read_servegen(servegen_root, name)
+            for arr in [*vars(pool).values(), *vars(pool.dists).values()]:
+                if isinstance(arr, np.ndarray):
+                    arr.flags.writeable = False
+            cache[name] = pool
+        return cache[name]
+    return get

@@ -8,14 +8,12 @@ so the exact target of each statistic is known; every tolerance is stated where 
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pyarrow as pa
 import pytest
 from scipy import optimize, special, stats
 
-from servegen_fast import read_servegen
 from servegen_fast import rates as R
 from servegen_fast.distributions import DistTableBuilder
 from servegen_fast.generate import generate, generate_table
@@ -90,22 +88,9 @@ def synth_pool(rate, *, law="gamma", cv=1.0, weibull_shape=1.0, dists=None, cate
                       length_window_size=length_window_size)
 
 
-def read_pool(root, name: str) -> ClientPool:
-    with warnings.catch_warnings():
-        # some ServeGen pools have clients without dataset files: one UserWarning, expected
-        warnings.filterwarnings("ignore", message=r".*clients have no dataset file", category=UserWarning)
-        return read_servegen(root, name)
-
-
 @pytest.fixture(scope="module")
-def real_pools(servegen_root):
-    cache: dict = {}
-
-    def get(name: str) -> ClientPool:
-        if name not in cache:
-            cache[name] = read_pool(servegen_root, name)
-        return cache[name]
-    return get
+def real_pools(real_pool):
+    return real_pool
 
 
 # --------------------------------------------------------------------------- helpers

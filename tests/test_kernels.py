@@ -8,7 +8,6 @@ import os
 import random
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numba
@@ -18,7 +17,6 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pytest
 
-from servegen_fast import read_servegen
 from servegen_fast.distributions import DistTableBuilder
 from servegen_fast.generate import generate, generate_table
 from servegen_fast.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST, ClientPool, regular_grid
@@ -84,13 +82,6 @@ def mixed_pool(category="language") -> ClientPool:
     return synth_pool(rate, law, cv, 0.7, category)
 
 
-def read_pool(root, name):
-    with warnings.catch_warnings():
-        # some ServeGen pools have clients without dataset files: one UserWarning, expected
-        warnings.filterwarnings("ignore", message=r".*clients have no dataset file", category=UserWarning)
-        return read_servegen(root, name)
-
-
 # (pool source, start, duration, aggregate rate): short spans with a truncated first window,
 # small aggregate rates so the slow NumPy reference stays quick.
 CASES = {
@@ -111,7 +102,7 @@ def pools(request):
             if name.startswith("synthetic-"):
                 cache[name] = mixed_pool(name.split("-", 1)[1])
             else:
-                cache[name] = read_pool(request.getfixturevalue("servegen_root"), name)
+                cache[name] = request.getfixturevalue("real_pool")(name)
         return cache[name]
     return get
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from servegen_fast import read_servegen
 from servegen_fast.distributions import DistTableBuilder
 from servegen_fast.pool import LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST, ClientPool, regular_grid
 
@@ -46,14 +45,13 @@ def toy():
 
 
 @pytest.fixture(scope="module")
-def m_large(servegen_root):
-    with pytest.warns(UserWarning, match=r"15 of 162 clients have no dataset file"):
-        return read_servegen(servegen_root, "language/m-large")
+def m_large(real_pool):
+    return real_pool("language/m-large")
 
 
 @pytest.fixture(scope="module")
-def deepseek(servegen_root):
-    return read_servegen(servegen_root, "reason/deepseek-r1")
+def deepseek(real_pool):
+    return real_pool("reason/deepseek-r1")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from servegen_fast import read_servegen
 from servegen_fast import pool_file
 from servegen_fast.pool_file import load_pool_file, save_pool
 
@@ -19,14 +18,13 @@ SCALARS = ("category", "model", "fields", "window_size", "length_window_size", "
 
 
 @pytest.fixture(scope="module")
-def m_mid(servegen_root):
-    with pytest.warns(UserWarning, match=r"35 of 109 clients have no dataset file"):
-        return read_servegen(servegen_root, "language/m-mid")
+def m_mid(real_pool):
+    return real_pool("language/m-mid")
 
 
 @pytest.fixture(scope="module")
-def deepseek(servegen_root):
-    return read_servegen(servegen_root, "reason/deepseek-r1")
+def deepseek(real_pool):
+    return real_pool("reason/deepseek-r1")
 
 
 def assert_identical(a, b):

@@ -128,7 +128,7 @@ def test_aggregate_rate_matches_plain_csv_parse(pools, servegen_root, name):
             for row in csv.reader(f):
                 if not row:
                     continue
-                ts, rate, _cv, pattern = int(float(row[0])), float(row[1]), row[2], row[3]
+                ts, rate, pattern = int(float(row[0])), float(row[1]), row[3]
                 total.setdefault(ts, 0.0)
                 if pattern.strip():
                     assert pattern in LAW_CODES

@@ -144,9 +144,9 @@ def generate_table(pool: ClientPool, rate=None, duration: int | None = None, **k
 
 
 # --------------------------------------------------------------------------- planning
-def _unit_counts_servegen(targets: np.ndarray, length: np.ndarray) -> np.ndarray:
-    n = np.ceil(targets * length[None, :])
-    return np.maximum(n - 1, 0).astype(np.int64)
+def _servegen_counts(rate: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """ServeGen's rule: ceil(rate·L) draws, the last on the window end, so max(n − 1, 0) arrivals."""
+    return np.maximum(np.ceil(rate * length) - 1, 0).astype(np.int64)
 
 
 def _plan_chunks(view: ClientPool, targets: np.ndarray, opts: GenerateOptions):
@@ -154,7 +154,7 @@ def _plan_chunks(view: ClientPool, targets: np.ndarray, opts: GenerateOptions):
     if view.n_windows == 0:
         return
     if opts.mode == "servegen":
-        per_window = _unit_counts_servegen(targets, view.window_len).sum(axis=0).astype(np.float64)
+        per_window = _servegen_counts(targets, view.window_len[None, :]).sum(axis=0).astype(np.float64)
     else:
         per_window = (targets * view.window_len[None, :]).sum(axis=0) * 1.1 + 16
     budget = max(opts.chunk_bytes // _ROW_BYTES, 1)
@@ -192,7 +192,7 @@ def _run_chunk(kern, view: ClientPool, targets: np.ndarray, w0: int, w1: int, op
     if opts.mode == "servegen":
         k = view.shape[ci, wabs].astype(np.float64)
         scale = np.ones_like(k)
-        counts = np.maximum(np.ceil(rate * length) - 1, 0).astype(np.int64)
+        counts = _servegen_counts(rate, length)
     else:
         if opts.mode == "poisson":
             law = np.full_like(law, LAW_EXPONENTIAL)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
@@ -139,7 +140,7 @@ def _write_partitioned(batches, directory: Path, schema, fmt, partition, on_batc
             lo = 0
             while lo < len(idx):
                 p = int(idx[lo])
-                hi = lo + int((idx[lo:] == p).argmin()) if (idx[lo:] != p).any() else len(idx)
+                hi = int(np.searchsorted(idx, p, side="right"))  # batches are time-ordered
                 if p != current:
                     if sink is not None:
                         sink.close(ok=True)

@@ -258,3 +258,29 @@ def test_same_seed_same_trace_different_seed_different(pools):
     r0 = run(pool, seed=0, mode="renewal")
     r1 = run(pool, seed=1, mode="renewal")
     assert not r0.equals(r1)
+
+
+@pytest.mark.parametrize("layout", ["uniform", "clustered", "ties", "single"])
+def test_window_order_matches_stable_argsort(layout):
+    """cpu.window_order's bucket sort equals a stable argsort per window, including buckets
+    large enough for its merge-sort fallback (clustered times) and exact ties."""
+    from servegen_fast.kernels import cpu, reference
+    rng = np.random.default_rng(7)
+    sizes = [0, 1, 2, 500, 3000, 0, 40]
+    t = []
+    for w, n in enumerate(sizes):
+        if layout == "uniform":
+            x = rng.uniform(0, 600, n)
+        elif layout == "clustered":  # most mass in a tiny interval: buckets of hundreds
+            x = np.where(rng.random(n) < 0.8, 300 + rng.random(n) * 1e-6, rng.uniform(0, 600, n))
+        elif layout == "ties":
+            x = rng.integers(0, 5, n).astype(np.float64)
+        else:
+            x = np.full(n, 17.0)
+        t.append(600.0 * w + x)
+    t = np.concatenate(t)
+    unit_offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    first_unit = np.arange(len(sizes) + 1, dtype=np.int64)
+    got = cpu.window_order(t, unit_offsets, first_unit)
+    np.testing.assert_array_equal(got, reference.window_order(t, unit_offsets, first_unit))
+    assert np.all(np.diff(t[got]) >= 0)

@@ -2,12 +2,12 @@
 
 1. Kernels (device arrays only, no host copies): synthetic chunks of units (one client
    window each) run count_renewal + fill_arrivals (renewal) or fill_arrivals (servegen),
-   the per-window stable ordering and fill_base, with a warm-up launch first and
+   the per-window stable ordering (device bucket sort, windows of --window-rows arrivals),
+   fill_base and the gather into time order, with a warm-up launch first and
    cuda.synchronize() around every timed step, until --total requests are generated.
-   NOTE: window ordering is the rank kernel (O(n_w^2) per window), so the sort is timed on
-   windows of --window-rows arrivals; its rate falls as windows grow.
-2. End to end: generate() on the built-in pool at a constant rate with backend cuda and cpu,
-   in memory and written with servegen_fast.trace.write_trace to zstd Parquet and Arrow IPC.
+2. End to end: generate() with backend cuda and cpu, in memory and written with
+   servegen_fast.trace.write_trace to zstd Parquet and Arrow IPC: the built-in pool at a
+   constant rate, or a ServeGen pool (--data-dir, --pool, --native for its own rates).
 
     python benchmarks/bench_cuda.py                    # on a machine with an NVIDIA GPU
     NUMBA_ENABLE_CUDASIM=1 python benchmarks/bench_cuda.py --dry-run   # parse + tiny run
@@ -67,7 +67,7 @@ def kernel_rate(total: int, chunk: int, per_unit: int, window_rows: int, mode: s
     dev_tab = [cuda.to_device(np.ascontiguousarray(a)) for a in (table.values, table.cdf, table.offsets, guide, goff)]
     counts_d = cuda.device_array(n_units, np.int64)
 
-    timings = {"count": 0.0, "arrivals": 0.0, "order": 0.0, "base": 0.0}
+    timings = {"count": 0.0, "arrivals": 0.0, "order": 0.0, "base": 0.0, "gather": 0.0}
     done = 0
     c = 0
     warm = True
@@ -93,10 +93,9 @@ def kernel_rate(total: int, chunk: int, per_unit: int, window_rows: int, mode: s
         _sync(cuda)
         t3 = time.perf_counter()
         bounds = cuda.to_device(offsets_h[np.append(np.arange(0, n_units, units_per_window), n_units)])
-        perm = cuda.device_array(max(n, 1), np.int64)
         _sync(cuda)
         t4 = time.perf_counter()
-        kc._window_rank_k[kc._blocks(n), tpb](out_t, bounds, perm)
+        perm = kc._order(out_t, bounds, len(bounds) - 1)
         _sync(cuda)
         t5 = time.perf_counter()
         vals = cuda.device_array((max(n, 1), 2), np.float64)
@@ -105,6 +104,13 @@ def kernel_rate(total: int, chunk: int, per_unit: int, window_rows: int, mode: s
         kc._fill_base_k[kc._blocks(n), tpb](0, 1.0, 0.0, seed, offsets, client, window, dist, *dev_tab, vals)
         _sync(cuda)
         t7 = time.perf_counter()
+        ts, cid = cuda.device_array(n, np.float64), cuda.device_array(n, np.uint32)
+        out, unit = cuda.device_array((2, n), np.float64), cuda.device_array(1, np.int64)
+        _sync(cuda)
+        t8 = time.perf_counter()
+        kc._gather_ordered_k[kc._blocks(n), tpb](perm, offsets, client, out_t, vals, 2, ts, cid, out, unit, False)
+        _sync(cuda)
+        t9 = time.perf_counter()
         if warm:  # first chunk compiles and warms up: not timed
             warm = False
             continue
@@ -112,6 +118,7 @@ def kernel_rate(total: int, chunk: int, per_unit: int, window_rows: int, mode: s
         timings["arrivals"] += t3 - t2
         timings["order"] += t5 - t4
         timings["base"] += t7 - t6
+        timings["gather"] += t9 - t8
         done += n
         c += 1
     total_s = sum(timings.values())
@@ -121,19 +128,21 @@ def kernel_rate(total: int, chunk: int, per_unit: int, window_rows: int, mode: s
             "req_per_s_per_step": {k_: (done / v if v else math.inf) for k_, v in timings.items()}}
 
 
-def end_to_end(backend: str, sink: str, rate: float, duration: int, start: int) -> dict:
+def end_to_end(backend: str, sink: str, rate, duration: int, start: int, data_dir=None, pool_name="builtin",
+               chunk_bytes=256 << 20) -> dict:
     from servegen_fast.generate import generate
     from servegen_fast.pool_file import open_pool
     from servegen_fast.trace import trace_schema, write_trace
 
-    pool = open_pool("builtin")
+    pool = open_pool(pool_name, data_dir=data_dir) if data_dir else open_pool(pool_name)
     # warm-up (JIT / kernel compile) on a tiny span
-    for _ in generate(pool, 0.05, 600, start=start, backend=backend):
+    for _ in generate(pool, None if rate is None else 0.05, 600, start=start, backend=backend):
         pass
     t0 = time.perf_counter()
     rows = 0
     if sink == "memory":
-        for b in generate(pool, rate, duration, start=start, backend=backend):
+        for b in generate(pool, rate, duration, start=start, backend=backend,
+                           chunk_bytes=chunk_bytes):
             rows += b.num_rows
         size = 0
     else:
@@ -144,7 +153,8 @@ def end_to_end(backend: str, sink: str, rate: float, duration: int, start: int) 
             def count(b):
                 nonlocal rows
                 rows += b.num_rows
-            write_trace(generate(pool, rate, duration, start=start, backend=backend), path, schema, fmt=sink,
+            write_trace(generate(pool, rate, duration, start=start, backend=backend, chunk_bytes=chunk_bytes),
+                        path, schema, fmt=sink,
                         on_batch=count)
             size = path.stat().st_size
     s = time.perf_counter() - t0
@@ -161,6 +171,11 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=200.0, help="end-to-end constant rate, requests/s")
     ap.add_argument("--duration", type=int, default=3600, help="end-to-end span, seconds")
     ap.add_argument("--start", type=int, default=86400, help="end-to-end span start in the built-in pool")
+    ap.add_argument("--data-dir", help="ServeGen data directory for --pool (default: the built-in pool)")
+    ap.add_argument("--pool", default="builtin", help="pool for the end-to-end runs, e.g. language/m-mid")
+    ap.add_argument("--native", action="store_true", help="end to end at the pool's own rates (ignores --rate)")
+    ap.add_argument("--chunk-mib", type=int, default=1024, help="generate()'s chunk budget for the end-to-end runs")
+    ap.add_argument("--backends", default="cuda,cpu", help="end-to-end backends, comma-separated")
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes (works under NUMBA_ENABLE_CUDASIM=1)")
     args = ap.parse_args(argv)
@@ -180,8 +195,9 @@ def main(argv=None) -> int:
               f"{r['req_per_s']:.3g} req/s  steps {r['seconds']}")
     if not args.skip_e2e:
         for sink in ("memory", "parquet", "arrow"):
-            for backend in ("cuda", "cpu"):
-                r = end_to_end(backend, sink, args.rate, args.duration, args.start)
+            for backend in args.backends.split(","):
+                r = end_to_end(backend, sink, None if args.native else args.rate, args.duration, args.start,
+                               args.data_dir, args.pool, args.chunk_mib << 20)
                 results["end_to_end"].append(r)
                 print(f"e2e {sink:8s} {backend:5s}: {r['rows']} rows in {r['seconds']} s = "
                       f"{r['rows_per_s']:.3g} rows/s")

@@ -1,19 +1,25 @@
-"""Numba CUDA kernels: the same contract as `cpu.py` (host NumPy arrays in and out).
+"""Numba CUDA kernels: the same contract as `cpu.py`, plus a device-resident chunk pipeline.
 
-Each public function copies its inputs to the device, launches one kernel (grid-stride
-loops) and copies the result back. The arithmetic follows `cpu.py` operation for
-operation and draws the same keyed Philox randomness (`philox.make_samplers` built with
-`cuda.jit(device=True)`), so integer columns are identical and timestamps agree.
+The per-op functions (count_renewal, fill_arrivals, window_order, fill_base, fill_items,
+gather_rows) take and return host NumPy arrays, like cpu.py. `submit_ordered` runs a whole
+chunk on the device on its own stream -- arrivals, window ordering, base lengths and the
+gather into time order -- and copies only the ordered columns back, asynchronously, into
+one of two sets of pinned host buffers; generate.py submits chunk k+1 before it hands
+chunk k to the writer, so the GPU works while the host encodes and writes. The arithmetic
+follows `cpu.py` operation for operation and draws the same keyed Philox randomness
+(`philox.make_samplers` built with `cuda.jit(device=True)`), so integer columns are
+identical and timestamps agree.
 
-Parallel layout:
+Parallel layout (grid-stride loops; launch sizes in the configuration block below):
 
 * count_renewal / fill_arrivals: one thread per unit, sequential within the unit.
-* window_order: one thread per arrival slot; its rank inside its window is
-  #(smaller t) + #(equal t at a smaller slot) — a stable sort, O(n_w) work per slot, so
-  O(sum over windows of n_w²) in all (fine for small windows and the simulator; a segmented
-  radix sort is the scalable replacement).
+* window ordering: a bucket sort with about one bucket per arrival in each window
+  (per-window min/max, bucket keys and counts with atomics, a segmented prefix scan, an
+  atomic scatter), then one thread per bucket sorts it by (time, slot) -- insertion sort,
+  or heap sort for buckets above 32 (clustered times). (time, slot) is a total order, so
+  the result is the CPU's stable permutation whatever order the atomics ran in.
 * fill_base: one thread per slot (its unit found by binary search on `offsets`).
-* fill_items, gather_rows: one thread per output row.
+* fill_items, gather: one thread per output row.
 
 Works under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1), which tests use.
 """
@@ -44,6 +50,8 @@ from .bodies import FIELD_ITEM, make_bodies  # noqa: E402
 # --------------------------------------------------------------------------- configuration
 THREADS_PER_BLOCK = int(os.environ.get("SERVEGEN_FAST_CUDA_TPB", "256"))
 MAX_BLOCKS = int(os.environ.get("SERVEGEN_FAST_CUDA_MAX_BLOCKS", "65535"))
+_SMALL_BUCKET = 32
+SCAN_SEGMENTS = int(os.environ.get("SERVEGEN_FAST_CUDA_SCAN_SEGMENTS", "4096"))  # partials of the prefix scan
 SIMULATOR = bool(getattr(cuda, "simulator_enabled", False)) or os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 _djit = cuda.jit(device=True)
@@ -97,23 +105,115 @@ def _fill_arrivals_k(mode, seed, client, window, start, length, below, law, k, s
                        out_t)
 
 
+# Window ordering: a bucket sort over about one bucket per arrival (times fill a window
+# nearly uniformly). Buckets are filled with atomics in any order, then each bucket is sorted
+# by (time, slot), a total order, so the result is the one stable permutation the CPU gives.
 @cuda.jit
-def _window_rank_k(t, bounds, perm):
-    """perm[lo_w + rank] = slot, rank = #(t < t_slot) + #(t == t_slot at a smaller slot) in its window."""
-    first = cuda.grid(1)
-    stride = cuda.gridsize(1)
+def _window_range_k(t, bounds, tmin, tmax):
     nb = len(bounds)
-    for i in range(first, len(t), stride):
+    for i in range(cuda.grid(1), len(t), cuda.gridsize(1)):
         w = _upper_bound(bounds, nb, i) - 1  # window w holds [bounds[w], bounds[w + 1])
+        cuda.atomic.min(tmin, w, t[i])
+        cuda.atomic.max(tmax, w, t[i])
+
+
+@cuda.jit
+def _bucket_k(t, bounds, tmin, tmax, key, cnt):
+    nb = len(bounds)
+    for i in range(cuda.grid(1), len(t), cuda.gridsize(1)):
+        w = _upper_bound(bounds, nb, i) - 1
         lo = bounds[w]
-        hi = bounds[w + 1]
-        ti = t[i]
-        r = 0
-        for j in range(lo, hi):
-            tj = t[j]
-            if tj < ti or (tj == ti and j < i):
-                r += 1
-        perm[lo + r] = i
+        n = bounds[w + 1] - lo
+        b = 0
+        if tmax[w] > tmin[w]:
+            b = min(int((t[i] - tmin[w]) * (n / (tmax[w] - tmin[w]))), n - 1)
+        key[i] = lo + b
+        cuda.atomic.add(cnt, lo + b, 1)
+
+
+@cuda.jit
+def _segment_sum_k(x, seg, part):
+    n = len(x)
+    for s in range(cuda.grid(1), len(part), cuda.gridsize(1)):
+        acc = 0
+        for i in range(s * seg, min(s * seg + seg, n)):
+            acc += x[i]
+        part[s] = acc
+
+
+@cuda.jit
+def _serial_scan_k(part):
+    if cuda.grid(1) == 0:  # a few thousand partial sums: one thread is fast enough
+        acc = 0
+        for s in range(len(part)):
+            v = part[s]
+            part[s] = acc
+            acc += v
+
+
+@cuda.jit
+def _segment_scan_k(x, seg, part, out):
+    """out[i] = x[0] + ... + x[i - 1] for i in [0, len(x)]."""
+    n = len(x)
+    for s in range(cuda.grid(1), len(part), cuda.gridsize(1)):
+        acc = part[s]
+        e = min(s * seg + seg, n)
+        for i in range(s * seg, e):
+            out[i] = acc
+            acc += x[i]
+        if e == n:
+            out[n] = acc
+
+
+@cuda.jit
+def _scatter_k(key, start, fill, perm):
+    for i in range(cuda.grid(1), len(key), cuda.gridsize(1)):
+        b = key[i]
+        perm[start[b] + cuda.atomic.add(fill, b, 1)] = i
+
+
+@_djit
+def _before(t, p, q):
+    return t[p] < t[q] or (t[p] == t[q] and p < q)
+
+
+@_djit
+def _sift_down(t, perm, a, root, end):
+    while True:
+        child = 2 * root + 1
+        if child >= end:
+            return
+        if child + 1 < end and _before(t, perm[a + child], perm[a + child + 1]):
+            child += 1
+        if not _before(t, perm[a + root], perm[a + child]):
+            return
+        tmp = perm[a + root]
+        perm[a + root] = perm[a + child]
+        perm[a + child] = tmp
+        root = child
+
+
+@cuda.jit
+def _sort_buckets_k(t, start, perm):
+    for b in range(cuda.grid(1), len(start) - 1, cuda.gridsize(1)):
+        a = start[b]
+        n = start[b + 1] - a
+        if n <= _SMALL_BUCKET:  # the usual case: insertion sort of a handful
+            for j in range(a + 1, a + n):
+                p = perm[j]
+                i = j - 1
+                while i >= a and _before(t, p, perm[i]):
+                    perm[i + 1] = perm[i]
+                    i -= 1
+                perm[i + 1] = p
+        else:  # clustered times: heap sort keeps the worst case at n log n
+            for root in range(n // 2 - 1, -1, -1):
+                _sift_down(t, perm, a, root, n)
+            for end in range(n - 1, 0, -1):
+                tmp = perm[a]
+                perm[a] = perm[a + end]
+                perm[a + end] = tmp
+                _sift_down(t, perm, a, 0, end)
 
 
 @cuda.jit
@@ -144,14 +244,28 @@ def _gather_rows_k(perm, slot_unit, client, t, vals, nf, ts, cid, out):
             out[f, j] = vals[src, f]
 
 
+@cuda.jit
+def _gather_ordered_k(perm, offsets, client, t, vals, nf, ts, cid, out, unit_out, want_unit):
+    n_units = len(client)
+    for j in range(cuda.grid(1), len(perm), cuda.gridsize(1)):
+        src = perm[j]
+        u = _upper_bound(offsets, n_units + 1, src) - 1
+        ts[j] = t[src]
+        cid[j] = client[u]
+        for f in range(nf):
+            out[f, j] = vals[src, f]
+        if want_unit:
+            unit_out[j] = u
+
+
 # --------------------------------------------------------------------------- host wrappers
 def _dev(a, dtype=None):
     a = np.ascontiguousarray(a if dtype is None else np.asarray(a, dtype))
     return cuda.to_device(a)
 
 
-def _launch(kernel, n, *args):
-    kernel[_blocks(n), THREADS_PER_BLOCK](*args)
+def _launch(kernel, n, *args, stream=0):
+    kernel[_blocks(n), THREADS_PER_BLOCK, stream](*args)
 
 
 def count_renewal(seed, client, window, length, law, k, scale):
@@ -177,17 +291,46 @@ def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offs
     out_t[:] = d_out.copy_to_host()
 
 
+def _scan(d_x, stream=0):
+    """Device exclusive prefix sums of d_x (int64), length len(d_x) + 1."""
+    n = len(d_x)
+    seg = max(1, -(-n // SCAN_SEGMENTS))
+    parts = -(-n // seg)
+    d_part = cuda.device_array(parts, np.int64, stream=stream)
+    d_out = cuda.device_array(n + 1, np.int64, stream=stream)
+    _launch(_segment_sum_k, parts, d_x, np.int64(seg), d_part, stream=stream)
+    _serial_scan_k[1, 1, stream](d_part)
+    _launch(_segment_scan_k, parts, d_x, np.int64(seg), d_part, d_out, stream=stream)
+    return d_out
+
+
+def _order(d_t, d_bounds, n_windows, stream=0):
+    """Device permutation putting each window's arrivals in time order (see _sort_buckets_k)."""
+    n = len(d_t)
+    tmin = cuda.to_device(np.full(n_windows, np.inf), stream=stream)
+    tmax = cuda.to_device(np.full(n_windows, -np.inf), stream=stream)
+    _launch(_window_range_k, n, d_t, d_bounds, tmin, tmax, stream=stream)
+    key = cuda.device_array(n, np.int64, stream=stream)
+    cnt = cuda.to_device(np.zeros(n, np.int64), stream=stream)
+    _launch(_bucket_k, n, d_t, d_bounds, tmin, tmax, key, cnt, stream=stream)
+    start = _scan(cnt, stream)
+    fill = cuda.to_device(np.zeros(n, np.int64), stream=stream)
+    perm = cuda.device_array(n, np.int64, stream=stream)
+    _launch(_scatter_k, n, key, start, fill, perm, stream=stream)
+    _launch(_sort_buckets_k, n, d_t, start, perm, stream=stream)
+    return perm
+
+
 def window_order(t, unit_offsets, window_first_unit):
-    """Permutation putting each window's arrivals in time order (stable: equal times keep unit order)."""
+    """Permutation putting each window's arrivals in time order (stable: equal times keep unit order).
+
+    Every slot must lie in a window (bounds cover [0, len(t)), as generate.py's always do).
+    """
     n = len(t)
     if n == 0:
         return np.zeros(0, np.int64)
     bounds = np.asarray(unit_offsets, np.int64)[np.asarray(window_first_unit, np.int64)]
-    perm = np.arange(n, dtype=np.int64)  # slots outside every window keep their place, as in cpu.py's
-    # np.empty only where windows do not cover [0, n) -- generate.py always covers it
-    d_perm = cuda.to_device(perm)
-    _launch(_window_rank_k, n, _dev(t, np.float64), _dev(bounds), d_perm)
-    return d_perm.copy_to_host()
+    return _order(_dev(t, np.float64), _dev(bounds), len(bounds) - 1).copy_to_host()
 
 
 def fill_base(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff, guide, goff, out):
@@ -231,3 +374,132 @@ def gather_rows(perm, slot_unit, client, t, vals):
     _launch(_gather_rows_k, n, _dev(perm, np.int64), _dev(slot_unit, np.int64), _dev(client, np.uint32),
             _dev(t, np.float64), _dev(vals, np.float64), np.int64(nf), ts, cid, out)
     return ts.copy_to_host(), cid.copy_to_host(), out.copy_to_host()[:nf]
+
+
+# --------------------------------------------------------------------------- device-resident chunks
+class _Tables:
+    """Device copies of the distribution tables, uploaded once per table set (they are the
+    same for every chunk of a trace)."""
+
+    def __init__(self):
+        self._host = None
+        self._dev = None
+
+    def get(self, arrays, stream):
+        if self._host is None or len(self._host) != len(arrays) or \
+                any(a is not b for a, b in zip(self._host, arrays)):
+            self._dev = [_dev_async(a, stream) for a in arrays]
+            self._host = list(arrays)  # holding them keeps their identity valid
+        return self._dev
+
+
+class _PinnedRing:
+    """Two sets of page-locked host buffers, used in turn: chunk k+1 copies into one set
+    while chunk k is read out of the other. Buffers grow to the largest chunk seen."""
+
+    def __init__(self):
+        self._slots = [{}, {}]
+        self._next = 0
+
+    def take(self):
+        i = self._next
+        self._next = 1 - i
+        return self._slots[i]
+
+    @staticmethod
+    def buffer(slot, name, shape, dtype):
+        size = int(np.prod(shape))
+        have = slot.get(name)
+        if have is None or have.size < size or have.dtype != dtype:
+            have = cuda.pinned_array(max(size, 1), dtype)
+            slot[name] = have
+        return have[:size].reshape(shape)
+
+
+_tables = _Tables()
+_pinned = _PinnedRing()
+_pending = []  # chunks submitted and not yet read out, oldest first
+
+
+def _dev_async(a, stream):
+    return cuda.to_device(np.ascontiguousarray(a), stream=stream)
+
+
+class PendingChunk:
+    """A chunk whose kernels and copies are queued on their own stream; result() waits for it."""
+
+    def __init__(self, stream, host, n):
+        self._stream = stream
+        self._host = host
+        self._n = n
+        self._result = None
+
+    def result(self):
+        if self._result is None:
+            self._stream.synchronize()
+            h = self._host
+            # copies: the pinned buffers are reused two chunks later
+            self._result = (h["ts"].copy(), h["cid"].copy(), h["out"].copy(),
+                            h["perm"].copy() if "perm" in h else None, h["unit"].copy() if "unit" in h else None)
+            self._host = None
+            if self in _pending:
+                _pending.remove(self)
+        return self._result
+
+
+def submit_ordered(mode, seed, client, window, start, length, law, k, scale, offsets, first_unit, corr_mode, rho,
+                   dist, tables, want_units):
+    """Queue one chunk on the GPU: arrivals, window ordering, base lengths in unit order and the
+    gather into time order all stay on the device; only the ordered columns are copied back
+    (asynchronously, into pinned buffers). Returns a PendingChunk whose result() is
+    (timestamps, client ids, base values [F, N], perm or None, unit of each row or None),
+    the same as the CPU composition of fill_arrivals, window_order, fill_base and gather_rows.
+    """
+    while len(_pending) >= 2:  # the ring has two buffer sets: at most two chunks in flight
+        _pending[0].result()
+    n = int(offsets[-1])
+    nf = dist.shape[1]
+    stream = cuda.stream()
+    slot = _pinned.take()
+    host = {"ts": _PinnedRing.buffer(slot, "ts", (n,), np.float64),
+            "cid": _PinnedRing.buffer(slot, "cid", (n,), np.uint32),
+            "out": _PinnedRing.buffer(slot, "out", (nf, n), np.float64)}
+    if want_units:
+        host["perm"] = _PinnedRing.buffer(slot, "perm", (n,), np.int64)
+        host["unit"] = _PinnedRing.buffer(slot, "unit", (n,), np.int64)
+    job = PendingChunk(stream, host, n)
+    if n == 0:
+        return job
+    start = np.asarray(start, np.float64)
+    length = np.asarray(length, np.float64)
+    below = np.nextafter(start + length, -np.inf)
+    d_client = _dev_async(np.asarray(client, np.uint32), stream)
+    d_window = _dev_async(window, stream)
+    d_off = _dev_async(np.asarray(offsets, np.int64), stream)
+    d_t = cuda.device_array(n, np.float64, stream=stream)
+    _launch(_fill_arrivals_k, len(law), np.int64(mode), np.uint64(seed), d_client, d_window, _dev_async(start, stream),
+            _dev_async(length, stream), _dev_async(below, stream), _dev_async(law, stream), _dev_async(k, stream),
+            _dev_async(scale, stream), d_off, d_t, stream=stream)
+    bounds = np.asarray(offsets, np.int64)[np.asarray(first_unit, np.int64)]
+    d_perm = _order(d_t, _dev_async(bounds, stream), len(bounds) - 1, stream)
+    d_vals = cuda.device_array((n, max(nf, 1)), np.float64, stream=stream)
+    if nf:
+        values, cdf, doff, guide, goff = _tables.get(tables, stream)
+        _launch(_fill_base_k, n, np.int64(corr_mode), np.float64(math.sqrt(rho)), np.float64(math.sqrt(1.0 - rho)),
+                np.uint64(seed), d_off, d_client, d_window, _dev_async(np.asarray(dist, np.int64), stream), values,
+                cdf, doff, guide, goff, d_vals, stream=stream)
+    d_ts = cuda.device_array(n, np.float64, stream=stream)
+    d_cid = cuda.device_array(n, np.uint32, stream=stream)
+    d_out = cuda.device_array((max(nf, 1), n), np.float64, stream=stream)
+    d_unit = cuda.device_array(n, np.int64, stream=stream)
+    _launch(_gather_ordered_k, n, d_perm, d_off, d_client, d_t, d_vals, np.int64(nf), d_ts, d_cid, d_out, d_unit,
+            bool(want_units), stream=stream)
+    d_ts.copy_to_host(host["ts"], stream=stream)
+    d_cid.copy_to_host(host["cid"], stream=stream)
+    if nf:
+        d_out.copy_to_host(host["out"], stream=stream)
+    if want_units:
+        d_perm.copy_to_host(host["perm"], stream=stream)
+        d_unit.copy_to_host(host["unit"], stream=stream)
+    _pending.append(job)
+    return job

@@ -123,15 +123,23 @@ def generate(pool: ClientPool, rate=None, duration: int | None = None, *, start:
 
 
 def _stream(kern, view, targets, schema, opts, include_reason_ratio, progress) -> Iterator[pa.RecordBatch]:
+    """Chunks in order. Each chunk is submitted before the previous one is emitted, so with
+    the cuda backend the GPU (and the copy back) works on chunk k+1 while the caller encodes
+    and writes chunk k; the other backends compute at submission."""
     done_rows = 0
-    for w0, w1 in _plan_chunks(view, targets, opts):
-        cols = _run_chunk(kern, view, targets, w0, w1, opts)
-        batch = _to_batch(cols, view, schema, include_reason_ratio)
-        done_rows += batch.num_rows
-        if progress is not None:
-            progress(done_rows, float(view.window_start[w1 - 1] + view.window_len[w1 - 1]))
-        if batch.num_rows:
-            yield batch
+    pending = None
+    for span in [*_plan_chunks(view, targets, opts), None]:
+        job = None if span is None else (_submit_chunk(kern, view, targets, *span, opts), span[1])
+        if pending is not None:
+            cols = _finish_chunk(kern, view, opts, *pending[0])
+            batch = _to_batch(cols, view, schema, include_reason_ratio)
+            done_rows += batch.num_rows
+            if progress is not None:
+                last = pending[1] - 1
+                progress(done_rows, float(view.window_start[last] + view.window_len[last]))
+            if batch.num_rows:
+                yield batch
+        pending = job
 
 
 def generate_table(pool: ClientPool, rate=None, duration: int | None = None, **kwargs) -> pa.Table:
@@ -177,7 +185,8 @@ def renewal_params(law, shape, cv, rate):
     return k, scale
 
 
-def _run_chunk(kern, view: ClientPool, targets: np.ndarray, w0: int, w1: int, opts: GenerateOptions) -> dict:
+def _submit_chunk(kern, view: ClientPool, targets: np.ndarray, w0: int, w1: int, opts: GenerateOptions):
+    """Plan the chunk's units on the host and start the backend on them; see _finish_chunk."""
     seed = np.uint64(opts.seed)
     tgt = targets[:, w0:w1]
     # window-major units: all clients of window w0, then of w0 + 1, ...
@@ -202,15 +211,6 @@ def _run_chunk(kern, view: ClientPool, targets: np.ndarray, w0: int, w1: int, op
     offsets = np.zeros(len(counts) + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
     n = int(offsets[-1])
-    out_t = np.empty(n, np.float64)
-    if n:
-        kern.fill_arrivals(0 if opts.mode == "servegen" else 1, seed, client, window, start, length, law, k,
-                           scale, offsets, out_t)
-    # windows are disjoint in time: order within each window, windows in sequence
-    first_unit = np.searchsorted(wi, np.arange(w1 - w0 + 1))
-    perm = kern.window_order(out_t, offsets, first_unit) if n else np.zeros(0, np.int64)
-    slot_unit = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-
     base = [f for f in view.fields if f not in ITEM_FIELDS]
     corr_mode, rho = _correlation_mode(opts.correlation)
     dist = np.ascontiguousarray(
@@ -222,17 +222,51 @@ def _run_chunk(kern, view: ClientPool, targets: np.ndarray, w0: int, w1: int, op
                          f"{int(start[bad[0]])} s of the view")
     d = view.dists
     guide, goff = d.guide()
-    vals = np.empty((n, len(base)), np.float64)
+    want_units = any(item in view.fields for item in ITEM_FIELDS)
+    # windows are disjoint in time: order within each window, windows in sequence
+    first_unit = np.searchsorted(wi, np.arange(w1 - w0 + 1))
+    args = (0 if opts.mode == "servegen" else 1, seed, client, window, start, length, law, k, scale, offsets,
+            first_unit, corr_mode, rho, dist, (d.values, d.cdf, d.offsets, guide, goff), want_units)
+    job = kern.submit_ordered(*args) if hasattr(kern, "submit_ordered") else _Done(_ordered_rows(kern, *args))
+    return job, (seed, client, window, offsets, ci, wabs, base)
+
+
+class _Done:
+    def __init__(self, value):
+        self._value = value
+
+    def result(self):
+        return self._value
+
+
+def _ordered_rows(kern, mode, seed, client, window, start, length, law, k, scale, offsets, first_unit, corr_mode,
+                  rho, dist, tables, want_units):
+    """(timestamps, client ids, base values [F, N], perm, unit of each row) of a chunk in time order."""
+    n = int(offsets[-1])
+    out_t = np.empty(n, np.float64)
     if n:
-        kern.fill_base(corr_mode, rho, seed, offsets, client, window, dist, d.values, d.cdf, d.offsets, guide, goff,
-                       vals)
+        kern.fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t)
+    perm = kern.window_order(out_t, offsets, first_unit) if n else np.zeros(0, np.int64)
+    slot_unit = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+    vals = np.empty((n, dist.shape[1]), np.float64)
+    if n:
+        kern.fill_base(corr_mode, rho, seed, offsets, client, window, dist, *tables, vals)
     ts, cid, vals = kern.gather_rows(perm, slot_unit, client, out_t, vals)
+    return ts, cid, vals, perm, (slot_unit[perm] if want_units else None)
+
+
+def _finish_chunk(kern, view: ClientPool, opts: GenerateOptions, job, ctx) -> dict:
+    """Columns of a submitted chunk, with the multimodal item lists drawn for its rows."""
+    seed, client, window, offsets, ci, wabs, base = ctx
+    ts, cid, vals, perm, unit = job.result()
+    n = len(ts)
     cols = {"timestamp": ts, "client_id": cid}
     for f, name in enumerate(base):
         cols[name] = vals[f]
-    unit = slot_unit[perm] if any(item in view.fields for item in ITEM_FIELDS) else None
+    d = view.dists
     for item, count_field in ITEM_FIELDS.items():
         if item in view.fields and count_field in base:
+            guide, goff = d.guide()
             cnt = cols[count_field].astype(np.int64)
             item_off = np.zeros(n + 1, np.int64)
             np.cumsum(cnt, out=item_off[1:])

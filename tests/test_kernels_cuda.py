@@ -139,11 +139,18 @@ def check_window_order() -> None:
     ts, cid, out = kc.gather_rows(got, np.repeat(np.arange(7), np.diff(unit_offsets)),
                                   np.arange(7, dtype=np.uint32) + 9, t, np.zeros((61, 0)))
     assert out.shape == (0, 61) and np.array_equal(ts, t[got])
+    # clustered times (buckets far above the insertion-sort size: the heap-sort path) and ties
+    sizes = np.array([300, 0, 90, 1])
+    t = np.concatenate([w * 600.0 + np.where(rng.random(m) < 0.8, 5.0 + rng.integers(0, 3, m) * 1e-7,
+                                             rng.uniform(0, 600, m)) for w, m in enumerate(sizes)])
+    unit_offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    first_unit = np.arange(len(sizes) + 1, dtype=np.int64)
+    assert np.array_equal(kc.window_order(t, unit_offsets, first_unit), cpu.window_order(t, unit_offsets, first_unit))
 
 
 # --------------------------------------------------------------------------- tests
 def _run_sim(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", SERVEGEN_FAST_CUDA_TPB="4",
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", SERVEGEN_FAST_CUDA_TPB="4", SERVEGEN_FAST_CUDA_SCAN_SEGMENTS="8",
                SERVEGEN_FAST_CUDA_MAX_BLOCKS="8")
     here = str(Path(__file__).resolve().parent)
     script = f"import sys; sys.path.insert(0, {here!r}); import test_kernels_cuda as T\n{code}"

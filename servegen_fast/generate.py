@@ -125,7 +125,7 @@ def generate(pool: ClientPool, rate=None, duration: int | None = None, *, start:
 def _stream(kern, view, targets, schema, opts, include_reason_ratio, progress) -> Iterator[pa.RecordBatch]:
     """Chunks in order. Each chunk is submitted before the previous one is emitted, so with
     the cuda backend the GPU (and the copy back) works on chunk k+1 while the caller encodes
-    and writes chunk k; the other backends compute at submission."""
+    and writes chunk k; the other backends compute a chunk when it is read out."""
     done_rows = 0
     pending = None
     for span in [*_plan_chunks(view, targets, opts), None]:
@@ -227,16 +227,18 @@ def _submit_chunk(kern, view: ClientPool, targets: np.ndarray, w0: int, w1: int,
     first_unit = np.searchsorted(wi, np.arange(w1 - w0 + 1))
     args = (0 if opts.mode == "servegen" else 1, seed, client, window, start, length, law, k, scale, offsets,
             first_unit, corr_mode, rho, dist, (d.values, d.cdf, d.offsets, guide, goff), want_units)
-    job = kern.submit_ordered(*args) if hasattr(kern, "submit_ordered") else _Done(_ordered_rows(kern, *args))
+    job = kern.submit_ordered(*args) if hasattr(kern, "submit_ordered") else _Deferred(kern, args)
     return job, (seed, client, window, offsets, ci, wabs, base)
 
 
-class _Done:
-    def __init__(self, value):
-        self._value = value
+class _Deferred:
+    """A synchronous backend's chunk, computed when read out (so one chunk is in memory at a time)."""
+
+    def __init__(self, kern, args):
+        self._kern, self._args = kern, args
 
     def result(self):
-        return self._value
+        return _ordered_rows(self._kern, *self._args)
 
 
 def _ordered_rows(kern, mode, seed, client, window, start, length, law, k, scale, offsets, first_unit, corr_mode,

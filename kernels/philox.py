@@ -57,7 +57,7 @@ import numpy as np
 
 __all__ = [
     "FIELD_IAT", "FIELD_LENGTH", "FIELD_COPULA", "FIELD_MM_COUNT",
-    "FIELD_MM_ITEM", "FIELD_RENEWAL_START", "GAMMA_MAX_ATTEMPTS",
+    "FIELD_MM_ITEM", "FIELD_RENEWAL_START", "FIELD_POPULATION", "GAMMA_MAX_ATTEMPTS",
     "make_samplers", "PY",
     "philox4x32_10", "philox_block", "u53", "uniform2_attempt", "uniform2",
     "uniform", "normal", "exponential", "weibull", "gamma",
@@ -73,6 +73,7 @@ FIELD_COPULA = 2
 FIELD_MM_COUNT = 3
 FIELD_MM_ITEM = 4
 FIELD_RENEWAL_START = 5
+FIELD_POPULATION = 6  # population parameters (servegen_fast.population)
 
 GAMMA_MAX_ATTEMPTS = 1 << 20  # safety valve; uses attempt slots < 2**21
 

@@ -101,15 +101,57 @@ def _apply_trace_metadata(args) -> None:
     args.mode, args.correlation = meta["mode"], meta["correlation"]
     args.include_reason_ratio = meta.get("include_reason_ratio", False)
     args._rate_fn = _rates.from_description(meta["rate"])
+    pop = meta.get("population")
+    if pop:
+        args.clients = pop.get("n_clients")
+        args.mean_rate = pop.get("mean_rate")
+        for key in ("rate_sigma", "cv_sigma", "max_shift", "day_sigma", "growth"):
+            if key in pop:
+                setattr(args, key, pop[key])
+        args.horizon = pop["duration"]
+        args.mean_over = pop.get("mean_over")
+
+
+def _population(args, pool, end: int):
+    """The pool to generate from: `pool` itself, a synthesized population (--clients), or the
+    pool repeated past its end (a duration beyond it, --day-variation or --growth)."""
+    from . import population as P
+
+    horizon = getattr(args, "horizon", None) or max(end, pool.duration)
+    if args.clients:
+        # the mean rate holds over the generated span, not the whole horizon
+        mean_over = getattr(args, "mean_over", None) or (args.start, end)
+        return P.synthesize(pool, args.clients, mean_rate=args.mean_rate, duration=horizon, seed=args.seed,
+                            rate_sigma=args.rate_sigma, cv_sigma=args.cv_sigma, max_shift=args.max_shift,
+                            day_sigma=args.day_sigma, growth=args.growth, mean_over=mean_over)
+    if end > pool.duration or args.day_sigma or args.growth:
+        return P.extend_horizon(pool, horizon, day_sigma=args.day_sigma, growth=args.growth, seed=args.seed)
+    return pool
+
+
+def _parse_only(text: str | None):
+    if text is None:
+        return None
+    out = set()
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise SystemExit(f"error: --only {text!r}: expected partition indices such as 3, 0-6 or 1,4")
+        a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+        out.update(range(a, b + 1))
+    return sorted(out)
 
 
 def cmd_generate(args) -> int:
     from .generate import generate
     from .pool_file import open_pool
-    from .trace import trace_schema, write_trace
+    from .trace import PARTITIONS, trace_schema, write_partitions, write_trace
 
     if args.from_trace_metadata:
         _apply_trace_metadata(args)
+    only = _parse_only(args.only)
+    if only is not None and not args.partition:
+        raise SystemExit("error: --only needs --partition hour|day")
     rate_fn = getattr(args, "_rate_fn", None) or _rate_from_args(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -120,16 +162,17 @@ def cmd_generate(args) -> int:
     duration = args.duration if args.duration is not None else pool.duration - start
     if duration <= 0:
         raise SystemExit(f"error: nothing to generate: the pool covers {pool.duration} s and --start is {start} s")
+    pool = _population(args, pool, start + duration)
+    mode = args.mode or ("renewal" if args.clients else "servegen")
     meta = {"generator": "servegen-fast", "version": __version__, "pool": args.pool,
-            "pool_category": pool.category, "pool_model": pool.model, "seed": args.seed, "mode": args.mode,
+            "pool_category": pool.category, "pool_model": pool.model, "seed": args.seed, "mode": mode,
             "correlation": args.correlation, "rate": rate_fn.describe(), "start": start, "duration": duration,
             "include_reason_ratio": args.include_reason_ratio}
-    progress = Progress(duration, enabled=not args.quiet and sys.stderr.isatty() or args.progress)
-    batches = generate(pool, rate_fn, duration, start=start, seed=args.seed, mode=args.mode,
-                       correlation=args.correlation, backend=args.backend, chunk_bytes=args.chunk_mb << 20,
-                       include_reason_ratio=args.include_reason_ratio, metadata=meta, progress=progress)
+    if getattr(pool, "params", None):
+        meta["population"] = pool.params
     view = pool.span(start, start + duration)
     schema = trace_schema(view.category, view.fields, args.include_reason_ratio, meta)
+    progress = Progress(duration, enabled=not args.quiet and sys.stderr.isatty() or args.progress)
     t0 = time.perf_counter()
     rows = 0
 
@@ -137,8 +180,38 @@ def cmd_generate(args) -> int:
         nonlocal rows
         rows += batch.num_rows
 
-    out = write_trace(batches, args.output, schema, fmt=args.format, partition=args.partition, on_batch=count)
-    progress(rows, duration, final=True)
+    def batches(only_span=None, report=progress):
+        return generate(pool, rate_fn, duration, start=start, seed=args.seed, mode=mode,
+                        correlation=args.correlation, backend=args.backend, chunk_bytes=args.chunk_mb << 20,
+                        include_reason_ratio=args.include_reason_ratio, metadata=meta, progress=report,
+                        only=only_span)
+
+    if args.partition:
+        span = PARTITIONS[args.partition]
+        if start % pool.window_size or span % pool.window_size:
+            raise SystemExit(f"error: --partition needs --start on a {pool.window_size}-s window boundary")
+        done = {"rows": 0, "reused": 0}
+
+        def part_progress(r, sec):  # sec: seconds from the trace start, as generate() reports them
+            progress(done["rows"] + r, sec)
+
+        def on_partition(entry, reused):
+            done["rows"] += entry["rows"]
+            done["reused"] += reused
+
+        manifest = write_partitions(lambda a, b: batches((a, b), part_progress), args.output, schema,
+                                    duration=duration, fmt=args.format or "parquet", partition=args.partition,
+                                    only=only, on_batch=count, on_partition=on_partition)
+        out = args.output
+        progress(done["rows"], duration, final=True)
+        if done["reused"] and not args.quiet:
+            print(f"kept {done['reused']} complete partition(s) from an earlier run", file=sys.stderr)
+        if not manifest["complete"] and not args.quiet:
+            print(f"{len(manifest['parts'])} of {manifest['expected_parts']} partitions present; run without --only "
+                  f"to finish the trace", file=sys.stderr)
+    else:
+        out = write_trace(batches(), args.output, schema, fmt=args.format, on_batch=count)
+        progress(rows, duration, final=True)
     el = time.perf_counter() - t0
     if not args.quiet:
         print(f"wrote {rows:,} requests over {duration:,} s to {out} in {el:.1f} s "
@@ -265,19 +338,39 @@ def build_parser() -> argparse.ArgumentParser:
     rx.add_argument("--rate-profile", type=float, nargs=4, metavar=("MEAN", "AMPLITUDE", "PEAK_HOUR", "WEEKEND"),
                     help="diurnal/weekly profile: mean rate, daily amplitude in [0,1], peak hour, weekend factor")
     sm = g.add_argument_group("sampling")
-    sm.add_argument("--mode", choices=("servegen", "renewal", "poisson"), default="servegen",
-                    help="arrival semantics (default: servegen; see docs/ARCHITECTURE.md)")
+    sm.add_argument("--mode", choices=("servegen", "renewal", "poisson"), default=None,
+                    help="arrival semantics (default: servegen, renewal with --clients; see docs/ARCHITECTURE.md)")
     sm.add_argument("--correlation", type=_correlation, default="comonotone",
                     help="length correlation: comonotone (default), independent, or a copula correlation in [0, 1]")
     sm.add_argument("--seed", type=int, default=0, help="random seed (default: 0; same seed, same trace)")
     sm.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default="cpu", help="sampling backend (default: cpu)")
     sm.add_argument("--chunk-mb", type=int, default=256, help="memory budget of one generation chunk in MiB (default: 256)")
     sm.add_argument("--include-reason-ratio", action="store_true", help="also write reason_ratio (reasoning pools)")
+    fl = g.add_argument_group("fleet scale (docs/fleet-scale.md)")
+    fl.add_argument("--clients", type=int, default=None,
+                    help="synthesize this many clients from the pool (its rate levels, profiles, laws, lengths)")
+    fl.add_argument("--mean-rate", type=float, default=None,
+                    help="with --clients: mean aggregate rate over the horizon (default: the pool's mean)")
+    fl.add_argument("--rate-sigma", type=_positive(float), default=0.25,
+                    help="with --clients: log-normal jitter of client rate levels (default 0.25)")
+    fl.add_argument("--cv-sigma", type=_positive(float), default=0.1,
+                    help="with --clients: log-normal jitter of client CVs (default 0.1)")
+    fl.add_argument("--max-shift", type=parse_duration, default=3600,
+                    help="with --clients: clients are shifted by up to this much either way (default 1h)")
+    fl.add_argument("--day-variation", dest="day_sigma", type=_positive(float), default=0.0,
+                    help="log-normal day-to-day variation of all rates, sigma (default 0)")
+    fl.add_argument("--growth", type=float, default=0.0,
+                    help="growth trend: rates multiply by (1 + GROWTH) each day (default 0)")
     out = g.add_argument_group("output")
     out.add_argument("--output", "-o", required=True, help="trace file, or directory with --partition")
     out.add_argument("--format", choices=("parquet", "arrow"), default=None,
                      help="file format (default: from the suffix, else parquet)")
-    out.add_argument("--partition", choices=("hour", "day"), default=None, help="one file per hour or day")
+    out.add_argument("--partition", choices=("hour", "day"), default=None,
+                     help="one file per hour or day, each generated on its own; re-running the same command "
+                          "keeps complete partitions and redoes missing or damaged ones")
+    out.add_argument("--only", default=None, metavar="PARTS",
+                     help="with --partition: generate only these partitions (e.g. 3, 0-6, 1,4); each is "
+                          "byte-identical to the same partition of the whole run")
     out.add_argument("--from-trace-metadata", metavar="TRACE", default=None,
                      help="take pool, time, rate, mode, correlation and seed from TRACE's metadata (regenerate it)")
     out.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
@@ -301,6 +394,8 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. piped into head
+        return 0
     except KeyboardInterrupt:
         print("\ninterrupted: no partial file was left at the output path", file=sys.stderr)
         return 130

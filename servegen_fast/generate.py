@@ -14,6 +14,12 @@ Arrival modes (named; see docs/ARCHITECTURE.md):
   Windows are independent given their parameters, so any window can be generated alone.
 * ``poisson``: the same with exponential inter-arrivals at the same rates.
 
+Populations (`population.Population`: fleet-scale synthetic clients, or a pool extended
+past its horizon) generate the same way; their per-(client, window) parameters are built
+one chunk of windows at a time, so memory stays O(clients) plus one chunk. A synthesized
+population's default mode is ``renewal``: its clients are many and small, and ServeGen's
+rule gives a window nothing unless rate·L > 1.
+
 Lengths: each request draws its base fields by inverse CDF from its client's distribution
 in the length window covering its arrival window; ``comonotone`` (ServeGen: one uniform
 for all fields), ``independent``, or a float rho in [0, 1] for a Gaussian copula with
@@ -30,6 +36,7 @@ import pyarrow as pa
 
 from . import rates as _rates
 from .pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL, ClientPool
+from .population import Population
 from .trace import trace_schema
 
 MODES = ("servegen", "renewal", "poisson")
@@ -37,6 +44,7 @@ BACKENDS = ("numpy", "cpu", "cuda")
 ITEM_FIELDS = {"image_tokens": "image_count", "audio_tokens": "audio_count", "video_tokens": "video_count"}
 DEFAULT_CHUNK_BYTES = 256 << 20
 _ROW_BYTES = 96  # working bytes per request in a chunk (arrival, order, fields, Arrow copy)
+_UNIT_BYTES = 96  # bytes per (client, window) of a population chunk's parameter arrays
 
 
 @dataclass(frozen=True)
@@ -80,8 +88,8 @@ def _correlation_mode(correlation) -> tuple[int, float]:
 
 
 def _validate(pool: ClientPool, duration, start, opts: GenerateOptions) -> tuple[int, int]:
-    if not isinstance(pool, ClientPool):
-        raise TypeError(f"pool must be a ClientPool, got {type(pool).__name__}")
+    if not isinstance(pool, (ClientPool, Population)):
+        raise TypeError(f"pool must be a ClientPool or a Population, got {type(pool).__name__}")
     if opts.mode not in MODES:
         raise ValueError(f"unknown arrival mode {opts.mode!r}; expected one of {MODES}")
     if opts.backend not in BACKENDS:
@@ -101,42 +109,75 @@ def _validate(pool: ClientPool, duration, start, opts: GenerateOptions) -> tuple
     return start, int(duration)
 
 
-def generate(pool: ClientPool, rate=None, duration: int | None = None, *, start: int = 0, seed: int = 0,
-             mode: str = "servegen", correlation="comonotone", backend: str = "cpu",
+def generate(pool: ClientPool | Population, rate=None, duration: int | None = None, *, start: int = 0,
+             seed: int = 0, mode: str | None = None, correlation="comonotone", backend: str = "cpu",
              chunk_bytes: int = DEFAULT_CHUNK_BYTES, include_reason_ratio: bool = False,
-             metadata: dict | None = None,
-             progress: Callable[[int, float], None] | None = None) -> Iterator[pa.RecordBatch]:
+             metadata: dict | None = None, progress: Callable[[int, float], None] | None = None,
+             only: tuple[int, int] | None = None) -> Iterator[pa.RecordBatch]:
     """Yield the trace of `pool` over [start, start + duration) as Arrow record batches in time order.
 
     `rate` is anything `rates.as_rate_fn` accepts (None: the pool's own rates). Timestamps
-    are seconds from `start`. `progress(rows_so_far, seconds_done)` is called after each chunk.
-    Arguments are checked when this is called, not when the first batch is drawn.
+    are seconds from `start`. `mode` defaults to ``servegen`` (``renewal`` for a synthesized
+    population). `only=(t0, t1)` (seconds from `start`, on window boundaries) yields just
+    the rows of [t0, t1), identical to those rows of the whole trace: rates are resolved
+    over the whole span and every draw is keyed, so any part can be generated alone.
+    `progress(rows_so_far, seconds_done)` is called after each chunk. Arguments are checked
+    when this is called, not when the first batch is drawn.
     """
+    if mode is None:
+        synthetic = isinstance(pool, Population) and (pool.params or {}).get("kind") == "population"
+        mode = "renewal" if synthetic else "servegen"
     opts = GenerateOptions(seed, mode, correlation, backend, chunk_bytes, include_reason_ratio)
     start, duration = _validate(pool, duration, start, opts)
     view = pool.span(start, start + duration)
     rate_fn = _rates.as_rate_fn(rate)
-    targets = _rates.client_targets(view, rate_fn.per_window(view))
+    aggregate = np.asarray(rate_fn.per_window(view), dtype=np.float64)
+    if isinstance(view, Population):
+        native = view.aggregate_rate()
+        _rates.check_aggregate(view, aggregate)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            targets = np.where(native > 0, aggregate / native, 0.0)  # per-window factor on client rates
+    else:
+        targets = _rates.client_targets(view, aggregate)
+    w_lo, w_hi = _window_range(view, only)
     schema = trace_schema(view.category, view.fields, include_reason_ratio, metadata)
     kern = load_backend(backend)
-    return _stream(kern, view, targets, schema, opts, include_reason_ratio, progress)
+    return _stream(kern, view, targets, aggregate, (w_lo, w_hi), schema, opts, include_reason_ratio, progress)
 
 
-def _stream(kern, view, targets, schema, opts, include_reason_ratio, progress) -> Iterator[pa.RecordBatch]:
+def _window_range(view, only) -> tuple[int, int]:
+    if only is None:
+        return 0, view.n_windows
+    t0, t1 = (int(x) for x in only)
+    edges = np.append(view.window_start, view.duration)
+    if not (0 <= t0 <= t1 <= view.duration) or t0 not in edges or t1 not in edges:
+        raise ValueError(f"only=({t0}, {t1}) must lie on window boundaries within [0, {view.duration}] s")
+    return int(np.searchsorted(edges, t0)), int(np.searchsorted(edges, t1))
+
+
+def _stream(kern, view, targets, aggregate, window_range, schema, opts, include_reason_ratio,
+            progress) -> Iterator[pa.RecordBatch]:
     """Chunks in order. Each chunk is submitted before the previous one is emitted, so with
     the cuda backend the GPU (and the copy back) works on chunk k+1 while the caller encodes
     and writes chunk k; the other backends compute a chunk when it is read out."""
     done_rows = 0
     pending = None
-    for span in [*_plan_chunks(view, targets, opts), None]:
-        job = None if span is None else (_submit_chunk(kern, view, targets, *span, opts), span[1])
+    for span in [*_plan_chunks(view, targets, aggregate, window_range, opts), None]:
+        job = None
+        if span is not None:
+            w0, w1 = span
+            if isinstance(view, Population):  # this chunk's clients × windows, then the same path
+                sub = view.materialize(w0, w1)
+                job = (sub, _submit_chunk(kern, sub, sub.rate * targets[None, w0:w1], 0, w1 - w0, opts), w1)
+            else:
+                job = (view, _submit_chunk(kern, view, targets, w0, w1, opts), w1)
         if pending is not None:
-            cols = _finish_chunk(kern, view, opts, *pending[0])
-            batch = _to_batch(cols, view, schema, include_reason_ratio)
+            chunk_view, submitted, end = pending
+            cols = _finish_chunk(kern, chunk_view, opts, *submitted)
+            batch = _to_batch(cols, chunk_view, schema, include_reason_ratio)
             done_rows += batch.num_rows
             if progress is not None:
-                last = pending[1] - 1
-                progress(done_rows, float(view.window_start[last] + view.window_len[last]))
+                progress(done_rows, float(view.window_start[end - 1] + view.window_len[end - 1]))
             if batch.num_rows:
                 yield batch
         pending = job
@@ -157,22 +198,28 @@ def _servegen_counts(rate: np.ndarray, length: np.ndarray) -> np.ndarray:
     return np.maximum(np.ceil(rate * length) - 1, 0).astype(np.int64)
 
 
-def _plan_chunks(view: ClientPool, targets: np.ndarray, opts: GenerateOptions):
-    """Consecutive window ranges whose expected request count fits the memory budget."""
-    if view.n_windows == 0:
+def _plan_chunks(view, targets, aggregate, window_range, opts: GenerateOptions):
+    """Consecutive window ranges whose expected request count (and, for a population, whose
+    clients × windows) fit the memory budget."""
+    w_lo, w_hi = window_range
+    if w_hi <= w_lo:
         return
-    if opts.mode == "servegen":
+    length = view.window_len.astype(np.float64)
+    if opts.mode == "servegen" and not isinstance(view, Population):
         per_window = _servegen_counts(targets, view.window_len[None, :]).sum(axis=0).astype(np.float64)
     else:
-        per_window = (targets * view.window_len[None, :]).sum(axis=0) * 1.1 + 16
+        per_window = aggregate * length * 1.1 + 16
     budget = max(opts.chunk_bytes // _ROW_BYTES, 1)
-    w0, acc = 0, 0.0
-    for w in range(view.n_windows):
-        if w > w0 and acc + per_window[w] > budget:
+    # a population materializes [clients, windows] parameter arrays per chunk (two chunks live)
+    max_windows = max(1, opts.chunk_bytes // (2 * _UNIT_BYTES * view.n_clients)) \
+        if isinstance(view, Population) else w_hi
+    w0, acc = w_lo, 0.0
+    for w in range(w_lo, w_hi):
+        if w > w0 and (acc + per_window[w] > budget or w - w0 >= max_windows):
             yield w0, w
             w0, acc = w, 0.0
         acc += per_window[w]
-    yield w0, view.n_windows
+    yield w0, w_hi
 
 
 def renewal_params(law, shape, cv, rate):

@@ -189,9 +189,8 @@ def from_description(desc: dict) -> RateFn:
     raise ValueError(f"cannot restore a rate function of kind {kind!r} from trace metadata")
 
 
-def client_targets(pool: ClientPool, aggregate: np.ndarray) -> np.ndarray:
-    """float64[C, W]: each client's target rate, the aggregate split in proportion to client rates."""
-    aggregate = np.asarray(aggregate, dtype=np.float64)
+def check_aggregate(pool, aggregate: np.ndarray) -> None:
+    """Per-window target rates must be one finite, non-negative number per window of `pool`."""
     if aggregate.shape != (pool.n_windows,):
         raise ValueError(f"expected {pool.n_windows} per-window rates, got shape {aggregate.shape}")
     bad = ~np.isfinite(aggregate) | (aggregate < 0)
@@ -199,6 +198,12 @@ def client_targets(pool: ClientPool, aggregate: np.ndarray) -> np.ndarray:
         w = int(np.flatnonzero(bad)[0])
         raise ValueError(f"target rate at window starting {int(pool.window_start[w])} s is {aggregate[w]!r}; "
                          f"expected a finite, non-negative number")
+
+
+def client_targets(pool: ClientPool, aggregate: np.ndarray) -> np.ndarray:
+    """float64[C, W]: each client's target rate, the aggregate split in proportion to client rates."""
+    aggregate = np.asarray(aggregate, dtype=np.float64)
+    check_aggregate(pool, aggregate)
     own = np.where(pool.active, pool.rate, 0.0)
     total = own.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):

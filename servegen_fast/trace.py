@@ -59,12 +59,20 @@ def trace_metadata(path_or_schema) -> dict:
 
 # --------------------------------------------------------------------------- writers
 class _FileSink:
-    """One trace file, written to a temporary name and renamed on `close(ok=True)`."""
+    """One trace file, written to a temporary name and renamed on `close(ok=True)`.
+
+    Rows are regrouped into fixed blocks of ROW_GROUP_ROWS (one Parquet row group or Arrow
+    record batch each) whatever batches arrive, so the bytes of a file depend only on its
+    rows: a partition generated alone equals the same partition of a whole run.
+    """
 
     def __init__(self, path: Path, schema: pa.Schema, fmt: str):
         self.path = path
         self.tmp = temp_path(path)
+        self.schema = schema
         self.rows = 0
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
         if fmt == "parquet":
             # use_compliant_nested_type=False keeps list children named "item", so a trace
             # read back has exactly the schema it was written with (list<item: uint32>)
@@ -77,18 +85,40 @@ class _FileSink:
         self.fmt = fmt
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if self.fmt == "parquet":
-            self.writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
-        else:
-            self.writer.write_batch(batch)
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
         self.rows += batch.num_rows
+        while self.pending_rows >= ROW_GROUP_ROWS:
+            self._flush(ROW_GROUP_ROWS)
+
+    def _flush(self, n: int) -> None:
+        table = pa.Table.from_batches(self.pending, schema=self.schema)
+        block = table.slice(0, n).combine_chunks()
+        rest = table.slice(n)
+        self.pending = rest.to_batches()
+        self.pending_rows = rest.num_rows
+        if self.fmt == "parquet":
+            self.writer.write_table(block, row_group_size=ROW_GROUP_ROWS)
+        else:
+            self.writer.write_table(block, max_chunksize=ROW_GROUP_ROWS)
 
     def close(self, ok: bool) -> None:
-        self.writer.close()
-        if ok:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+        try:
+            if ok and self.pending_rows:
+                self._flush(self.pending_rows)
+        except BaseException:
+            ok = False
+            raise
+        finally:
+            self.writer.close()
+            if ok:
+                os.replace(self.tmp, self.path)
+            else:
+                self.tmp.unlink(missing_ok=True)
+
+    def entry(self, index: int) -> dict:
+        """This (closed) partition's manifest entry."""
+        return {"index": index, "file": self.path.name, "rows": self.rows, "bytes": self.path.stat().st_size}
 
 
 def write_trace(batches: Iterable[pa.RecordBatch], path: str | os.PathLike, schema: pa.Schema, *,
@@ -144,7 +174,7 @@ def _write_partitioned(batches, directory: Path, schema, fmt, partition, on_batc
                 if p != current:
                     if sink is not None:
                         sink.close(ok=True)
-                        parts.append({"index": current, "file": sink.path.name, "rows": sink.rows})
+                        parts.append(sink.entry(current))
                     sink, current = _FileSink(partition_file(directory, p, fmt), schema, fmt), p
                 sink.write(batch.slice(lo, hi - lo))
                 lo = hi
@@ -157,10 +187,98 @@ def _write_partitioned(batches, directory: Path, schema, fmt, partition, on_batc
     if sink is None:  # no rows: one empty part keeps the schema readable
         sink, current = _FileSink(partition_file(directory, 0, fmt), schema, fmt), 0
     sink.close(ok=True)
-    parts.append({"index": current, "file": sink.path.name, "rows": sink.rows})
-    manifest = {"partition": partition, "format": fmt, "parts": parts, "metadata": trace_metadata(schema)}
-    write_text(directory / MANIFEST, json.dumps(manifest, indent=1))
+    parts.append(sink.entry(current))
+    _write_manifest(directory, partition, fmt, schema, parts, complete=True)
     return directory
+
+
+def _write_manifest(directory: Path, partition: str, fmt: str, schema: pa.Schema, parts: list, complete: bool,
+                    expected: int | None = None) -> dict:
+    manifest = {"partition": partition, "format": fmt, "complete": complete,
+                "parts": sorted(parts, key=lambda e: e["index"]), "metadata": trace_metadata(schema)}
+    if expected is not None:
+        manifest["expected_parts"] = expected
+    write_text(directory / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _intact(directory: Path, entry: dict, fmt: str) -> bool:
+    """A listed partition is reusable if its file has the recorded size and a readable footer
+    with the recorded row count (a truncated or replaced file fails one of these)."""
+    f = directory / entry["file"]
+    try:
+        if not f.is_file() or f.stat().st_size != entry.get("bytes"):
+            return False
+        if fmt == "parquet":
+            return pq.ParquetFile(f).metadata.num_rows == entry["rows"]
+        with ipc.open_file(f) as r:
+            return r.schema is not None
+    except (pa.ArrowInvalid, OSError):
+        return False
+
+
+def write_partitions(make_batches: Callable[[int, int], Iterable[pa.RecordBatch]], directory: str | os.PathLike,
+                     schema: pa.Schema, *, duration: int, fmt: str = "parquet", partition: str = "day",
+                     only: Iterable[int] | None = None, on_batch: Callable[[pa.RecordBatch], None] | None = None,
+                     on_partition: Callable[[dict, bool], None] | None = None) -> dict:
+    """Write a trace of [0, duration) as one file per partition, each generated on its own.
+
+    `make_batches(t0, t1)` yields the rows of [t0, t1) (time-ordered, timestamps from the
+    trace start). Resumable: a partition already listed in the directory's manifest for the
+    same trace (same generation metadata) whose file is intact is kept, not regenerated;
+    anything else is (re)written under a temporary name and renamed. The manifest is
+    rewritten after every partition and says `complete: true` once all are present; readers
+    refuse an incomplete one. `only` restricts the run to some partition indices.
+    `on_partition(entry, reused)` is called for each partition done or kept.
+    """
+    directory = Path(directory)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown trace format {fmt!r}; expected one of {FORMATS}")
+    if partition not in PARTITIONS:
+        raise ValueError(f"unknown partition {partition!r}; expected one of {tuple(PARTITIONS)}")
+    span = PARTITIONS[partition]
+    n_parts = max(1, -(-int(duration) // span))
+    todo = list(range(n_parts)) if only is None else sorted(set(int(i) for i in only))
+    bad = [i for i in todo if not 0 <= i < n_parts]
+    if bad:
+        raise ValueError(f"partition {bad[0]} is out of range: the trace has {n_parts} {partition} partitions "
+                         f"(0 to {n_parts - 1})")
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{directory} exists and is not a directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    parts: dict[int, dict] = {}
+    mpath = directory / MANIFEST
+    if mpath.is_file():
+        try:
+            old = json.loads(mpath.read_text())
+        except ValueError as e:
+            raise ValueError(f"{mpath}: unreadable manifest ({e}); remove it to start over") from None
+        if old.get("metadata") != trace_metadata(schema) or old.get("format") != fmt or \
+                old.get("partition") != partition:
+            raise ValueError(f"{directory} holds a different trace (its {MANIFEST} records other generation "
+                             f"parameters, format or partitioning); choose another output or remove it")
+        parts = {e["index"]: e for e in old.get("parts", []) if _intact(directory, e, fmt)}
+    for i in todo:
+        if i in parts:
+            if on_partition:
+                on_partition(parts[i], True)
+            continue
+        sink = _FileSink(partition_file(directory, i, fmt), schema, fmt)
+        try:
+            for batch in make_batches(i * span, min((i + 1) * span, int(duration))):
+                sink.write(batch)
+                if on_batch:
+                    on_batch(batch)
+        except BaseException:
+            sink.close(ok=False)
+            raise
+        sink.close(ok=True)
+        parts[i] = sink.entry(i)
+        complete = len(parts) == n_parts
+        _write_manifest(directory, partition, fmt, schema, list(parts.values()), complete, n_parts)
+        if on_partition:
+            on_partition(parts[i], False)
+    return _write_manifest(directory, partition, fmt, schema, list(parts.values()), len(parts) == n_parts, n_parts)
 
 
 # --------------------------------------------------------------------------- readers
@@ -169,6 +287,10 @@ def _files(path: Path) -> list[Path]:
         if not (path / MANIFEST).is_file():
             raise ValueError(f"{path}: partitioned trace without {MANIFEST} (incomplete or not a trace)")
         manifest = json.loads((path / MANIFEST).read_text())
+        if manifest.get("complete") is False:
+            raise ValueError(f"{path}: incomplete partitioned trace ({len(manifest['parts'])} of "
+                             f"{manifest.get('expected_parts', '?')} partitions); re-run the command that wrote it "
+                             f"to finish it")
         return [path / p["file"] for p in manifest["parts"]]
     if not path.is_file():
         raise FileNotFoundError(f"trace not found: {path}")

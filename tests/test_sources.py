@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 
-from servegen_fast import sources as S
 from servegen_fast.sources import FAILED, LogFormatError, read_log
 
 BURST_V1 = """Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type

@@ -312,6 +312,106 @@ def cmd_info(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- fit, analyze
+def _read_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--on-bad-row", choices=("error", "drop"), default="error",
+                   help="a malformed row (bad field count, unparseable timestamp, negative length): stop with an "
+                        "error naming its line (default), or drop it and count it in the read report")
+    p.add_argument("--sort", action="store_true", help="sort a log whose timestamps go backwards (default: error)")
+    p.add_argument("--drop-failed", action="store_true",
+                   help="BurstGPT: drop rows with zero response tokens (default: keep them, flagged)")
+
+
+def _read(path, fmt, args):
+    from .sources import read_log
+
+    return read_log(path, fmt, on_error="drop" if args.on_bad_row == "drop" else "raise", sort=args.sort,
+                    drop_failed=args.drop_failed)
+
+
+def cmd_fit(args) -> int:
+    from .fit import FitOptions, fit_pool
+    from .pool_file import save_pool
+
+    log = _read(args.log, args.format, args)
+    opts = FitOptions(window=args.window, length_window=args.length_window, min_requests=args.min_requests,
+                      min_length_samples=args.min_length_samples, length_points=args.length_points,
+                      shape_rule=args.shape_rule)
+    result = fit_pool(log, args.client_key, opts)
+    save_pool(result.pool, args.output)
+    if args.report:
+        from .atomic import write_text
+
+        write_text(args.report, json.dumps({**result.summary(), "client_labels": result.labels}, indent=1))
+    if not args.quiet:
+        print(log.report.describe())
+        print(result.describe())
+        print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from . import analyze as A
+
+    trace = _read(args.trace, args.format, args)
+    ref = _read(args.against, args.against_format, args) if args.against else None
+    if ref is None:
+        result = A.summarize(trace, args.client_key, bin_s=args.bin)
+        text = A.format_summary(result)
+    else:
+        result = A.compare(trace, ref, bin_s=args.bin)
+        text = A.format_comparison(result)
+    if args.plots:
+        from .plots import write_plots
+
+        paths = write_plots(trace, args.plots, ref, bin_s=args.bin)
+        text += "\n\nplots: " + ", ".join(str(p) for p in paths)
+    print(json.dumps(result, indent=1) if args.json else text)
+    return 0
+
+
+def _add_fit_parsers(sub) -> None:
+    from .sources import FORMATS
+
+    f = sub.add_parser("fit", help="fit a client pool to a request log",
+                       description="Fit a per-client pool (rates, IAT laws, length distributions) to a request log; "
+                                   "see docs/fit-analyze.md.")
+    f.add_argument("log", help="request log: Azure CSV, BurstGPT CSV, Mooncake JSONL, or a trace")
+    f.add_argument("--format", choices=("auto",) + FORMATS, default="auto", help="log format (default: from the file)")
+    f.add_argument("--client-key", default=None,
+                   help="column(s) naming the client, comma-separated (e.g. 'Model,Log Type'; a trace: client_id); "
+                        "default: the whole log is one client")
+    f.add_argument("--output", "-o", required=True, help="pool file to write (.parquet)")
+    f.add_argument("--window", type=int, default=600, help="arrival window in seconds (default: 600)")
+    f.add_argument("--length-window", type=int, default=21600, help="length window in seconds (default: 21600)")
+    f.add_argument("--min-requests", type=int, default=10,
+                   help="requests a window needs to fit its own law; sparser windows borrow (default: 10)")
+    f.add_argument("--min-length-samples", type=int, default=20,
+                   help="requests a length window needs for its own distributions (default: 20)")
+    f.add_argument("--length-points", type=int, default=256,
+                   help="most support points of a length distribution (default: 256)")
+    f.add_argument("--shape-rule", choices=("moments", "mle"), default="moments",
+                   help="law shape: match the window's IAT CV (default) or the maximum-likelihood shape")
+    f.add_argument("--report", default=None, help="also write the fit report as JSON to this file")
+    f.add_argument("--quiet", "-q", action="store_true", help="print nothing")
+    _read_args(f)
+    f.set_defaults(func=cmd_fit)
+
+    a = sub.add_parser("analyze", help="summarise a trace or log; compare it with another (fidelity table)",
+                       description="Summarise a trace or request log; with --against, a side-by-side fidelity table.")
+    a.add_argument("trace", help="trace or request log to analyse")
+    a.add_argument("--format", choices=("auto",) + FORMATS, default="auto", help="its format (default: from the file)")
+    a.add_argument("--against", default=None, help="reference log or trace to compare with")
+    a.add_argument("--against-format", choices=("auto",) + FORMATS, default="auto",
+                   help="the reference's format (default: from the file)")
+    a.add_argument("--client-key", default=None, help="column for the top clients' share (default: client_id if any)")
+    a.add_argument("--bin", type=float, default=60.0, help="rate-series bin in seconds (default: 60)")
+    a.add_argument("--plots", default=None, metavar="DIR", help="write PNG plots into DIR (needs matplotlib)")
+    a.add_argument("--json", action="store_true", help="print the result as JSON")
+    _read_args(a)
+    a.set_defaults(func=cmd_analyze)
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="servegen-fast", description="Generate realistic LLM-serving workloads, fast.")
@@ -383,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--backends", action="store_true", help="list the sampling backends and whether they work here")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
     i.set_defaults(func=cmd_info)
+    _add_fit_parsers(sub)
     return p
 
 

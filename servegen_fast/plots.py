@@ -1,0 +1,87 @@
+"""PNG plots of a log or trace, optionally against a reference (needs the `plot` extra: matplotlib).
+
+Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no global state) and each
+file is written under a temporary name and renamed.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .analyze import rate_series
+from .atomic import atomic_path
+from .sources import RequestLog
+
+
+def _matplotlib():
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise RuntimeError("plots need matplotlib: pip install 'servegen-fast[plot]' "
+                           "(the text report works without it)") from None
+    return Figure, FigureCanvasAgg
+
+
+def _save(fig, canvas_cls, path: Path) -> Path:
+    canvas_cls(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    return path
+
+
+def _ecdf(ax, v: np.ndarray, label: str) -> None:
+    v = np.sort(v)
+    if len(v):
+        ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=label)
+
+
+def write_plots(trace: RequestLog, out_dir: str | os.PathLike, reference: RequestLog | None = None,
+                names: tuple[str, str] = ("trace", "reference"), bin_s: float = 60.0) -> list[Path]:
+    """rate.png, iat_cdf.png, length_cdf.png and input_output.png in `out_dir`; returns the paths."""
+    Figure, Canvas = _matplotlib()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    logs = [(trace, names[0])] + ([(reference, names[1])] if reference is not None else [])
+    paths = []
+
+    fig = Figure(layout="constrained", figsize=(8, 3.5))
+    ax = fig.add_subplot()
+    for log, name in logs:
+        r = rate_series(log.timestamp, log.span, bin_s)
+        ax.step(np.arange(len(r)) * bin_s / 60.0, r, where="post", label=name)
+    ax.set(xlabel="time (min)", ylabel=f"requests/s ({bin_s:.0f} s bins)", title="rate over time")
+    ax.legend()
+    paths.append(_save(fig, Canvas, out / "rate.png"))
+
+    fig = Figure(layout="constrained", figsize=(6, 4))
+    ax = fig.add_subplot()
+    for log, name in logs:
+        iat = np.diff(log.timestamp)
+        _ecdf(ax, iat[iat > 0], name)  # a log x axis cannot show ties (zero gaps)
+    ax.set(xscale="log", xlabel="inter-arrival time (s), zero gaps left out", ylabel="CDF", title="inter-arrival times")
+    ax.legend()
+    paths.append(_save(fig, Canvas, out / "iat_cdf.png"))
+
+    fig = Figure(layout="constrained", figsize=(10, 4))
+    for i, field in enumerate(("input_tokens", "output_tokens")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for log, name in logs:
+            _ecdf(ax, np.maximum(getattr(log, field), 1), name)
+        ax.set(xscale="log", xlabel=f"{field} (0 shown as 1)", ylabel="CDF", title=field)
+        ax.legend()
+    paths.append(_save(fig, Canvas, out / "length_cdf.png"))
+
+    fig = Figure(layout="constrained", figsize=(5 * len(logs), 4.5))
+    hi_in = max(float(np.log10(max(log.input_tokens.max(), 1) + 1)) for log, _ in logs)
+    hi_out = max(float(np.log10(max(log.output_tokens.max(), 1) + 1)) for log, _ in logs)
+    edges = (np.linspace(0, hi_in, 60), np.linspace(0, hi_out, 60))
+    for i, (log, name) in enumerate(logs):
+        ax = fig.add_subplot(1, len(logs), i + 1)
+        h, _, _ = np.histogram2d(np.log10(log.input_tokens + 1.0), np.log10(log.output_tokens + 1.0), bins=edges)
+        ax.pcolormesh(edges[0], edges[1], np.log10(1 + h).T, cmap="viridis")  # log shading: the tails stay visible
+        ax.set(xlabel="log10(input tokens + 1)", ylabel="log10(output tokens + 1)", title=f"{name}: input vs output (log10(1 + count))")
+    paths.append(_save(fig, Canvas, out / "input_output.png"))
+    return paths

@@ -27,7 +27,6 @@ equicorrelation rho between the base fields.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -37,6 +36,7 @@ import pyarrow as pa
 from . import rates as _rates
 from .pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL, ClientPool
 from .population import Population
+from .special import gammaln
 from .trace import trace_schema
 
 MODES = ("servegen", "renewal", "poisson")
@@ -166,15 +166,13 @@ def _stream(kern, view, targets, aggregate, window_range, schema, opts, include_
         job = None
         if span is not None:
             w0, w1 = span
-            if isinstance(view, Population):  # this chunk's clients × windows, then the same path
-                sub = view.materialize(w0, w1)
-                job = (sub, _submit_chunk(kern, sub, sub.rate * targets[None, w0:w1], 0, w1 - w0, opts), w1)
-            else:
-                job = (view, _submit_chunk(kern, view, targets, w0, w1, opts), w1)
+            units = view.units(w0, w1, targets[w0:w1]) if isinstance(view, Population) else \
+                pool_units(view, targets, w0, w1)
+            job = (_submit_chunk(kern, view, units, w1 - w0, opts), w1)
         if pending is not None:
-            chunk_view, submitted, end = pending
-            cols = _finish_chunk(kern, chunk_view, opts, *submitted)
-            batch = _to_batch(cols, chunk_view, schema, include_reason_ratio)
+            submitted, end = pending
+            cols = _finish_chunk(kern, view, opts, *submitted)
+            batch = _to_batch(cols, view, schema, include_reason_ratio)
             done_rows += batch.num_rows
             if progress is not None:
                 progress(done_rows, float(view.window_start[end - 1] + view.window_len[end - 1]))
@@ -227,55 +225,71 @@ def renewal_params(law, shape, cv, rate):
     k = np.where(law == LAW_GAMMA, 1.0 / np.maximum(cv, 1e-3) ** 2, np.where(law == LAW_WEIBULL, shape, 1.0))
     mean1 = np.ones_like(k)
     wb = law == LAW_WEIBULL
-    mean1[wb] = [math.gamma(1.0 + 1.0 / x) for x in k[wb]]  # Weibull mean at scale 1
+    mean1[wb] = np.exp(gammaln(1.0 + 1.0 / k[wb]))  # Weibull mean at scale 1
     scale = np.where(law == LAW_GAMMA, 1.0 / (rate * k), 1.0 / (rate * mean1))
     return k, scale
 
 
-def _submit_chunk(kern, view: ClientPool, targets: np.ndarray, w0: int, w1: int, opts: GenerateOptions):
-    """Plan the chunk's units on the host and start the backend on them; see _finish_chunk."""
-    seed = np.uint64(opts.seed)
+@dataclass
+class Units:
+    """The (client, window) units of one chunk with a positive target, window-major (all
+    clients of the chunk's first window, then the next...). `wi` is the window within the
+    chunk; `dist` holds every field's distribution id, in the pool's field order."""
+    wi: np.ndarray       # int64[U]
+    client: np.ndarray   # uint32[U] client id (keys the RNG)
+    window: np.ndarray   # uint32[U] window index (keys the RNG)
+    start: np.ndarray    # float64[U] window start, seconds from the view start
+    length: np.ndarray   # float64[U]
+    rate: np.ndarray     # float64[U] target rate
+    law: np.ndarray      # int64[U]
+    shape: np.ndarray    # float64[U]
+    cv: np.ndarray       # float64[U]
+    dist: np.ndarray     # int64[U, F]
+
+
+def pool_units(view: ClientPool, targets: np.ndarray, w0: int, w1: int) -> Units:
     tgt = targets[:, w0:w1]
-    # window-major units: all clients of window w0, then of w0 + 1, ...
     wi, ci = np.nonzero((tgt > 0).T)
     wabs = wi + w0
-    rate = tgt[ci, wi]
-    length = view.window_len[wabs].astype(np.float64)
-    law = view.law[ci, wabs].astype(np.int64)
-    client = view.client_ids[ci].astype(np.uint32)
-    window = view.window_index[wabs].astype(np.uint32)
-    start = view.window_start[wabs].astype(np.float64)
+    return Units(wi=wi, client=view.client_ids[ci].astype(np.uint32), window=view.window_index[wabs].astype(np.uint32),
+                 start=view.window_start[wabs].astype(np.float64), length=view.window_len[wabs].astype(np.float64),
+                 rate=tgt[ci, wi], law=view.law[ci, wabs].astype(np.int64), shape=view.shape[ci, wabs],
+                 cv=view.cv[ci, wabs], dist=view.dist_id[ci, view.length_index[wabs], :].astype(np.int64))
+
+
+def _submit_chunk(kern, view, u: Units, n_windows: int, opts: GenerateOptions):
+    """Start the backend on a chunk's units; see _finish_chunk."""
+    seed = np.uint64(opts.seed)
+    law = u.law
     if opts.mode == "servegen":
-        k = view.shape[ci, wabs].astype(np.float64)
+        k = u.shape.astype(np.float64)
         scale = np.ones_like(k)
-        counts = _servegen_counts(rate, length)
+        counts = _servegen_counts(u.rate, u.length)
     else:
         if opts.mode == "poisson":
             law = np.full_like(law, LAW_EXPONENTIAL)
-        k, scale = renewal_params(law, view.shape[ci, wabs], view.cv[ci, wabs], rate)
-        counts = kern.count_renewal(seed, client, window, length, law, k, scale) if len(law) else \
+        k, scale = renewal_params(law, u.shape, u.cv, u.rate)
+        counts = kern.count_renewal(seed, u.client, u.window, u.length, law, k, scale) if len(law) else \
             np.zeros(0, np.int64)
     offsets = np.zeros(len(counts) + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
     n = int(offsets[-1])
     base = [f for f in view.fields if f not in ITEM_FIELDS]
     corr_mode, rho = _correlation_mode(opts.correlation)
-    dist = np.ascontiguousarray(
-        np.stack([view.dist_id[ci, view.length_index[wabs], view.field_index(f)] for f in base], axis=1)
-        if len(base) else np.zeros((len(ci), 0), np.int32)).astype(np.int64)
+    dist = np.ascontiguousarray(u.dist[:, [view.field_index(f) for f in base]])
     if n and (dist < 0).any():
         bad = np.argwhere(dist < 0)[0]
-        raise ValueError(f"client {int(client[bad[0]])} has no {base[bad[1]]} distribution for the window at "
-                         f"{int(start[bad[0]])} s of the view")
+        raise ValueError(f"client {int(u.client[bad[0]])} has no {base[bad[1]]} distribution for the window at "
+                         f"{int(u.start[bad[0]])} s of the view")
     d = view.dists
     guide, goff = d.guide()
     want_units = any(item in view.fields for item in ITEM_FIELDS)
     # windows are disjoint in time: order within each window, windows in sequence
-    first_unit = np.searchsorted(wi, np.arange(w1 - w0 + 1))
-    args = (0 if opts.mode == "servegen" else 1, seed, client, window, start, length, law, k, scale, offsets,
+    first_unit = np.searchsorted(u.wi, np.arange(n_windows + 1))
+    args = (0 if opts.mode == "servegen" else 1, seed, u.client, u.window, u.start, u.length, law, k, scale, offsets,
             first_unit, corr_mode, rho, dist, (d.values, d.cdf, d.offsets, guide, goff), want_units)
     job = kern.submit_ordered(*args) if hasattr(kern, "submit_ordered") else _Deferred(kern, args)
-    return job, (seed, client, window, offsets, ci, wabs, base)
+    return job, (seed, u, offsets, base)
 
 
 class _Deferred:
@@ -304,9 +318,9 @@ def _ordered_rows(kern, mode, seed, client, window, start, length, law, k, scale
     return ts, cid, vals, perm, (slot_unit[perm] if want_units else None)
 
 
-def _finish_chunk(kern, view: ClientPool, opts: GenerateOptions, job, ctx) -> dict:
+def _finish_chunk(kern, view, opts: GenerateOptions, job, ctx) -> dict:
     """Columns of a submitted chunk, with the multimodal item lists drawn for its rows."""
-    seed, client, window, offsets, ci, wabs, base = ctx
+    seed, u, offsets, base = ctx
     ts, cid, vals, perm, unit = job.result()
     n = len(ts)
     cols = {"timestamp": ts, "client_id": cid}
@@ -320,10 +334,10 @@ def _finish_chunk(kern, view: ClientPool, opts: GenerateOptions, job, ctx) -> di
             item_off = np.zeros(n + 1, np.int64)
             np.cumsum(cnt, out=item_off[1:])
             out = np.empty(int(item_off[-1]), np.float64)
-            idist = view.dist_id[ci, view.length_index[wabs], view.field_index(item)].astype(np.int64)[unit]
+            idist = u.dist[unit, view.field_index(item)]
             if len(out):
                 kr = (perm - offsets[unit]).astype(np.uint64)
-                kern.fill_items(seed, client[unit], window[unit], kr, cnt, idist, item_off,
+                kern.fill_items(seed, u.client[unit], u.window[unit], kr, cnt, idist, item_off,
                                 view.field_index(item), d.values, d.cdf, d.offsets, guide, goff, out)
             cols[item] = (item_off, out)
     return cols

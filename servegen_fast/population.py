@@ -74,6 +74,9 @@ class Population:
     def n_clients(self) -> int:
         return len(self.src)
 
+    def field_index(self, name: str) -> int:
+        return self.source.field_index(name)
+
     @property
     def n_windows(self) -> int:
         return self.horizon_windows - self.first_window if self.n_windows_ is None else self.n_windows_
@@ -162,6 +165,34 @@ class Population:
             length_index=np.arange(len(w), dtype=np.int32), rate=rate, cv=cv, law=law, shape=shape,
             scale=s.scale[src, sw] / factor, fields=s.fields, dist_id=dist_id, dists=s.dists,
             window_size=s.window_size, length_window_size=s.length_window_size, origin=self.origin)
+
+    def units(self, w0: int, w1: int, factor: np.ndarray):
+        """The generator's units (generate.Units) of windows [w0, w1): the active (client,
+        window) pairs only, window-major, with target rate = client rate × `factor[window]`.
+        Only a [N, windows] index and mask are dense; every parameter is gathered for the
+        active pairs alone (about a quarter of them in ServeGen's language pools)."""
+        from .generate import Units
+
+        s = self.source
+        w = self.window_index[w0:w1]
+        sw = self._source_window(w[None, :] + self.shift[:, None])  # [N, Wc]
+        day = self.day_factor[self._day_of(w)] * np.asarray(factor, np.float64)
+        act = self._source_active()[self.src[:, None], sw] & (day > 0)[None, :]
+        wi, ci = np.nonzero(act.T)
+        sa = self.src[ci]
+        swa = sw[ci, wi]
+        j = self.cv_factor[ci]
+        law = s.law[sa, swa].astype(np.int64)
+        shape = s.shape[sa, swa]
+        shape = np.where(law == LAW_GAMMA, shape / (j * j), np.where(law == LAW_WEIBULL, shape / j, shape))
+        return Units(wi=wi, client=self.client_ids[ci].astype(np.uint32), window=w[wi].astype(np.uint32),
+                     start=self.window_start[w0:w1][wi].astype(np.float64),
+                     length=self.window_len[w0:w1][wi].astype(np.float64),
+                     rate=s.rate[sa, swa] * self.mult[ci] * day[wi], law=law, shape=shape, cv=s.cv[sa, swa] * j,
+                     dist=s.dist_id[sa, s.length_index[swa], :].astype(np.int64))
+
+    def _source_active(self) -> np.ndarray:
+        return self.source.active  # cheap: [source clients, source windows]
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.src, self.mult, self.shift, self.cv_factor, self.client_ids))

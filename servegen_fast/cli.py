@@ -290,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--backends", action="store_true", help="list the sampling backends and whether they work here")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
     i.set_defaults(func=cmd_info)
+
+    from .replay.cli import add_parser as add_replay_parser  # torch-free until a replay runs
+
+    add_replay_parser(sub)
     return p
 
 

@@ -10,7 +10,7 @@ trace times. The rates are the pool's own, scaled so the slice's mean is --rate 
 
 GPU (the experiment of the issue; ~1B model, 10 minutes of trace time per case):
     python benchmarks/replay_experiment.py --model 1b --device cuda --duration 600 --rate 20
-CPU check (tiny random model, 60 s slice at 8 req/s, lengths fitted to 1024 tokens):
+CPU check (tiny random model, 60 s slice at 1.5 req/s, lengths fitted to 1024 tokens):
     python benchmarks/replay_experiment.py --dry-run
 """
 from __future__ import annotations
@@ -93,11 +93,11 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--output", default="replay-experiment")
     ap.add_argument("--dry-run", action="store_true",
-                    help="CPU check: tiny model, 60 s slice at 8 req/s, lengths fitted to 1024 tokens, "
+                    help="CPU check: tiny model, 60 s slice at 1.5 req/s, lengths fitted to 1024 tokens, "
                          "SLOs TTFT 250 ms / TPOT 25 ms")
     args = ap.parse_args(argv)
     if args.dry_run:
-        args.model, args.device, args.duration, args.rate = "tiny", "cpu", 60, 8.0
+        args.model, args.device, args.duration, args.rate = "tiny", "cpu", 60, 1.5
         args.max_model_len, args.slo_ttft, args.slo_tpot = 1024, 0.25, 0.025
     pool = open_pool(args.pool, args.data_dir)
     out = Path(args.output)

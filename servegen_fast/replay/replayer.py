@@ -62,11 +62,18 @@ def replay_trace(trace, output, *, engine: str = "transformers", model: str = "t
         plan = make_plan(table, start=start, end=end, clients=clients, max_requests=max_requests,
                          time_scale=time_scale, afap=afap, max_model_len=limit, source=source)
         log("warming up")
-        eng.start()
         span = float(plan.scheduled.max())
         bar = Progress(len(plan), span, enabled=progress)
-        rec = run(eng, plan, seed=seed, should_stop=stop.is_set, progress=bar,
-                  on_start=lambda: log(f"replay started: {len(plan)} requests over {span:.1f} s"))
+        try:
+            eng.start()
+            rec = run(eng, plan, seed=seed, should_stop=stop.is_set, progress=bar,
+                      on_start=lambda: log(f"replay started: {len(plan)} requests over {span:.1f} s"))
+        except BaseException:
+            try:  # leave no engine thread running behind an error
+                eng.stop(abandon=True)
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                pass
+            raise
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)

@@ -484,6 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
     i.set_defaults(func=cmd_info)
     _add_fit_parsers(sub)
+
+    from .replay.cli import add_parser as add_replay_parser  # torch-free until a replay runs
+
+    add_replay_parser(sub)
     return p
 
 

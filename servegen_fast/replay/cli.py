@@ -1,0 +1,118 @@
+"""`servegen-fast replay`: the subcommand's arguments and body (servegen_fast/cli.py adds it)."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+
+def _seconds(text: str) -> float:
+    """'0.5', '500ms', '2s', '10m', '1h' -> seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*", str(text))
+    if not m:
+        raise argparse.ArgumentTypeError(f"invalid time {text!r}: use seconds or a unit ms/s/m/h, e.g. 200ms, 1.5s")
+    return float(m.group(1)) * {"ms": 1e-3, None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
+
+
+def _positive_float(text: str) -> float:
+    v = float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return v
+
+
+def _clients(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"clients must be comma-separated ids, got {text!r}") from None
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    r = sub.add_parser("replay", help="replay a trace against an on-device inference engine",
+                       description="Release each request of a trace at its time against a real inference engine "
+                                   "(transformers continuous batching, or vLLM) and measure TTFT, TPOT, end-to-end "
+                                   "latency, goodput under SLOs and release lateness. See docs/replay.md.")
+    r.add_argument("trace", help="trace file or partitioned directory")
+    r.add_argument("--output", "-o", required=True, help="results directory (requests.arrow, summary.json, ...)")
+    e = r.add_argument_group("engine")
+    e.add_argument("--engine", choices=("transformers", "vllm"), default="transformers",
+                   help="transformers: continuous batching with a paged KV cache (default); vllm: where installed")
+    e.add_argument("--model", default="tiny",
+                   help="a size name for a random Llama-style model (tiny, 1b, 8b) or a local checkpoint directory "
+                        "(default: tiny)")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if available")
+    e.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                   help="model dtype (default: bfloat16 on cuda, float32 on cpu)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the random weights and the prompt token ids")
+    e.add_argument("--max-model-len", type=int, default=None,
+                   help="fit prompt + output into this many tokens (default: the model's context)")
+    e.add_argument("--attn", default=None, help="transformers attention implementation (default: sdpa, paged)")
+    e.add_argument("--page-size", type=int, default=None, help="KV-cache page size in tokens")
+    e.add_argument("--num-blocks", type=int, default=None,
+                   help="KV-cache blocks (default: from free GPU memory; 64 Ki tokens on CPU)")
+    e.add_argument("--max-batch-tokens", type=int, default=None, help="tokens per forward pass")
+    e.add_argument("--gpu-memory", type=float, default=None,
+                   help="fraction of free GPU memory for the KV cache (transformers: max_memory_percent, "
+                        "vLLM: gpu_memory_utilization)")
+    s = r.add_argument_group("what to replay")
+    s.add_argument("--time-scale", type=_positive_float, default=1.0,
+                   help="multiply trace times by this (0.5: twice as fast; default 1)")
+    s.add_argument("--start", type=_seconds, default=None, help="replay from this trace time (e.g. 600, 10m)")
+    s.add_argument("--end", type=_seconds, default=None, help="replay up to this trace time")
+    s.add_argument("--clients", type=_clients, default=None, help="only these client ids (comma-separated)")
+    s.add_argument("--max-requests", type=int, default=None, help="at most this many requests")
+    s.add_argument("--afap", "--as-fast-as-possible", dest="afap", action="store_true",
+                   help="release every request at once (a throughput run) instead of at its trace time")
+    m = r.add_argument_group("measurement")
+    m.add_argument("--slo-ttft", type=_seconds, default=None, help="TTFT SLO for goodput (e.g. 500ms)")
+    m.add_argument("--slo-tpot", type=_seconds, default=None, help="TPOT SLO for goodput (e.g. 50ms)")
+    m.add_argument("--plot", action="store_true", help="also write PNG plots (needs the plot extra)")
+    m.add_argument("--json", action="store_true", help="print the summary as JSON")
+    m.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    m.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    r.set_defaults(func=cmd_replay)
+    return r
+
+
+def cmd_replay(args) -> int:
+    from .replayer import replay_trace
+
+    opts = {}
+    if args.engine == "transformers":
+        for key, value in (("attn_implementation", args.attn), ("page_size", args.page_size),
+                           ("num_blocks", args.num_blocks), ("max_batch_tokens", args.max_batch_tokens),
+                           ("max_memory_percent", args.gpu_memory), ("dtype", args.dtype)):
+            if value is not None:
+                opts[key] = value
+    else:
+        for key, value in (("gpu_memory_utilization", args.gpu_memory), ("dtype", args.dtype),
+                           ("max_num_batched_tokens", args.max_batch_tokens)):
+            if value is not None:
+                opts[key] = value
+    from .transformers_engine import quiet_transformers
+
+    quiet_transformers()
+
+    def log(msg):
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    summary = replay_trace(args.trace, args.output, engine=args.engine, model=args.model, device=args.device,
+                           seed=args.seed, time_scale=args.time_scale, start=args.start, end=args.end,
+                           clients=args.clients, max_requests=args.max_requests, afap=args.afap,
+                           max_model_len=args.max_model_len, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
+                           plot=args.plot, engine_options=opts, log=log,
+                           progress=not args.quiet and (sys.stderr.isatty() or args.progress))
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    elif not args.quiet:
+        from .results import summary_text
+
+        print(summary_text(summary), end="")
+        print(f"results in {args.output}", file=sys.stderr)
+    if not summary["complete"]:
+        print("interrupted: results so far written, marked incomplete", file=sys.stderr)
+        return 130
+    return 0

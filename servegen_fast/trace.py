@@ -18,6 +18,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from .atomic import temp_path, write_text
+from .prefetch import prefetch
 
 META_KEY = b"servegen_fast"
 FORMATS = ("parquet", "arrow")
@@ -129,7 +130,8 @@ def write_trace(batches: Iterable[pa.RecordBatch], path: str | os.PathLike, sche
     `fmt` is "parquet" or "arrow" (default: from the suffix, else parquet). With `partition`
     ("hour" or "day") `path` is a directory holding ``part-<index>.<ext>`` files, index =
     floor(timestamp / partition length), and a manifest written last. On any error the
-    files in progress are removed; completed partitions stay (and are valid).
+    files in progress are removed; completed partitions stay (and are valid). `batches` is
+    consumed one item ahead in a background thread, so generation overlaps encoding.
     """
     path = Path(path)
     fmt = fmt or ("arrow" if path.suffix in (".arrow", ".ipc", ".feather") else "parquet")
@@ -142,7 +144,7 @@ def write_trace(batches: Iterable[pa.RecordBatch], path: str | os.PathLike, sche
             raise FileNotFoundError(f"output directory does not exist: {path.parent}")
         sink = _FileSink(path, schema, fmt)
         try:
-            for batch in batches:
+            for batch in prefetch(batches):
                 sink.write(batch)
                 if on_batch:
                     on_batch(batch)
@@ -164,7 +166,7 @@ def _write_partitioned(batches, directory: Path, schema, fmt, partition, on_batc
     span = PARTITIONS[partition]
     sink, current, parts = None, None, []
     try:
-        for batch in batches:
+        for batch in prefetch(batches):
             ts = batch.column("timestamp").to_numpy()
             idx = (ts // span).astype("int64")
             lo = 0
@@ -265,7 +267,7 @@ def write_partitions(make_batches: Callable[[int, int], Iterable[pa.RecordBatch]
             continue
         sink = _FileSink(partition_file(directory, i, fmt), schema, fmt)
         try:
-            for batch in make_batches(i * span, min((i + 1) * span, int(duration))):
+            for batch in prefetch(make_batches(i * span, min((i + 1) * span, int(duration)))):
                 sink.write(batch)
                 if on_batch:
                     on_batch(batch)

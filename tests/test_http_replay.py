@@ -118,7 +118,8 @@ def test_releases_never_early_and_consistent_with_server_timings(completions_run
     for k, row in enumerate(d["request"]):
         s = timings[str(row)]  # the server's own stamps, same clock (perf_counter is system-wide)
         rel_abs, first_abs, done_abs = t0 + d["released"][k], t0 + d["first_token"][k], t0 + d["completed"][k]
-        assert rel_abs <= s["arrival"] <= s["first_sent"] <= first_abs and s["first_token"] <= first_abs
+        assert rel_abs <= s["arrival"] <= s["first_sent"] <= first_abs and s["first_token"] <= first_abs, (
+            row, rel_abs, first_abs, s)
         assert s["completed"] <= done_abs and s["completion_tokens"] == d["generated_tokens"][k]
         assert d["ttft"][k] >= s["first_token"] - s["arrival"] and d["e2e"][k] >= s["completed"] - s["arrival"]
         assert first_abs - s["first_sent"] < 2.0 and done_abs - s["sent_all"] < 2.0  # generous: loopback
@@ -254,7 +255,10 @@ def test_prompts_and_bodies():
     a = token_prompt(0, 7, 50, 32000)
     assert np.array_equal(a, token_prompt(0, 7, 50, 32000)) and not np.array_equal(a, token_prompt(0, 8, 50, 32000))
     assert len(a) == 50 and a.min() >= 1000 and a.max() < 32000
-    assert token_prompt(0, 1, 20, 64).max() < 64  # small vocabularies stay in range
+    small = token_prompt(0, 1, 300, 64)
+    assert small.max() < 64 and small.min() >= 4 and len(set(small.tolist())) > 30  # small vocabularies stay in range
+    body = json.loads(BodyBuilder(api="completions", model="m", prompt_kind="tokens", server_type="vllm")(11, 40, 1))
+    assert body["prompt"] == token_prompt(0, 11, 40, 32000).tolist()  # the fast path sends what token_prompt says
     words = text_prompt(3, 4, 37).split(" ")
     assert len(words) == 37 and set(words) <= set(WORDS) and text_prompt(3, 4, 37) == text_prompt(3, 4, 37)
     assert resolve_prompt_kind("auto", "completions", "vllm") == "tokens"

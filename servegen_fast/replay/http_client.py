@@ -268,70 +268,86 @@ class _Conn(asyncio.Protocol):
             return
         buf = self.buf
         buf += data
-        while True:
-            st = self.state
-            if st == CHUNK_DATA:
-                if not buf:
+        body: list = []  # decoded body bytes of this read, fed to the request at once
+        try:
+            while True:
+                st = self.state
+                if st == CHUNK_DATA:
+                    if not buf:
+                        return
+                    take = bytes(buf[:self.remaining])
+                    del buf[:len(take)]
+                    self.remaining -= len(take)
+                    body.append(take)
+                    if self.remaining == 0:
+                        self.state = CHUNK_CRLF
+                elif st == CHUNK_SIZE or st == TRAILER or st == CHUNK_CRLF:
+                    k = buf.find(b"\r\n")
+                    if k < 0:
+                        if len(buf) > MAX_HEAD:
+                            body.clear()
+                            return self._protocol_error("chunk header too long")
+                        return
+                    line = bytes(buf[:k])
+                    del buf[:k + 2]
+                    if st == CHUNK_CRLF:
+                        if line:
+                            body.clear()
+                            return self._protocol_error("bad chunk terminator")
+                        self.state = CHUNK_SIZE
+                    elif st == CHUNK_SIZE:
+                        try:
+                            size = int(line.split(b";", 1)[0].strip(), 16)
+                        except ValueError:
+                            body.clear()
+                            return self._protocol_error(f"bad chunk size {line[:40]!r}")
+                        if size == 0:
+                            self.state = TRAILER
+                        else:
+                            self.remaining, self.state = size, CHUNK_DATA
+                    elif not line:  # end of trailers: the response is complete
+                        self._feed(req, body, now)
+                        return self._response_end(now)
+                elif st == LENGTH:
+                    if not buf:
+                        return
+                    take = bytes(buf[:self.remaining])
+                    del buf[:len(take)]
+                    self.remaining -= len(take)
+                    body.append(take)
+                    if self.remaining == 0:
+                        self._feed(req, body, now)
+                        return self._response_end(now)
+                elif st == UNTIL_CLOSE:
+                    if buf:
+                        body.append(bytes(buf))
+                        buf.clear()
                     return
-                take = bytes(buf[:self.remaining])
-                del buf[:len(take)]
-                self.remaining -= len(take)
-                req.feed(take, now)
-                if self.remaining == 0:
-                    self.state = CHUNK_CRLF
-            elif st == CHUNK_SIZE or st == TRAILER or st == CHUNK_CRLF:
-                k = buf.find(b"\r\n")
-                if k < 0:
-                    if len(buf) > MAX_HEAD:
-                        return self._protocol_error("chunk header too long")
-                    return
-                line = bytes(buf[:k])
-                del buf[:k + 2]
-                if st == CHUNK_CRLF:
-                    if line:
-                        return self._protocol_error("bad chunk terminator")
-                    self.state = CHUNK_SIZE
-                elif st == CHUNK_SIZE:
-                    try:
-                        size = int(line.split(b";", 1)[0].strip(), 16)
-                    except ValueError:
-                        return self._protocol_error(f"bad chunk size {line[:40]!r}")
-                    if size == 0:
-                        self.state = TRAILER
-                    else:
-                        self.remaining, self.state = size, CHUNK_DATA
-                elif not line:  # end of trailers: the response is complete
-                    return self._response_end(now)
-            elif st == LENGTH:
-                if not buf:
-                    return
-                take = bytes(buf[:self.remaining])
-                del buf[:len(take)]
-                self.remaining -= len(take)
-                req.feed(take, now)
-                if self.remaining == 0:
-                    return self._response_end(now)
-            elif st == UNTIL_CLOSE:
-                if buf:
-                    req.feed(bytes(buf), now)
-                    buf.clear()
-                return
-            elif st == HEAD:
-                k = buf.find(b"\r\n\r\n")
-                if k < 0:
-                    if len(buf) > MAX_HEAD:
-                        return self._protocol_error("response head too long")
-                    return
-                head = bytes(buf[:k])
-                del buf[:k + 4]
-                if not self._head(head, req):
-                    return
-                if self.state == HEAD:  # an interim (1xx) response: read on
-                    continue
-                if self.state == LENGTH and self.remaining == 0:
-                    return self._response_end(now)
-            else:  # IDLE with a request: cannot happen
-                return self._protocol_error("unexpected state")
+                elif st == HEAD:
+                    k = buf.find(b"\r\n\r\n")
+                    if k < 0:
+                        if len(buf) > MAX_HEAD:
+                            return self._protocol_error("response head too long")
+                        return
+                    head = bytes(buf[:k])
+                    del buf[:k + 4]
+                    if not self._head(head, req):
+                        return
+                    if self.state == HEAD:  # an interim (1xx) response: read on
+                        continue
+                    if self.state == LENGTH and self.remaining == 0:
+                        return self._response_end(now)
+                else:  # IDLE with a request: cannot happen
+                    return self._protocol_error("unexpected state")
+        finally:
+            if body:
+                self._feed(req, body, now)
+
+    @staticmethod
+    def _feed(req: _Req, body: list, now: float) -> None:
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
+        req.feed(data, now)
 
     def _head(self, head: bytes, req: _Req) -> bool:
         lines = head.split(b"\r\n")

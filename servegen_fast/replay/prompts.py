@@ -26,6 +26,7 @@ SERVER_TYPES = ("vllm", "sglang", "tgi", "openai")
 APIS = ("completions", "chat")
 PROMPT_KINDS = ("auto", "tokens", "text")
 TOKEN_LOW = 1000  # token-id prompts use ids in [TOKEN_LOW, vocab): past byte/special tokens
+RESERVED_IDS = 4  # the floor instead for vocabularies under 2 * TOKEN_LOW (as models.RESERVED_IDS)
 DEFAULT_VOCAB = 32000  # upper bound for token ids when the server does not say (every common vocab is larger)
 
 # Common English words, each a single token (with its leading space) in byte-level BPE vocabularies.
@@ -56,18 +57,72 @@ def resolve_prompt_kind(kind: str, api: str, server_type: str) -> str:
     return kind
 
 
-def token_prompt(seed: int, row: int, n: int, vocab: int, low: int = TOKEN_LOW) -> np.ndarray:
-    """n token ids in [low, vocab), keyed by (seed, trace row)."""
-    low = min(low, max(vocab - 1, 1))
-    rng = np.random.default_rng([seed, row, 1])
-    return rng.integers(low, max(vocab, low + 1), size=int(n))
+POOL_TOKENS = 1 << 20  # prompts are windows of one random sequence this long (per seed and vocabulary)
+_MASK = (1 << 64) - 1
+
+
+def _mix(seed: int, row: int) -> int:
+    """splitmix64 of (seed, row): where a row's prompt starts in the pool (cheap, keyed, no state)."""
+    z = (seed * 0x9E3779B97F4A7C15 + row * 0xBF58476D1CE4E5B9 + 0x632BE59BD9B4E5F5) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
+class _Pool:
+    """A random sequence of tokens or words, encoded once as JSON text with the offset of every item,
+    so that a prompt of n items is one slice: building a request costs microseconds, not a JSON dump."""
+
+    def __init__(self, seed: int, kind: str, vocab: int = DEFAULT_VOCAB, low: int = TOKEN_LOW, size: int = POOL_TOKENS):
+        rng = np.random.default_rng([seed, 0x5E12E, 1 if kind == "tokens" else 2])
+        if kind == "tokens":
+            if vocab <= 2 * low:  # a small vocabulary (the test models): all but the reserved ids
+                low = RESERVED_IDS
+            items = rng.integers(low, max(vocab, low + 1), size=size)
+            self.values = items
+            text = ",".join(map(str, items.tolist())).encode()
+            lengths = np.floor(np.log10(np.maximum(items, 1))).astype(np.int64) + 2  # digits + separator
+        else:
+            idx = rng.integers(0, len(WORDS), size=size)
+            self.values = idx
+            words = np.array(WORDS)[idx]
+            text = " ".join(words.tolist()).encode()
+            lengths = np.char.str_len(words) + 1
+        self.text = text
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()  # item k spans [off[k], off[k+1] - 1)
+        self.size = size
+
+    def start(self, seed: int, row: int, n: int) -> int:
+        return _mix(seed, row) % (self.size - n + 1)
+
+    def slice(self, seed: int, row: int, n: int) -> bytes:
+        if n > self.size:
+            raise ValueError(f"prompt of {n} tokens is longer than the prompt pool ({self.size})")
+        k = self.start(seed, row, n)
+        return self.text[self.offsets[k]:self.offsets[k + n] - 1]
+
+
+_POOLS: dict = {}
+
+
+def _pool(seed: int, kind: str, vocab: int = DEFAULT_VOCAB) -> _Pool:
+    key = (seed, kind, vocab if kind == "tokens" else 0)
+    if key not in _POOLS:
+        _POOLS[key] = _Pool(seed, kind, vocab)
+    return _POOLS[key]
+
+
+def token_prompt(seed: int, row: int, n: int, vocab: int) -> np.ndarray:
+    """n token ids in [TOKEN_LOW, vocab) ([RESERVED_IDS, vocab) for small vocabularies), keyed by (seed, trace row):
+    a window of the seed's random token sequence starting at a hash of the row."""
+    p = _pool(seed, "tokens", vocab)
+    k = p.start(seed, row, int(n))
+    return p.values[k:k + int(n)]
 
 
 def text_prompt(seed: int, row: int, n: int) -> str:
     """n words (about n tokens; see the module doc), keyed by (seed, trace row)."""
-    rng = np.random.default_rng([seed, row, 2])
-    idx = rng.integers(0, len(WORDS), size=int(n))
-    return " ".join([WORDS[i] for i in idx.tolist()])
+    return _pool(seed, "text").slice(seed, row, int(n)).decode()
 
 
 class BodyBuilder:
@@ -84,17 +139,18 @@ class BodyBuilder:
             fixed["temperature"] = 0.0
         fixed.update(extra or {})
         self._fixed = json.dumps(fixed, separators=(",", ":"))[1:-1].encode()
+        _pool(seed, prompt_kind, self.vocab)  # built now, before any release
 
     def __call__(self, row: int, input_tokens: int, output_tokens: int) -> bytes:
         n, m = int(input_tokens), int(output_tokens)
         if self.kind == "tokens":
-            prompt = b'"prompt":[' + ",".join(map(str, token_prompt(self.seed, row, n, self.vocab).tolist())).encode() + b"]"
-        else:
-            text = json.dumps(text_prompt(self.seed, row, n))
+            prompt = b'"prompt":[' + _pool(self.seed, "tokens", self.vocab).slice(self.seed, row, n) + b"]"
+        else:  # the words need no JSON escaping
+            text = b'"' + _pool(self.seed, "text").slice(self.seed, row, n) + b'"'
             if self.api == "chat":
-                prompt = b'"messages":[{"role":"user","content":' + text.encode() + b"}]"
+                prompt = b'"messages":[{"role":"user","content":' + text + b"}]"
             else:
-                prompt = b'"prompt":' + text.encode()
+                prompt = b'"prompt":' + text
         lengths = f'"max_tokens":{m}'
         if self.force:
             lengths += f',"min_tokens":{m},"ignore_eos":true'

@@ -200,9 +200,12 @@ class ModelServer:
                         last = finished and j == len(new) - 1
                         choice = ({"index": 0, "delta": {"content": text}} if chat else {"index": 0, "text": text})
                         choice["finish_reason"] = "length" if last else None
-                        await resp.write(self._sse(key, obj, created, choice, usage_wanted))
+                        data = self._sse(key, obj, created, choice, usage_wanted)
                         if "first_sent" not in rec:
-                            rec["first_sent"] = CLOCK()
+                            rec["first_sent"] = CLOCK()  # stamped before the write: the client reads after it
+                        if last:
+                            rec["sent_all"] = CLOCK()
+                        await resp.write(data)
                 sent = len(out.generated_tokens)
                 if finished:
                     if out.timestamps:
@@ -221,7 +224,7 @@ class ModelServer:
             await resp.write_eof()
             return resp
         rec["completion_tokens"] = sent
-        rec["sent_all"] = CLOCK()
+        rec.setdefault("sent_all", CLOCK())
         usage = {"prompt_tokens": len(ids), "completion_tokens": sent, "total_tokens": len(ids) + sent}
         if not stream:
             choice = ({"index": 0, "message": {"role": "assistant", "content": "".join(texts)}} if chat

@@ -37,9 +37,10 @@ def poisson_trace(rate: float, duration: float, seed: int = 0, input_median: int
                      "input_tokens": inp, "output_tokens": rng.integers(1, 9, n).astype(np.uint32)})
 
 
-def start_server(max_events: int) -> tuple[subprocess.Popen, str]:
+def start_server(max_events: int, uvloop: bool) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "servegen_fast.replay.fake_server", "--port", "0",
-                             "--max-events", str(max_events)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                             "--max-events", str(max_events)] + (["--uvloop"] if uvloop else []),
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
         proc.kill()
@@ -47,18 +48,18 @@ def start_server(max_events: int) -> tuple[subprocess.Popen, str]:
     return proc, line.split()[-1]
 
 
-def one(url: str, rate: float, duration: float, workers: int, seed: int) -> dict:
+def one(url: str, rate: float, duration: float, workers: int, seed: int, loop: str) -> dict:
     from servegen_fast.replay import read_requests
     from servegen_fast.replay.replayer import replay_http
 
     trace = poisson_trace(rate, duration, seed)
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
-        s = replay_http(trace, d, target=url, workers=workers, timeout=30.0, concurrency=1024)
+        s = replay_http(trace, d, target=url, workers=workers, timeout=30.0, concurrency=1024, loop=loop)
         wall = time.perf_counter() - t
         late = read_requests(d).column("lateness").to_numpy()
     c = s["counts"]
-    return {"rate": rate, "workers": workers, "requests": c["selected"], "sent": c["released"],
+    return {"rate": rate, "workers": workers, "loop": s["options"]["loop"], "requests": c["selected"], "sent": c["released"],
             "completed": c["completed"], "p50_ms": float(np.percentile(late, 50) * 1e3),
             "p99_ms": float(np.percentile(late, 99) * 1e3), "max_ms": float(late.max() * 1e3),
             "over_1ms": int((late > 1e-3).sum()), "ttft_p50_ms": s["latency"]["ttft"].get("p50", float("nan")) * 1e3,
@@ -73,27 +74,33 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=10.0, help="seconds of trace per rate")
     p.add_argument("--max-events", type=int, default=4, help="token events per response from the fake server")
     p.add_argument("--repeat", type=int, default=1, help="runs per (workers, rate); a rate passes if all pass")
+    p.add_argument("--loop", nargs="+", default=["asyncio", "uvloop"], help="event loops to measure")
+    p.add_argument("--server-uvloop", action="store_true", help="run the fake server on uvloop (less of the "
+                   "machine's CPU taken by the server)")
     p.add_argument("--json", default=None, help="also write the rows to this file")
     a = p.parse_args(argv)
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"{a.duration:g} s per rate, fake server max {a.max_events} events, {time.strftime('%Y-%m-%d %H:%M')}")
-    proc, url = start_server(a.max_events)
+          f"{a.duration:g} s per rate, fake server max {a.max_events} events"
+          f"{' on uvloop' if a.server_uvloop else ''}, {time.strftime('%Y-%m-%d %H:%M')}, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    proc, url = start_server(a.max_events, a.server_uvloop)
     rows = []
     try:
-        print(f"{'workers':>7} {'rate':>7} {'requests':>8} {'sent':>7} {'done':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        print(f"{'loop':>8} {'workers':>7} {'rate':>7} {'requests':>8} {'sent':>7} {'done':>7} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'max ms':>7} {'>1ms':>6} {'pass':>5}")
-        for w in a.workers:
+        for loop, w in [(lp, w) for lp in a.loop for w in a.workers]:
             for rate in a.rates:
-                runs = [one(url, rate, a.duration, w, seed) for seed in range(a.repeat)]
+                runs = [one(url, rate, a.duration, w, seed, loop) for seed in range(a.repeat)]
                 for r in runs:
                     rows.append(r)
-                    print(f"{w:>7} {rate:>7.0f} {r['requests']:>8} {r['sent']:>7} {r['completed']:>7} "
+                    print(f"{loop:>8} {w:>7} {rate:>7.0f} {r['requests']:>8} {r['sent']:>7} {r['completed']:>7} "
                           f"{r['p50_ms']:>7.3f} {r['p99_ms']:>7.3f} {r['max_ms']:>7.2f} {r['over_1ms']:>6} "
                           f"{'yes' if r['passed'] else 'no':>5}", flush=True)
                 if not all(r["passed"] for r in runs):
                     break
-            best = max((r["rate"] for r in rows if r["workers"] == w and r["passed"]), default=None)
-            print(f"# workers {w}: highest passing rate {best}")
+            best = max((r["rate"] for r in rows if r["workers"] == w and r["loop"] == loop and r["passed"]),
+                       default=None)
+            print(f"# {loop}, workers {w}: highest passing rate {best}", flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

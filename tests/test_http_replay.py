@@ -297,3 +297,21 @@ def test_serve_and_http_client_import_lazily():
     code = ("import sys, servegen_fast.cli, servegen_fast.replay.http_client; servegen_fast.cli.build_parser(); "
             "assert not {'aiohttp', 'torch', 'transformers'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_token_events_classified_like_json():
+    """The byte-level fast path agrees with json.loads on the chunk shapes servers send."""
+    chunks = [b'{"choices":[{"delta":{"role":"assistant","content":""}}]}',  # role only: no token
+              b'{"choices":[{"delta":{"content":""}}]}',  # empty content without role: a token (partial UTF-8)
+              b'{"choices":[{"delta":{"content": "x \\"content\\": null"}}]}',
+              b'{"choices":[{"delta":{"content":null,"reasoning_content":"hm"}}]}',
+              b'{"choices":[{"delta":{},"finish_reason":"stop"}]}',
+              b'{"choices":[{"delta":{"content":null}}],"usage":null}',
+              b'{"choices":[{"text":" a","finish_reason":null}]}', b'{"choices":[{"text":""}]}',
+              b'{"choices":[{"text":null}]}', b'{"choices":[],"usage":{"completion_tokens":3}}']
+    for chat in (True, False):
+        for c in chunks:
+            fast, slow = _Req(0, chat), _Req(0, chat)
+            fast._event(c, 1.0)
+            slow._event_json(c, 1.0)
+            assert (fast.events, fast.usage_out) == (slow.events, slow.usage_out), (chat, c)

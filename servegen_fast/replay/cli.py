@@ -78,6 +78,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     h.add_argument("--workers", type=int, default=1,
                    help="sending processes, each with its own event loop (requests round-robin; default 1)")
     h.add_argument("--api-key", default=None, help="bearer token (default: $OPENAI_API_KEY if set)")
+    h.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                   help="event loop of the sender (default: uvloop where installed, else asyncio)")
     s = r.add_argument_group("what to replay")
     s.add_argument("--time-scale", type=_positive_float, default=1.0,
                    help="multiply trace times by this (0.5: twice as fast; default 1)")
@@ -171,7 +173,7 @@ def _cmd_replay_http(args) -> int:
     summary = replay_http(args.trace, args.output, target=args.target, api=args.api, model_name=args.model_name,
                           server_type=args.server_type, prompt=args.prompt, vocab=args.vocab_size,
                           concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
-                          workers=args.workers, api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
+                          workers=args.workers, loop=args.loop, api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
                           seed=args.seed, time_scale=args.time_scale, start=args.start, end=args.end,
                           clients=args.clients, max_requests=args.max_requests, afap=args.afap,
                           max_model_len=args.max_model_len, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,

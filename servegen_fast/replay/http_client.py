@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import gc
 import json
 import math
+import re
 import signal
 import time
 import urllib.error
@@ -48,6 +51,12 @@ STATS_EVERY = 0.25
 MAX_HEAD = 65536
 MAX_ERROR_BODY = 4096
 RETRY_KINDS = ("connect_error", "connection_closed", "http_429", "http_5xx")
+# event classification on bytes (see _Req._event)
+_NEEDS_JSON = re.compile(rb'"usage"\s*:\s*\{|"error"\s*:')
+_CONTENT = re.compile(rb'"content"\s*:\s*(null|""|")')
+_TEXT = re.compile(rb'"text"\s*:\s*("|null)')
+_REASONING = re.compile(rb'"reasoning(?:_content)?"\s*:\s*"[^"]')
+_ROLE = b'"role"'
 
 
 @dataclass
@@ -67,6 +76,7 @@ class HttpOptions:
     seed: int = 0
     api_key: str | None = None
     extra_body: dict = field(default_factory=dict)
+    loop: str = "auto"  # asyncio | uvloop | auto (uvloop where installed)
 
     def validate(self) -> None:
         url = urllib.parse.urlsplit(self.target)
@@ -75,6 +85,34 @@ class HttpOptions:
         if self.concurrency < 1 or self.workers < 1 or self.retries < 0 or not self.timeout > 0:
             raise ValueError("concurrency and workers must be >= 1, retries >= 0, timeout > 0")
         self.prompt = resolve_prompt_kind(self.prompt, self.api, self.server_type)
+        self.loop = resolve_loop(self.loop)
+
+
+LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def resolve_loop(kind: str) -> str:
+    """'auto' -> 'uvloop' where it is installed, else 'asyncio'; 'uvloop' without it is an error."""
+    if kind not in LOOPS:
+        raise ValueError(f"unknown event loop {kind!r}; expected one of {LOOPS}")
+    if kind == "asyncio":
+        return kind
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        if kind == "uvloop":
+            raise ValueError("--loop uvloop: uvloop is not installed (pip install uvloop)") from None
+        return "asyncio"
+    return "uvloop"
+
+
+def run_loop(coro, kind: str):
+    """Run a coroutine to completion on a fresh event loop of the given kind."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
 
 
 @dataclass
@@ -176,6 +214,9 @@ class _Req:
         block = bytes(buf[:end])
         del buf[:end + 2]
         for event in block.split(b"\n\n"):
+            if event[:6] == b"data: " and b"\n" not in event:  # the usual one-line event
+                self._event(event[6:], now)
+                continue
             payload = None
             for line in event.split(b"\n"):
                 if line.startswith(b"data:"):
@@ -187,9 +228,34 @@ class _Req:
                 self._event(payload, now)
 
     def _event(self, payload: bytes, now: float) -> None:
+        """One event's data. Token chunks are classified on their bytes (keys cannot occur inside
+        JSON strings unescaped); usage, errors and anything unusual go through json.loads."""
         if payload == b"[DONE]":
             self.done_marker = True
             return
+        if b'"choices"' in payload and _NEEDS_JSON.search(payload) is None:
+            if self.chat:
+                m = _CONTENT.search(payload)
+                content = m.group(1) if m else None  # b'"' text, b'""' empty, b'null' or None: no content
+                token = content == b'"' or _REASONING.search(payload) is not None or \
+                    (content == b'""' and _ROLE not in payload)
+            else:
+                m = _TEXT.search(payload)
+                token = m is not None and m.group(1) == b'"'
+            if token:
+                self._token(now)
+            return
+        self._event_json(payload, now)
+
+    def _token(self, now: float) -> None:
+        self.events += 1
+        if self.events == 1:
+            self.first = now
+        else:
+            self.gaps.append(now - self.last)
+        self.last = now
+
+    def _event_json(self, payload: bytes, now: float) -> None:
         try:
             obj = json.loads(payload)
         except ValueError:
@@ -213,12 +279,7 @@ class _Req:
             else:
                 token = c.get("text") is not None
             if token:
-                self.events += 1
-                if self.events == 1:
-                    self.first = now
-                else:
-                    self.gaps.append(now - self.last)
-                self.last = now
+                self._token(now)
         usage = obj.get("usage")
         if usage:
             self.usage_out = usage.get("completion_tokens", self.usage_out)
@@ -266,88 +327,88 @@ class _Conn(asyncio.Protocol):
         if req is None:  # bytes nobody asked for: drop the connection
             self.close()
             return
-        buf = self.buf
-        buf += data
+        if self.buf:
+            data = bytes(self.buf) + data
+            self.buf.clear()
+        pos, n = 0, len(data)
         body: list = []  # decoded body bytes of this read, fed to the request at once
-        try:
-            while True:
-                st = self.state
-                if st == CHUNK_DATA:
-                    if not buf:
-                        return
-                    take = bytes(buf[:self.remaining])
-                    del buf[:len(take)]
-                    self.remaining -= len(take)
-                    body.append(take)
-                    if self.remaining == 0:
-                        self.state = CHUNK_CRLF
-                elif st == CHUNK_SIZE or st == TRAILER or st == CHUNK_CRLF:
-                    k = buf.find(b"\r\n")
-                    if k < 0:
-                        if len(buf) > MAX_HEAD:
-                            body.clear()
-                            return self._protocol_error("chunk header too long")
-                        return
-                    line = bytes(buf[:k])
-                    del buf[:k + 2]
-                    if st == CHUNK_CRLF:
-                        if line:
-                            body.clear()
-                            return self._protocol_error("bad chunk terminator")
-                        self.state = CHUNK_SIZE
-                    elif st == CHUNK_SIZE:
-                        try:
-                            size = int(line.split(b";", 1)[0].strip(), 16)
-                        except ValueError:
-                            body.clear()
-                            return self._protocol_error(f"bad chunk size {line[:40]!r}")
-                        if size == 0:
-                            self.state = TRAILER
-                        else:
-                            self.remaining, self.state = size, CHUNK_DATA
-                    elif not line:  # end of trailers: the response is complete
-                        self._feed(req, body, now)
-                        return self._response_end(now)
-                elif st == LENGTH:
-                    if not buf:
-                        return
-                    take = bytes(buf[:self.remaining])
-                    del buf[:len(take)]
-                    self.remaining -= len(take)
-                    body.append(take)
-                    if self.remaining == 0:
-                        self._feed(req, body, now)
-                        return self._response_end(now)
-                elif st == UNTIL_CLOSE:
-                    if buf:
-                        body.append(bytes(buf))
-                        buf.clear()
+        while True:
+            st = self.state
+            if st == CHUNK_SIZE:
+                k = data.find(b"\r\n", pos)
+                if k < 0:
+                    break
+                try:
+                    size = int(data[pos:k].split(b";", 1)[0], 16)
+                except ValueError:
+                    return self._protocol_error(f"bad chunk size {data[pos:k][:40]!r}")
+                pos = k + 2
+                if size:
+                    self.remaining, self.state = size, CHUNK_DATA
+                else:
+                    self.state = TRAILER
+            elif st == CHUNK_DATA:
+                if pos >= n:
+                    break
+                end = min(n, pos + self.remaining)
+                body.append(data[pos:end])
+                self.remaining -= end - pos
+                pos = end
+                if not self.remaining:
+                    self.state = CHUNK_CRLF
+            elif st == CHUNK_CRLF:
+                if n - pos < 2:
+                    break
+                if data[pos:pos + 2] != b"\r\n":
+                    return self._protocol_error("bad chunk terminator")
+                pos += 2
+                self.state = CHUNK_SIZE
+            elif st == TRAILER:
+                k = data.find(b"\r\n", pos)
+                if k < 0:
+                    break
+                last = k == pos
+                pos = k + 2
+                if last:  # end of trailers: the response is complete
+                    return self._end(req, body, now, pos < n)
+            elif st == LENGTH:
+                if pos >= n:
+                    break
+                end = min(n, pos + self.remaining)
+                body.append(data[pos:end])
+                self.remaining -= end - pos
+                pos = end
+                if not self.remaining:
+                    return self._end(req, body, now, pos < n)
+            elif st == UNTIL_CLOSE:
+                body.append(data[pos:])
+                pos = n
+                break
+            elif st == HEAD:
+                k = data.find(b"\r\n\r\n", pos)
+                if k < 0:
+                    break
+                head = data[pos:k]
+                pos = k + 4
+                if not self._head(head, req):
                     return
-                elif st == HEAD:
-                    k = buf.find(b"\r\n\r\n")
-                    if k < 0:
-                        if len(buf) > MAX_HEAD:
-                            return self._protocol_error("response head too long")
-                        return
-                    head = bytes(buf[:k])
-                    del buf[:k + 4]
-                    if not self._head(head, req):
-                        return
-                    if self.state == HEAD:  # an interim (1xx) response: read on
-                        continue
-                    if self.state == LENGTH and self.remaining == 0:
-                        return self._response_end(now)
-                else:  # IDLE with a request: cannot happen
-                    return self._protocol_error("unexpected state")
-        finally:
-            if body:
-                self._feed(req, body, now)
+                if self.state == LENGTH and self.remaining == 0:
+                    return self._end(req, body, now, pos < n)
+            else:  # IDLE with a request: cannot happen
+                return self._protocol_error("unexpected state")
+        if pos < n:
+            if n - pos > MAX_HEAD:
+                return self._protocol_error("response head or chunk header too long")
+            self.buf += data[pos:]
+        if body:
+            req.feed(body[0] if len(body) == 1 else b"".join(body), now)
 
-    @staticmethod
-    def _feed(req: _Req, body: list, now: float) -> None:
-        data = body[0] if len(body) == 1 else b"".join(body)
-        body.clear()
-        req.feed(data, now)
+    def _end(self, req: _Req, body: list, now: float, leftover: bool) -> None:
+        if body:
+            req.feed(body[0] if len(body) == 1 else b"".join(body), now)
+        if leftover:  # bytes after the response on a connection we did not pipeline on
+            self.keep_alive = False
+        self._response_end(now)
 
     def _head(self, head: bytes, req: _Req) -> bool:
         lines = head.split(b"\r\n")
@@ -394,6 +455,8 @@ class _Conn(asyncio.Protocol):
         self.state = IDLE
         leftover = bool(self.buf)
         self.buf.clear()
+        if req is None:
+            return
         self.served += 1
         self.w.on_response_end(req, now)
         if self.keep_alive and not leftover and not self.closed:
@@ -709,6 +772,27 @@ class _Worker:
 
 
 async def _run_worker(w: _Worker, t0_getter) -> None:
+    with _quiet_gc():
+        await _run_worker_body(w, t0_getter)
+
+
+@contextlib.contextmanager
+def _quiet_gc():
+    """Fewer, smaller cyclic-GC passes during a run: what exists before it is frozen out of the
+    collector's view and young-generation passes come 30x less often (a full pass over a large
+    heap is a multi-millisecond pause, which would show as release lateness)."""
+    old = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+
+async def _run_worker_body(w: _Worker, t0_getter) -> None:
     w.loop = asyncio.get_running_loop()
     w.t0 = CLOCK()  # placeholder until the start time is known
     for _ in range(min(SPARE, w.limit)):
@@ -759,7 +843,7 @@ def _worker_process(pipe, wid: int, part: dict, options: HttpOptions, meta: dict
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(None, pipe.recv)
 
-        asyncio.run(_run_worker(w, get_t0))
+        run_loop(_run_worker(w, get_t0), options.loop)
         pipe.send(("result", w.result()))
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
         pipe.send(("error", f"{type(e).__name__}: {e}"))
@@ -801,7 +885,7 @@ def send_plan(plan, options: HttpOptions, meta: dict, *, should_stop=lambda: Fal
                     prog.cancel()
 
         _set_nofile(per_worker)
-        asyncio.run(main())
+        run_loop(main(), options.loop)
         results = [w.result()]
     else:
         results = _run_processes(parts, options, meta, per_worker, should_stop, on_start)

@@ -113,7 +113,7 @@ MULTIMODAL = ("image_tokens", "audio_tokens", "video_tokens")
 def replay_http(trace, output, *, target: str, api: str = "completions", model_name: str | None = None,
                 server_type: str = "vllm", prompt: str = "auto", vocab: int | None = None,
                 concurrency: int = 1024, timeout: float = 600.0, retries: int = 0, workers: int = 1,
-                api_key: str | None = None, extra_body: dict | None = None, seed: int = 0,
+                api_key: str | None = None, extra_body: dict | None = None, loop: str = "auto", seed: int = 0,
                 time_scale: float = 1.0, start: float | None = None, end: float | None = None, clients=None,
                 max_requests: int | None = None, afap: bool = False, max_model_len: int | None = None,
                 slo_ttft: float | None = None, slo_tpot: float | None = None, plot: bool = False,
@@ -135,7 +135,7 @@ def replay_http(trace, output, *, target: str, api: str = "completions", model_n
                              "multimodal inputs are not supported yet (drop the column to replay the text part)")
     opts = HttpOptions(target=target, api=api, model=model_name, server_type=server_type, prompt=prompt, vocab=vocab,
                        concurrency=concurrency, timeout=timeout, retries=retries, workers=workers, seed=seed,
-                       api_key=api_key, extra_body=dict(extra_body or {}))
+                       api_key=api_key, extra_body=dict(extra_body or {}), loop=loop)
     opts.validate()
     make_plan(table, start=start, end=end, clients=clients, max_requests=max_requests, time_scale=time_scale,
               afap=afap, source=source)
@@ -174,7 +174,7 @@ def replay_http(trace, output, *, target: str, api: str = "completions", model_n
                 "engine": {"name": "http", "model": meta["model"], "device": target, "dtype": "-",
                            "api": api, "server_type": server_type, "prompt": opts.prompt},
                 "options": dict(plan.options, seed=seed, concurrency=concurrency, timeout=timeout, retries=retries,
-                                workers=opts.workers),
+                                workers=opts.workers, loop=opts.loop),
                 "clock": {"name": "time.perf_counter", "run_start": r["t0"]},
                 "interrupted": interrupted}
     summary = write_results(out, rec, metadata=metadata, slo_ttft=slo_ttft, slo_tpot=slo_tpot)

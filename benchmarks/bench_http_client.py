@@ -64,7 +64,7 @@ def one(url: str, rate: float, duration: float, workers: int, seed: int, loop: s
             "p99_ms": float(np.percentile(late, 99) * 1e3), "max_ms": float(late.max() * 1e3),
             "over_1ms": int((late > 1e-3).sum()), "ttft_p50_ms": s["latency"]["ttft"].get("p50", float("nan")) * 1e3,
             "wall_s": wall,
-            "passed": c["released"] == c["selected"] == c["completed"] and np.percentile(late, 99) < 1e-3}
+            "passed": bool(c["released"] == c["selected"] == c["completed"] and np.percentile(late, 99) < 1e-3)}
 
 
 def main(argv=None) -> int:

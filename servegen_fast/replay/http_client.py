@@ -23,6 +23,7 @@ before its first token on a connect error, a closed connection, a 429 or a 5xx.
 """
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import contextlib
@@ -97,11 +98,11 @@ def resolve_loop(kind: str) -> str:
         raise ValueError(f"unknown event loop {kind!r}; expected one of {LOOPS}")
     if kind == "asyncio":
         return kind
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("uvloop") is None:
         if kind == "uvloop":
-            raise ValueError("--loop uvloop: uvloop is not installed (pip install uvloop)") from None
+            raise ValueError("--loop uvloop: uvloop is not installed (pip install uvloop)")
         return "asyncio"
     return "uvloop"
 
@@ -186,7 +187,7 @@ class _Req:
         self.events = 0
         self.first = math.nan
         self.last = math.nan
-        self.gaps: list = []
+        self.gaps = array.array("f")  # 4 bytes a gap: long streams over many requests stay small
         self.done_marker = False
         self.usage_out = None
         self.usage_in = None
@@ -542,6 +543,8 @@ class _Worker:
         self.inflight: collections.deque = collections.deque()  # in release order (deadlines in order)
         self.deadline = np.full(n, np.inf)
         self.active = 0
+        self.sent = 0  # requests written at least once
+        self.done = 0  # requests ended (completed or failed)
         self.stopped = False
         self._pending: dict = {}  # release bytes of the requests in flight (for retries)
         self.ssl = None
@@ -611,6 +614,7 @@ class _Worker:
         now = CLOCK()
         i = req.i
         if req.attempt == 0 and math.isnan(self.released[i]):
+            self.sent += 1
             self.released[i] = now - self.t0
             self.deadline[i] = now + self.o.timeout
         req.attempt += 1
@@ -691,6 +695,7 @@ class _Worker:
 
     def _finish(self, i: int) -> None:
         self.active -= 1
+        self.done += 1
         self._pending.pop(i, None)
 
     # ---------------------------------------------------------------- loops
@@ -812,10 +817,13 @@ async def _run_started(w: _Worker, t0: float) -> None:
         keeper.cancel()
         for req in list(w.inflight) + [r for r, _ in w.waiting]:
             if w.status[req.i] == "in_flight":
+                w.active -= 1
+                if math.isnan(w.released[req.i]):  # still waiting for a connection: never sent
+                    w.status[req.i] = "not_released"
+                    continue
                 w.status[req.i] = "abandoned"
                 w.error[req.i] = "in flight when the replay stopped"
                 w.kind[req.i] = "abandoned"
-                w.active -= 1
                 if req.conn is not None:
                     req.conn.req = None
                     req.conn.close()
@@ -874,8 +882,7 @@ def send_plan(plan, options: HttpOptions, meta: dict, *, should_stop=lambda: Fal
             if progress is not None:
                 async def report():
                     while True:
-                        done = sum(1 for s in w.status if s not in ("in_flight", "not_released"))
-                        progress(int(np.isfinite(w.released).sum()), done, CLOCK() - w.t0)
+                        progress(w.sent, w.done, CLOCK() - w.t0)
                         await asyncio.sleep(0.25)
                 prog = asyncio.get_running_loop().create_task(report())
             try:

@@ -156,12 +156,18 @@ def test_server_errors_are_recorded_per_request(model_server, tmp_path):
 
 
 # --------------------------------------------------------------------------- faults (instant fake server)
-def test_faults_give_recorded_errors_not_a_hang(tmp_path):
+LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
+    __import__("importlib").util.find_spec("uvloop") is None, reason="uvloop not installed"))]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_faults_give_recorded_errors_not_a_hang(tmp_path, loop):
     n = 20
     tr = make_trace(n=n, span=0.5)
     t_start = time.monotonic()
     with FakeServer("mixed") as url:
-        s = replay_http(tr, tmp_path / "o", target=url, timeout=1.0)
+        s = replay_http(tr, tmp_path / "o", target=url, timeout=1.0, loop=loop)
+    assert s["options"]["loop"] == loop
     assert time.monotonic() - t_start < 30  # stalls end at the 1 s timeout, not in a hang
     d = read_requests(tmp_path / "o").to_pydict()
     want = {"ok": None, "error500": "http_500", "close": "connection_closed", "stall": "timeout"}
@@ -200,6 +206,19 @@ def test_streamed_token_times(tmp_path):
     for ttft, e2e, n, gaps in zip(d["ttft"], d["e2e"], d["output_tokens"], d["itl"]):
         assert ttft >= delay * 0.9 and e2e >= n * delay * 0.9  # tokens cannot arrive before they are sent
         assert len(gaps) == n - 1 and sum(gaps) == pytest.approx(e2e - ttft, abs=1e-5)
+
+
+def test_connection_limit_holds_and_shows_as_lateness(tmp_path):
+    tr = make_trace(n=6, span=0.01, max_out=4)
+    srv = FakeServer("slow", delay=0.05)
+    with srv as url:
+        s = replay_http(tr, tmp_path / "o", target=url, concurrency=2, timeout=30)
+    d = read_requests(tmp_path / "o").to_pydict()
+    assert d["status"] == ["completed"] * 6 and s["counts"]["released"] == 6
+    assert srv.requests == 7 and srv.peak_connections <= 3  # 6 + GET /v1/models; 2 + the probe's, closed early
+    # 6 requests due within 10 ms, 2 connections, each response >= 50 ms: the last ones wait for a connection
+    late = np.array(d["lateness"])
+    assert np.all(late >= 0) and late.max() >= 0.05
 
 
 def test_workers_partition_and_merge(tmp_path):

@@ -67,6 +67,7 @@ class _Handler(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.t = transport
         self.s.connections += 1
+        self.s.peak_connections = max(self.s.peak_connections, self.s.connections)
         self.s.handlers.add(self)
 
     def connection_lost(self, exc) -> None:
@@ -151,6 +152,7 @@ class FakeServer:
         self.mode, self.port, self.max_events, self.delay, self.host = mode, port, max_events, delay, host
         self.requests = 0
         self.connections = 0
+        self.peak_connections = 0
         self.handlers: set = set()
         self._thread = None
         self._loop = None

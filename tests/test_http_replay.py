@@ -179,6 +179,7 @@ def test_faults_give_recorded_errors_not_a_hang(tmp_path, loop):
     assert s["errors"] == {"http_500": 4, "connection_closed": 4, "timeout": 4}
     stalled = [k for k, r in enumerate(d["request"]) if MIXED[r % 5] == "stall"]
     assert all(d["generated_tokens"][k] == 1 and np.isfinite(d["ttft"][k]) for k in stalled)  # partial stream kept
+    assert all(1.0 <= d["e2e"][k] < 10.0 for k in stalled)  # failed at the timeout, not before, not much after
     assert "injected failure" in d["error"][d["request"].index(1)]
 
 

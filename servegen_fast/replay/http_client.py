@@ -670,7 +670,7 @@ class _Worker:
         i = req.i
         if self.status[i] != "in_flight":
             return
-        if req.conn is not None:
+        if req.conn is not None and req.conn.req is req:  # mid-response (a timeout): drop the connection
             req.conn.req = None
             req.conn.close()
         retry_kind = "http_5xx" if kind.startswith("http_5") else kind
@@ -689,8 +689,7 @@ class _Worker:
         self.status[i] = "failed"
         self.kind[i] = kind
         self.error[i] = msg
-        if req.events:
-            self.completed[i] = np.nan  # a failed stream has no completion time
+        self.completed[i] = now - self.t0  # a failed request's `completed` is when it failed
         self._finish(i)
 
     def _finish(self, i: int) -> None:

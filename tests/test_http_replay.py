@@ -197,6 +197,16 @@ def test_retries_off_by_default_and_counted_when_on(tmp_path):
     assert set(c["error_kind"]) == {"connection_closed"} and all(x >= 2 for x in c["attempts"])
 
 
+def test_server_dropping_kept_alive_connections_loses_nothing(tmp_path):
+    n = 40
+    tr = make_trace(n=n, span=0.4)
+    with FakeServer("oneshot") as url:
+        s = replay_http(tr, tmp_path / "o", target=url, timeout=10)
+    d = read_requests(tmp_path / "o").to_pydict()
+    assert d["status"] == ["completed"] * n and s["counts"]["released"] == n
+    assert set(d["attempts"]) == {1}  # a resend on a connection closed under it is not a retry
+
+
 def test_streamed_token_times(tmp_path):
     tr = make_trace(n=3, span=0.2, max_out=5)
     delay = 0.05

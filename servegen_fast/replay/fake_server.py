@@ -11,6 +11,8 @@ Raw asyncio protocol, HTTP/1.1 keep-alive, chunked event streams; each request g
 - ``close_before``: the connection is closed on receipt, before any response byte;
 - ``stall``: the head and one token event, then nothing (the connection stays open);
 - ``slow``: the tokens one by one, `delay` seconds apart (the first after `delay` too);
+- ``oneshot``: the ``ok`` stream, then the connection is closed without a ``Connection: close``
+  header (a server dropping kept-alive connections: the client must not lose requests to it);
 - ``mixed``: by request id (the ``x-request-id`` header) mod 5: ok, error500, close, stall, ok.
 
     python -m servegen_fast.replay.fake_server --port 0 --mode ok     # prints "listening on URL"
@@ -24,7 +26,7 @@ import re
 import sys
 import threading
 
-MODES = ("ok", "error500", "close", "close_before", "stall", "slow", "mixed")
+MODES = ("ok", "error500", "close", "close_before", "stall", "slow", "oneshot", "mixed")
 MIXED = ("ok", "error500", "close", "stall", "ok")
 _MAX_TOKENS = re.compile(rb'"max_tokens"\s*:\s*(\d+)')
 
@@ -108,8 +110,11 @@ class _Handler(asyncio.Protocol):
         chat = b"/chat/" in path
         m = _MAX_TOKENS.search(body)
         n = max(1, min(int(m.group(1)) if m else 1, self.s.max_events))
-        if mode == "ok":
+        if mode == "ok" or mode == "oneshot":
             self.t.write(SSE_HEAD + TOKEN[chat] * n + _usage(n) + DONE)
+            if mode == "oneshot":
+                self.t.close()
+                return False
         elif mode == "error500":
             err = b'{"error":{"message":"injected failure","type":"InternalServerError","code":500}}'
             self.t.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"

@@ -752,6 +752,8 @@ class _Worker:
                     while CLOCK() < target:
                         pass
                     break
+            while len(self.waiting) >= self.limit and not self.stopped:
+                await sleep(0.001)  # every connection busy and a queue as long: hold the rest (lateness counts)
             if self.stopped:
                 return
             self._release(i, data)

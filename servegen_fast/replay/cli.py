@@ -56,6 +56,30 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--gpu-memory", type=float, default=None,
                    help="fraction of free GPU memory for the KV cache (transformers: max_memory_percent, "
                         "vLLM: gpu_memory_utilization)")
+    h = r.add_argument_group("HTTP target (instead of an on-device engine)")
+    h.add_argument("--target", default=None, metavar="URL",
+                   help="an OpenAI-compatible server, e.g. http://127.0.0.1:8000 (vLLM, SGLang, TGI, "
+                        "`servegen-fast serve`): replay over HTTP instead of on this machine's device")
+    h.add_argument("--api", choices=("completions", "chat"), default="completions",
+                   help="/v1/completions (default) or /v1/chat/completions, streamed")
+    h.add_argument("--model-name", default=None, help="the request's model field (default: the server's first model)")
+    h.add_argument("--server-type", choices=("vllm", "sglang", "tgi", "openai"), default="vllm",
+                   help="vllm/sglang: token-id prompts on completions, min_tokens + ignore_eos; tgi/openai: text "
+                        "prompts and max_tokens only (default: vllm)")
+    h.add_argument("--prompt", choices=("auto", "tokens", "text"), default="auto",
+                   help="token ids or synthetic text (default: token ids where the server takes them)")
+    h.add_argument("--vocab-size", type=int, default=None,
+                   help="draw token ids below this (default: the server's if it says, else 32000)")
+    h.add_argument("--concurrency", type=int, default=1024, help="open connections / requests in flight at most")
+    h.add_argument("--timeout", type=_seconds, default=600.0, help="per request, release to last byte (default 10m)")
+    h.add_argument("--retries", type=int, default=0,
+                   help="resend a request that failed before its first token (connect error, closed connection, "
+                        "429, 5xx); default 0")
+    h.add_argument("--workers", type=int, default=1,
+                   help="sending processes, each with its own event loop (requests round-robin; default 1)")
+    h.add_argument("--api-key", default=None, help="bearer token (default: $OPENAI_API_KEY if set)")
+    h.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                   help="event loop of the sender (default: uvloop where installed, else asyncio)")
     s = r.add_argument_group("what to replay")
     s.add_argument("--time-scale", type=_positive_float, default=1.0,
                    help="multiply trace times by this (0.5: twice as fast; default 1)")
@@ -79,6 +103,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def cmd_replay(args) -> int:
     from .replayer import replay_trace
 
+    if args.target is not None:
+        return _cmd_replay_http(args)
     opts = {}
     if args.engine == "transformers":
         for key, value in (("attn_implementation", args.attn), ("page_size", args.page_size),
@@ -116,3 +142,41 @@ def cmd_replay(args) -> int:
         print("interrupted: results so far written, marked incomplete", file=sys.stderr)
         return 130
     return 0
+
+
+def _log(args):
+    def log(msg):
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+    return log
+
+
+def _finish(args, summary) -> int:
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    elif not args.quiet:
+        from .results import summary_text
+
+        print(summary_text(summary), end="")
+        print(f"results in {args.output}", file=sys.stderr)
+    if not summary["complete"]:
+        print("interrupted: results so far written, marked incomplete", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _cmd_replay_http(args) -> int:
+    import os
+
+    from .replayer import replay_http
+
+    summary = replay_http(args.trace, args.output, target=args.target, api=args.api, model_name=args.model_name,
+                          server_type=args.server_type, prompt=args.prompt, vocab=args.vocab_size,
+                          concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
+                          workers=args.workers, loop=args.loop, api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
+                          seed=args.seed, time_scale=args.time_scale, start=args.start, end=args.end,
+                          clients=args.clients, max_requests=args.max_requests, afap=args.afap,
+                          max_model_len=args.max_model_len, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
+                          plot=args.plot, log=_log(args),
+                          progress=not args.quiet and (sys.stderr.isatty() or args.progress))
+    return _finish(args, summary)

@@ -144,6 +144,7 @@ class RunRecord:
     stats: list  # (time from t0, {name: value}) snapshots
     interrupted: bool
     wall_end: float
+    extra: list = field(default_factory=list)  # (pyarrow field, values): more request columns (HTTP replay)
 
 
 class Progress:

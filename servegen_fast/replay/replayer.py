@@ -5,6 +5,7 @@ the results so far, marked ``complete: false``; a second Ctrl-C raises KeyboardI
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -42,18 +43,7 @@ def replay_trace(trace, output, *, engine: str = "transformers", model: str = "t
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} exists and is not a directory")
-    stop = threading.Event()
-
-    def on_sigint(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print("\ninterrupted: stopping releases, writing the results so far (Ctrl-C again to abort)",
-              file=sys.stderr, flush=True)
-
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if main else None
-    try:
+    with _sigint_stops() as stop:
         log(f"loading {engine} engine, model {model}")
         eng = make_engine(engine, model, device=device, seed=seed, **(engine_options or {}))
         limit = max_model_len or eng.max_model_len or None
@@ -74,13 +64,119 @@ def replay_trace(trace, output, *, engine: str = "transformers", model: str = "t
             except Exception:  # noqa: BLE001 - the first error is the one to report
                 pass
             raise
-    finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
     metadata = {"tool": "servegen-fast replay", "version": __version__, "trace": source,
                 "engine": {"name": eng.info.name, "model": eng.info.model, "device": eng.info.device,
                            "dtype": eng.info.dtype, **eng.info.details},
                 "options": dict(plan.options, seed=seed), "interrupted": rec.interrupted}
+    summary = write_results(out, rec, metadata=metadata, slo_ttft=slo_ttft, slo_tpot=slo_tpot)
+    if plot:
+        from .plots import plot_results
+
+        summary["plots"] = [str(p) for p in plot_results(out)]
+    return summary
+
+
+@contextlib.contextmanager
+def _sigint_stops():
+    """Ctrl-C sets the yielded event (stop releasing, write the results so far); a second one aborts."""
+    stop = threading.Event()
+
+    def on_sigint(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\ninterrupted: stopping releases, writing the results so far (Ctrl-C again to abort)",
+              file=sys.stderr, flush=True)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main else None
+    try:
+        yield stop
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _read(trace):
+    import pyarrow as pa
+
+    from ..trace import read_trace
+
+    if isinstance(trace, pa.Table):
+        return trace, "<table>"
+    return read_trace(trace), str(trace)
+
+
+MULTIMODAL = ("image_tokens", "audio_tokens", "video_tokens")
+
+
+def replay_http(trace, output, *, target: str, api: str = "completions", model_name: str | None = None,
+                server_type: str = "vllm", prompt: str = "auto", vocab: int | None = None,
+                concurrency: int = 1024, timeout: float = 600.0, retries: int = 0, workers: int = 1,
+                api_key: str | None = None, extra_body: dict | None = None, loop: str = "auto", seed: int = 0,
+                time_scale: float = 1.0, start: float | None = None, end: float | None = None, clients=None,
+                max_requests: int | None = None, afap: bool = False, max_model_len: int | None = None,
+                slo_ttft: float | None = None, slo_tpot: float | None = None, plot: bool = False,
+                progress: bool = False, log=None) -> dict:
+    """Replay `trace` (a path or an Arrow table) against an OpenAI-compatible server at `target`;
+    write the same results as on-device replay to `output` (plus HTTP columns); return the summary."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .http_client import HttpOptions, probe, send_plan
+    from .loop import RunRecord
+
+    log = log or (lambda msg: None)
+    table, source = _read(trace)
+    for name in MULTIMODAL:
+        if name in table.column_names and pc.sum(pc.list_value_length(table.column(name))).as_py():
+            raise ValueError(f"{source}: multimodal trace ({name}): HTTP replay sends text or token prompts only; "
+                             "multimodal inputs are not supported yet (drop the column to replay the text part)")
+    opts = HttpOptions(target=target, api=api, model=model_name, server_type=server_type, prompt=prompt, vocab=vocab,
+                       concurrency=concurrency, timeout=timeout, retries=retries, workers=workers, seed=seed,
+                       api_key=api_key, extra_body=dict(extra_body or {}), loop=loop)
+    opts.validate()
+    make_plan(table, start=start, end=end, clients=clients, max_requests=max_requests, time_scale=time_scale,
+              afap=afap, source=source)
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} exists and is not a directory")
+    log(f"probing {target}")
+    meta = probe(opts)
+    limit = max_model_len or meta.get("max_model_len")
+    plan = make_plan(table, start=start, end=end, clients=clients, max_requests=max_requests, time_scale=time_scale,
+                     afap=afap, max_model_len=limit, source=source)
+    span = float(plan.scheduled.max())
+    bar = Progress(len(plan), span, enabled=progress and workers == 1)
+    with _sigint_stops() as stop:
+        r = send_plan(plan, opts, meta, should_stop=stop.is_set, progress=bar if bar.enabled else None,
+                      on_start=lambda: log(f"replay started: {len(plan)} requests over {span:.1f} s to {target} "
+                                           f"({opts.workers} sending process{'es' if opts.workers > 1 else ''})"))
+    if bar.enabled:
+        done = sum(1 for x in r["status"] if x not in ("in_flight", "not_released"))
+        bar(int(np.isfinite(r["released"]).sum()), done, r["end"], final=True)
+    interrupted = stop.is_set()
+    n = len(plan)
+    extra = [
+        (pa.field("http_status", pa.int32(), nullable=False), r["http_status"]),  # 0: no response
+        (pa.field("error_kind", pa.string()), r["error_kind"]),
+        (pa.field("attempts", pa.int32(), nullable=False), r["attempts"]),
+        (pa.field("server_input_tokens", pa.int64()),  # usage.prompt_tokens (null: not reported)
+         [None if v < 0 else int(v) for v in r["server_input_tokens"].tolist()]),
+        (pa.field("itl", pa.list_(pa.float32())), r["itl"]),  # gaps between token events (s)
+    ]
+    rec = RunRecord(plan=plan, t0=0.0, released=r["released"], started=np.full(n, np.nan),
+                    first_token=r["first_token"], completed=r["completed"], generated=r["generated"],
+                    preempted=np.zeros(n, bool), status=r["status"], errors=r["error"], stats=r["stats"],
+                    interrupted=interrupted, wall_end=r["end"], extra=extra)
+    metadata = {"tool": "servegen-fast replay", "version": __version__, "trace": source,
+                "engine": {"name": "http", "model": meta["model"], "device": target, "dtype": "-",
+                           "api": api, "server_type": server_type, "prompt": opts.prompt},
+                "options": dict(plan.options, seed=seed, concurrency=concurrency, timeout=timeout, retries=retries,
+                                workers=opts.workers, loop=opts.loop),
+                "clock": {"name": "time.perf_counter", "run_start": r["t0"]},
+                "interrupted": interrupted}
     summary = write_results(out, rec, metadata=metadata, slo_ttft=slo_ttft, slo_tpot=slo_tpot)
     if plot:
         from .plots import plot_results

@@ -67,7 +67,11 @@ def request_table(rec, metadata: dict) -> pa.Table:
         "status": rec.status, "preempted": rec.preempted, "error": rec.errors,
     }
     arrays = [pa.array(cols[f.name], type=f.type, from_pandas=False) for f in REQUEST_SCHEMA]
-    schema = REQUEST_SCHEMA.with_metadata({META_KEY: json.dumps(metadata).encode()})
+    fields = list(REQUEST_SCHEMA)
+    for f, values in getattr(rec, "extra", ()):  # e.g. HTTP replay: http_status, error_kind, itl, ...
+        fields.append(f)
+        arrays.append(pa.array(values, type=f.type, from_pandas=False))
+    schema = pa.schema(fields, metadata={META_KEY: json.dumps(metadata).encode()})
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -113,6 +117,12 @@ def summarize(table: pa.Table, slo_ttft: float | None = None, slo_tpot: float | 
     counts["wrong_length"] = int((done & (col["generated_tokens"] != col["output_tokens"])).sum())
     out: dict = {"counts": counts}
     out["latency"] = {k: _dist(np.where(done, col[k], np.nan)) for k in LATENCIES}
+    if "itl" in col:  # HTTP replay: gaps between streamed token events of completed requests
+        itl = table.column("itl").filter(pa.array(done)).combine_chunks().flatten()
+        out["latency"]["itl"] = _dist(itl.to_numpy(zero_copy_only=False).astype(np.float64))
+    if "error_kind" in col:
+        kinds = col["error_kind"][status == "failed"]
+        out["errors"] = {str(k): int(c) for k, c in zip(*np.unique(kinds.astype(str), return_counts=True))}
     lat = col["lateness"]
     out["lateness"] = _dist(lat)
     out["lateness"]["over_1ms"] = int((lat[np.isfinite(lat)] > 1e-3).sum())
@@ -175,6 +185,8 @@ def summary_text(s: dict) -> str:
     frac = "-" if g["fraction"] is None else f"{g['fraction']:.1%}"
     lines.append(f"goodput    {_fmt(g['requests_per_s'], '')} req/s ({g['requests']} requests, {frac}) under SLO: {slo}")
     lines.append(f"lateness   {s['lateness'].get('over_1ms', 0)} releases later than 1 ms")
+    if s.get("errors"):
+        lines.append("errors     " + ", ".join(f"{k} {v}" for k, v in s["errors"].items()))
     es = s.get("engine_stats")
     if es:
         parts = [f"{k} {v:.3g}" for k, v in es.items() if k.endswith("_max")]

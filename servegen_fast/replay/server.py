@@ -1,0 +1,304 @@
+"""A minimal OpenAI-compatible streaming server over the on-device engine adapter (`servegen-fast serve`).
+
+For testing HTTP replay against a real model on loopback, not for production: aiohttp in
+front of transformers' continuous batching (`TransformersEngine`, a random tiny/1b/8b
+Llama-style model or a local checkpoint). Requests stream their tokens as the engine makes
+them: each request is added with ``streaming=True`` and a result handler on the event loop
+(`ContinuousBatchingManager.register_result_handler`), and every new token is written as one
+server-sent event.
+
+Endpoints: ``GET /v1/models`` (with ``max_model_len`` and ``vocab_size``), ``GET /health``,
+``POST /v1/completions`` (``prompt``: a string or a list of token ids),
+``POST /v1/chat/completions`` (``messages``: the contents are joined, no chat template),
+``GET /debug/requests`` (server-side timings per request id, on `time.perf_counter`).
+Streaming and non-streaming; ``stream_options.include_usage`` adds the usage chunk.
+Exactly ``max_tokens`` tokens are generated (no EOS), so ``min_tokens`` and ``ignore_eos``
+are accepted and have nothing left to do.
+
+Tokenizer: the random models have none, so text is split on whitespace, one token per word
+(id from a CRC of the word), and a generated token id is shown as one word. Token-id prompts
+are taken as they are (ids must lie in [0, vocab)).
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import signal
+import sys
+import time
+import zlib
+
+from .engine import CLOCK
+from .models import RESERVED_IDS
+from .prompts import WORDS
+
+DEFAULT_MAX_TOKENS = 16
+
+
+def word_ids(text: str, vocab: int) -> list[int]:
+    """One token per whitespace-separated word: ids in [RESERVED_IDS, vocab) from a CRC of the word."""
+    span = max(vocab - RESERVED_IDS, 1)
+    return [RESERVED_IDS + zlib.crc32(w.encode()) % span for w in text.split()]
+
+
+def token_text(token: int) -> str:
+    return " " + WORDS[int(token) % len(WORDS)]
+
+
+def _error(status: int, message: str, kind: str = "BadRequestError"):
+    from aiohttp import web
+
+    return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
+
+
+class ModelServer:
+    """The engine behind an aiohttp application. `start()` loads and warms the model."""
+
+    def __init__(self, model: str = "tiny", *, device: str = "cpu", seed: int = 0, served_name: str | None = None,
+                 log_requests: int = 100_000, **engine_options):
+        from .transformers_engine import TransformersEngine, quiet_transformers
+
+        quiet_transformers()
+        self.engine = TransformersEngine(model, device=device, seed=seed, **engine_options)
+        self.name = served_name or model
+        self.vocab = self.engine.vocab_size
+        self.max_len = self.engine.max_model_len
+        self.timings: dict[str, dict] = {}  # request id -> server-side times (perf_counter) and counts
+        self.log_requests = log_requests
+        self._ids = itertools.count()
+
+    def start(self) -> None:
+        self.engine.start()
+
+    def stop(self) -> None:
+        self.engine.stop(abandon=True)
+
+    def app(self):
+        from aiohttp import web
+
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/health", self.health)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/debug/requests", self.debug_requests)
+        return app
+
+    # ---------------------------------------------------------------- handlers
+    async def health(self, request):
+        from aiohttp import web
+
+        return web.Response(text="ok")
+
+    async def models(self, request):
+        from aiohttp import web
+
+        return web.json_response({"object": "list", "data": [
+            {"id": self.name, "object": "model", "owned_by": "servegen-fast", "max_model_len": self.max_len,
+             "vocab_size": self.vocab}]})
+
+    async def debug_requests(self, request):
+        from aiohttp import web
+
+        return web.json_response(self.timings)
+
+    async def completions(self, request):
+        return await self._generate(request, chat=False)
+
+    async def chat(self, request):
+        return await self._generate(request, chat=True)
+
+    def _prompt(self, body: dict, chat: bool) -> list[int]:
+        if chat:
+            msgs = body.get("messages")
+            if not isinstance(msgs, list) or not msgs:
+                raise ValueError("'messages' must be a non-empty list")
+            parts = []
+            for m in msgs:
+                c = m.get("content") if isinstance(m, dict) else None
+                if isinstance(c, list):  # content parts: text only
+                    for p in c:
+                        if not isinstance(p, dict) or p.get("type") != "text":
+                            raise ValueError("only text content parts are supported")
+                        parts.append(str(p.get("text", "")))
+                elif isinstance(c, str):
+                    parts.append(c)
+            return word_ids(" ".join(parts), self.vocab)
+        p = body.get("prompt")
+        if isinstance(p, str):
+            return word_ids(p, self.vocab)
+        if isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
+            if min(p) < 0 or max(p) >= self.vocab:
+                raise ValueError(f"token ids must lie in [0, {self.vocab})")
+            return p
+        raise ValueError("'prompt' must be a string or a non-empty list of token ids (batches are not supported)")
+
+    async def _generate(self, request, chat: bool):
+        from aiohttp import web
+
+        arrival = CLOCK()
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+        except ValueError as e:
+            return _error(400, f"invalid JSON body: {e}")
+        if body.get("model") not in (None, self.name):
+            return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+        try:
+            ids = self._prompt(body, chat)
+        except ValueError as e:
+            return _error(400, str(e))
+        if not ids:
+            return _error(400, "the prompt is empty")
+        n = body.get("max_completion_tokens") if chat and body.get("max_tokens") is None else body.get("max_tokens")
+        n = DEFAULT_MAX_TOKENS if n is None else n
+        if not isinstance(n, int) or n < 1:
+            return _error(400, "max_tokens must be a positive integer")
+        if len(ids) + n > self.max_len:
+            return _error(400, f"This model's maximum context length is {self.max_len} tokens. However, you "
+                               f"requested {len(ids) + n} tokens ({len(ids)} in the messages, {n} in the completion).")
+        rid = request.headers.get("x-request-id") or f"req-{next(self._ids)}"
+        key = f"{rid}#{next(self._ids)}"
+        mgr = self.engine.manager
+        q: asyncio.Queue = asyncio.Queue()
+        mgr.register_result_handler(key, q.put_nowait)
+        if mgr.add_request(ids, request_id=key, max_new_tokens=n, streaming=True, record_timestamps=True,
+                           eos_token_id=-1) is None:
+            return _error(503, "the engine is not accepting requests", "ServiceUnavailableError")
+        rec = {"arrival": arrival, "prompt_tokens": len(ids), "max_tokens": n}
+        if len(self.timings) < self.log_requests:
+            self.timings[rid] = rec
+        created = int(time.time())
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        stream = bool(body.get("stream"))
+        usage_wanted = bool((body.get("stream_options") or {}).get("include_usage"))
+        resp = None
+        sent = 0
+        texts: list[str] = []
+        try:
+            if stream:
+                resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+                await resp.prepare(request)
+                if chat:
+                    await resp.write(self._sse(key, obj, created, {"index": 0, "delta": {"role": "assistant",
+                                                                                         "content": ""},
+                                                                   "finish_reason": None}, usage_wanted))
+            while True:
+                out = await q.get()
+                if out.error is not None:
+                    raise RuntimeError(str(out.error))
+                new = out.generated_tokens[sent:]
+                finished = out.is_finished()
+                if new and "first_token" not in rec and out.timestamps:
+                    rec["first_token"] = float(out.timestamps[0])
+                for j, tok in enumerate(new):
+                    text = token_text(tok)
+                    texts.append(text)
+                    if stream:
+                        last = finished and j == len(new) - 1
+                        choice = ({"index": 0, "delta": {"content": text}} if chat else {"index": 0, "text": text})
+                        choice["finish_reason"] = "length" if last else None
+                        data = self._sse(key, obj, created, choice, usage_wanted)
+                        if "first_sent" not in rec:
+                            rec["first_sent"] = CLOCK()  # stamped before the write: the client reads after it
+                        if last:
+                            rec["sent_all"] = CLOCK()
+                        await resp.write(data)
+                sent = len(out.generated_tokens)
+                if finished:
+                    if out.timestamps:
+                        rec["completed"] = float(out.timestamps[-1])
+                    break
+        except (ConnectionResetError, asyncio.CancelledError):
+            mgr.cancel_request(key)
+            rec["error"] = "client went away"
+            raise
+        except RuntimeError as e:
+            rec["error"] = str(e)
+            if resp is None:
+                return _error(500, f"generation failed: {e}", "InternalServerError")
+            await resp.write(b"data: " + json.dumps({"error": {"message": f"generation failed: {e}",
+                                                               "code": 500}}).encode() + b"\n\n")
+            await resp.write_eof()
+            return resp
+        rec["completion_tokens"] = sent
+        rec.setdefault("sent_all", CLOCK())
+        usage = {"prompt_tokens": len(ids), "completion_tokens": sent, "total_tokens": len(ids) + sent}
+        if not stream:
+            choice = ({"index": 0, "message": {"role": "assistant", "content": "".join(texts)}} if chat
+                      else {"index": 0, "text": "".join(texts)})
+            choice["finish_reason"] = "length"
+            return web.json_response({"id": key, "object": "chat.completion" if chat else "text_completion",
+                                      "created": created, "model": self.name, "choices": [choice], "usage": usage})
+        if usage_wanted:
+            await resp.write(b"data: " + json.dumps({"id": key, "object": obj, "created": created, "model": self.name,
+                                                     "choices": [], "usage": usage}).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    def _sse(self, key: str, obj: str, created: int, choice: dict, usage_wanted: bool) -> bytes:
+        chunk = {"id": key, "object": obj, "created": created, "model": self.name, "choices": [choice]}
+        if usage_wanted:
+            chunk["usage"] = None
+        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _serve(server: ModelServer, host: str, port: int, announce) -> None:
+    from aiohttp import web
+
+    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    announce(f"listening on http://{host}:{bound}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def serve(model: str = "tiny", *, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", seed: int = 0,
+          served_name: str | None = None, announce=None, **engine_options) -> None:
+    """Load and warm the model, then serve until SIGINT/SIGTERM."""
+    announce = announce or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    server = ModelServer(model, device=device, seed=seed, served_name=served_name, **engine_options)
+    server.start()
+    try:
+        asyncio.run(_serve(server, host, port, announce))
+    finally:
+        server.stop()
+
+
+def add_parser(sub):
+    s = sub.add_parser("serve", help="serve a (random) model over a minimal OpenAI-compatible streaming API",
+                       description="A minimal OpenAI-compatible server (/v1/completions, /v1/chat/completions, "
+                                   "streaming) over the on-device engine, for testing HTTP replay on loopback. "
+                                   "See docs/replay.md.")
+    s.add_argument("--model", default="tiny", help="tiny, 1b, 8b (random Llama-style) or a checkpoint directory")
+    s.add_argument("--served-model-name", default=None, help="the model name clients send (default: --model)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--num-blocks", type=int, default=None, help="KV-cache blocks")
+    s.set_defaults(func=cmd_serve)
+    return s
+
+
+def cmd_serve(args) -> int:
+    opts = {k: v for k, v in (("dtype", args.dtype), ("num_blocks", args.num_blocks)) if v is not None}
+    serve(args.model, host=args.host, port=args.port, device=args.device, seed=args.seed,
+          served_name=args.served_model_name, **opts)
+    return 0

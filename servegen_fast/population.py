@@ -177,7 +177,7 @@ class Population:
         w = self.window_index[w0:w1]
         sw = self._source_window(w[None, :] + self.shift[:, None])  # [N, Wc]
         day = self.day_factor[self._day_of(w)] * np.asarray(factor, np.float64)
-        act = self._source_active()[self.src[:, None], sw] & (day > 0)[None, :]
+        act = s.active[self.src[:, None], sw] & (day > 0)[None, :]
         wi, ci = np.nonzero(act.T)
         sa = self.src[ci]
         swa = sw[ci, wi]
@@ -190,9 +190,6 @@ class Population:
                      length=self.window_len[w0:w1][wi].astype(np.float64),
                      rate=s.rate[sa, swa] * self.mult[ci] * day[wi], law=law, shape=shape, cv=s.cv[sa, swa] * j,
                      dist=s.dist_id[sa, s.length_index[swa], :].astype(np.int64))
-
-    def _source_active(self) -> np.ndarray:
-        return self.source.active  # cheap: [source clients, source windows]
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.src, self.mult, self.shift, self.cv_factor, self.client_ids))

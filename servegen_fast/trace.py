@@ -142,18 +142,22 @@ def write_trace(batches: Iterable[pa.RecordBatch], path: str | os.PathLike, sche
     if partition is None:
         if not path.parent.is_dir():
             raise FileNotFoundError(f"output directory does not exist: {path.parent}")
-        sink = _FileSink(path, schema, fmt)
-        try:
-            for batch in prefetch(batches):
-                sink.write(batch)
-                if on_batch:
-                    on_batch(batch)
-        except BaseException:
-            sink.close(ok=False)
-            raise
-        sink.close(ok=True)
+        _write_file(_FileSink(path, schema, fmt), batches, on_batch)
         return path
     return _write_partitioned(batches, path, schema, fmt, partition, on_batch)
+
+
+def _write_file(sink: _FileSink, batches: Iterable[pa.RecordBatch], on_batch) -> None:
+    """All of `batches` into `sink`; the file appears under its name only if all were written."""
+    try:
+        for batch in prefetch(batches):
+            sink.write(batch)
+            if on_batch:
+                on_batch(batch)
+    except BaseException:
+        sink.close(ok=False)
+        raise
+    sink.close(ok=True)
 
 
 def partition_file(directory: Path, index: int, fmt: str) -> Path:
@@ -266,15 +270,7 @@ def write_partitions(make_batches: Callable[[int, int], Iterable[pa.RecordBatch]
                 on_partition(parts[i], True)
             continue
         sink = _FileSink(partition_file(directory, i, fmt), schema, fmt)
-        try:
-            for batch in prefetch(make_batches(i * span, min((i + 1) * span, int(duration)))):
-                sink.write(batch)
-                if on_batch:
-                    on_batch(batch)
-        except BaseException:
-            sink.close(ok=False)
-            raise
-        sink.close(ok=True)
+        _write_file(sink, make_batches(i * span, min((i + 1) * span, int(duration))), on_batch)
         parts[i] = sink.entry(i)
         complete = len(parts) == n_parts
         _write_manifest(directory, partition, fmt, schema, list(parts.values()), complete, n_parts)

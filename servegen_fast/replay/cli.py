@@ -120,28 +120,13 @@ def cmd_replay(args) -> int:
     from .transformers_engine import quiet_transformers
 
     quiet_transformers()
-
-    def log(msg):
-        if not args.quiet:
-            print(msg, file=sys.stderr, flush=True)
-
     summary = replay_trace(args.trace, args.output, engine=args.engine, model=args.model, device=args.device,
                            seed=args.seed, time_scale=args.time_scale, start=args.start, end=args.end,
                            clients=args.clients, max_requests=args.max_requests, afap=args.afap,
                            max_model_len=args.max_model_len, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
-                           plot=args.plot, engine_options=opts, log=log,
+                           plot=args.plot, engine_options=opts, log=_log(args),
                            progress=not args.quiet and (sys.stderr.isatty() or args.progress))
-    if args.json:
-        print(json.dumps(summary, indent=1))
-    elif not args.quiet:
-        from .results import summary_text
-
-        print(summary_text(summary), end="")
-        print(f"results in {args.output}", file=sys.stderr)
-    if not summary["complete"]:
-        print("interrupted: results so far written, marked incomplete", file=sys.stderr)
-        return 130
-    return 0
+    return _finish(args, summary)
 
 
 def _log(args):

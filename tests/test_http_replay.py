@@ -21,7 +21,7 @@ import pytest
 from servegen_fast import cli
 from servegen_fast.replay import read_requests, summarize
 from servegen_fast.replay.fake_server import MIXED, FakeServer
-from servegen_fast.replay.http_client import _Req
+from servegen_fast.replay.http_stream import _Req
 from servegen_fast.replay.prompts import WORDS, BodyBuilder, resolve_prompt_kind, text_prompt, token_prompt
 from servegen_fast.replay.replayer import replay_http
 from servegen_fast.replay.results import META_KEY

@@ -1,10 +1,10 @@
 """HTTP replay: release each request of a plan at its trace time to an OpenAI-compatible server.
 
-One asyncio event loop per sending process, on the standard library only: a minimal
-HTTP/1.1 client (keep-alive connections, Content-Length, chunked and read-until-close
-bodies) written as an `asyncio.Protocol`, so that a release costs one `transport.write` of
-prebuilt bytes, and a server-sent-events parser that stamps every streamed token with
-`time.perf_counter` (the replayer's clock) when its bytes arrive.
+One asyncio event loop per sending process, on the standard library only: keep-alive
+connections of a minimal HTTP/1.1 client written as an `asyncio.Protocol` (`http_stream.py`:
+Content-Length, chunked and read-until-close bodies, and a server-sent-events parser that
+stamps every streamed token with `time.perf_counter`, the replayer's clock, when its bytes
+arrive), so that a release costs one `transport.write` of prebuilt bytes.
 
 Release (`_Worker._send_all`): sleep on the loop until SLEEP_MARGIN before the scheduled
 time (the selector's timeout is rounded to a millisecond), then yield to the loop in a
@@ -23,16 +23,13 @@ before its first token on a connect error, a closed connection, a 429 or a 5xx.
 """
 from __future__ import annotations
 
-import array
 import asyncio
 import collections
 import contextlib
 import gc
 import json
 import math
-import re
 import signal
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -40,24 +37,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .http_stream import CLOCK, _Conn, _Req
 from .prompts import DEFAULT_VOCAB, BodyBuilder, resolve_prompt_kind
 
-CLOCK = time.perf_counter
 SLEEP_MARGIN = 0.0015  # sleep on the loop until this long before a release (selector timeouts round to 1 ms)
 SPIN = 0.0002  # then yield to the loop in a cycle until this long before it, then spin on the clock
 SPARE = 8  # keep this many idle connections open ahead of need (up to the limit)
 IDLE_CLOSE = 4.0  # close connections idle this long (servers drop idle keep-alives at ~5 s)
 TICK = 0.05  # timeout / idle sweeps and stop checks
 STATS_EVERY = 0.25
-MAX_HEAD = 65536
-MAX_ERROR_BODY = 4096
 RETRY_KINDS = ("connect_error", "connection_closed", "http_429", "http_5xx")
-# event classification on bytes (see _Req._event)
-_NEEDS_JSON = re.compile(rb'"usage"\s*:\s*\{|"error"\s*:')
-_CONTENT = re.compile(rb'"content"\s*:\s*(null|""|")')
-_TEXT = re.compile(rb'"text"\s*:\s*("|null)')
-_REASONING = re.compile(rb'"reasoning(?:_content)?"\s*:\s*"[^"]')
-_ROLE = b'"role"'
 
 
 @dataclass
@@ -167,339 +156,6 @@ def probe(options: HttpOptions, timeout: float = 10.0) -> dict:
 def _auth(options: HttpOptions) -> dict:
     key = options.api_key
     return {"Authorization": f"Bearer {key}"} if key else {}
-
-
-# --------------------------------------------------------------------------- one request in flight
-class _Req:
-    __slots__ = ("i", "conn", "status_code", "sse", "body", "events", "first", "last", "gaps", "done_marker",
-                 "usage_out", "usage_in", "stream_error", "got_bytes", "attempt", "chat")
-
-    def __init__(self, i: int, chat: bool):
-        self.i, self.chat = i, chat
-        self.attempt = 0
-        self.reset()
-
-    def reset(self) -> None:
-        self.conn = None
-        self.status_code = 0
-        self.sse = None  # bytearray for an event stream, None otherwise
-        self.body = bytearray()
-        self.events = 0
-        self.first = math.nan
-        self.last = math.nan
-        self.gaps = array.array("f")  # 4 bytes a gap: long streams over many requests stay small
-        self.done_marker = False
-        self.usage_out = None
-        self.usage_in = None
-        self.stream_error = None
-        self.got_bytes = False
-
-    def on_head(self, code: int, ctype: bytes) -> None:
-        self.status_code = code
-        self.got_bytes = True
-        if code == 200 and b"text/event-stream" in ctype:
-            self.sse = bytearray()
-
-    def feed(self, data: bytes, now: float) -> None:
-        if self.sse is None:
-            if len(self.body) < MAX_ERROR_BODY:
-                self.body += data[:MAX_ERROR_BODY - len(self.body)]
-            return
-        buf = self.sse
-        buf += data
-        if b"\r" in data:
-            buf[:] = buf.replace(b"\r\n", b"\n")
-        end = buf.rfind(b"\n\n")
-        if end < 0:
-            return
-        block = bytes(buf[:end])
-        del buf[:end + 2]
-        for event in block.split(b"\n\n"):
-            if event[:6] == b"data: " and b"\n" not in event:  # the usual one-line event
-                self._event(event[6:], now)
-                continue
-            payload = None
-            for line in event.split(b"\n"):
-                if line.startswith(b"data:"):
-                    d = line[5:]
-                    if d[:1] == b" ":
-                        d = d[1:]
-                    payload = d if payload is None else payload + b"\n" + d
-            if payload is not None:
-                self._event(payload, now)
-
-    def _event(self, payload: bytes, now: float) -> None:
-        """One event's data. Token chunks are classified on their bytes (keys cannot occur inside
-        JSON strings unescaped); usage, errors and anything unusual go through json.loads."""
-        if payload == b"[DONE]":
-            self.done_marker = True
-            return
-        if b'"choices"' in payload and _NEEDS_JSON.search(payload) is None:
-            if self.chat:
-                m = _CONTENT.search(payload)
-                content = m.group(1) if m else None  # b'"' text, b'""' empty, b'null' or None: no content
-                token = content == b'"' or _REASONING.search(payload) is not None or \
-                    (content == b'""' and _ROLE not in payload)
-            else:
-                m = _TEXT.search(payload)
-                token = m is not None and m.group(1) == b'"'
-            if token:
-                self._token(now)
-            return
-        self._event_json(payload, now)
-
-    def _token(self, now: float) -> None:
-        self.events += 1
-        if self.events == 1:
-            self.first = now
-        else:
-            self.gaps.append(now - self.last)
-        self.last = now
-
-    def _event_json(self, payload: bytes, now: float) -> None:
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            self.stream_error = self.stream_error or f"malformed event data: {payload[:120]!r}"
-            return
-        if not isinstance(obj, dict):
-            return
-        err = obj.get("error")
-        if err:
-            msg = err.get("message", err) if isinstance(err, dict) else err
-            self.stream_error = self.stream_error or f"error event: {str(msg)[:300]}"
-            return
-        choices = obj.get("choices")
-        if choices:
-            c = choices[0]
-            if self.chat:
-                d = c.get("delta") or {}
-                content = d.get("content")
-                token = bool(content or d.get("reasoning_content") or d.get("reasoning")) or \
-                    ("role" not in d and content is not None)
-            else:
-                token = c.get("text") is not None
-            if token:
-                self._token(now)
-        usage = obj.get("usage")
-        if usage:
-            self.usage_out = usage.get("completion_tokens", self.usage_out)
-            self.usage_in = usage.get("prompt_tokens", self.usage_in)
-
-    def error_message(self) -> str:
-        text = bytes(self.body).decode("utf-8", "replace").strip()
-        try:
-            obj = json.loads(text)
-            if isinstance(obj, dict):
-                err = obj.get("error", obj)
-                if isinstance(err, dict):
-                    text = str(err.get("message") or err.get("detail") or err)
-                else:
-                    text = str(obj.get("message") or obj.get("detail") or err)
-        except ValueError:
-            pass
-        return text[:300]
-
-
-# --------------------------------------------------------------------------- one connection
-HEAD, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER, LENGTH, UNTIL_CLOSE, IDLE = range(8)
-
-
-class _Conn(asyncio.Protocol):
-    def __init__(self, worker: "_Worker"):
-        self.w = worker
-        self.transport = None
-        self.req: _Req | None = None
-        self.buf = bytearray()
-        self.state = IDLE
-        self.remaining = 0
-        self.keep_alive = True
-        self.closed = False
-        self.served = 0
-        self.idle_since = 0.0
-
-    # asyncio callbacks
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        now = CLOCK()
-        req = self.req
-        if req is None:  # bytes nobody asked for: drop the connection
-            self.close()
-            return
-        if self.buf:
-            data = bytes(self.buf) + data
-            self.buf.clear()
-        pos, n = 0, len(data)
-        body: list = []  # decoded body bytes of this read, fed to the request at once
-        while True:
-            st = self.state
-            if st == CHUNK_SIZE:
-                k = data.find(b"\r\n", pos)
-                if k < 0:
-                    break
-                try:
-                    size = int(data[pos:k].split(b";", 1)[0], 16)
-                except ValueError:
-                    return self._protocol_error(f"bad chunk size {data[pos:k][:40]!r}")
-                pos = k + 2
-                if size:
-                    self.remaining, self.state = size, CHUNK_DATA
-                else:
-                    self.state = TRAILER
-            elif st == CHUNK_DATA:
-                if pos >= n:
-                    break
-                end = min(n, pos + self.remaining)
-                body.append(data[pos:end])
-                self.remaining -= end - pos
-                pos = end
-                if not self.remaining:
-                    self.state = CHUNK_CRLF
-            elif st == CHUNK_CRLF:
-                if n - pos < 2:
-                    break
-                if data[pos:pos + 2] != b"\r\n":
-                    return self._protocol_error("bad chunk terminator")
-                pos += 2
-                self.state = CHUNK_SIZE
-            elif st == TRAILER:
-                k = data.find(b"\r\n", pos)
-                if k < 0:
-                    break
-                last = k == pos
-                pos = k + 2
-                if last:  # end of trailers: the response is complete
-                    return self._end(req, body, now, pos < n)
-            elif st == LENGTH:
-                if pos >= n:
-                    break
-                end = min(n, pos + self.remaining)
-                body.append(data[pos:end])
-                self.remaining -= end - pos
-                pos = end
-                if not self.remaining:
-                    return self._end(req, body, now, pos < n)
-            elif st == UNTIL_CLOSE:
-                body.append(data[pos:])
-                pos = n
-                break
-            elif st == HEAD:
-                k = data.find(b"\r\n\r\n", pos)
-                if k < 0:
-                    break
-                head = data[pos:k]
-                pos = k + 4
-                if not self._head(head, req):
-                    return
-                if self.state == LENGTH and self.remaining == 0:
-                    return self._end(req, body, now, pos < n)
-            else:  # IDLE with a request: cannot happen
-                return self._protocol_error("unexpected state")
-        if pos < n:
-            if n - pos > MAX_HEAD:
-                return self._protocol_error("response head or chunk header too long")
-            self.buf += data[pos:]
-        if body:
-            req.feed(body[0] if len(body) == 1 else b"".join(body), now)
-
-    def _end(self, req: _Req, body: list, now: float, leftover: bool) -> None:
-        if body:
-            req.feed(body[0] if len(body) == 1 else b"".join(body), now)
-        if leftover:  # bytes after the response on a connection we did not pipeline on
-            self.keep_alive = False
-        self._response_end(now)
-
-    def _head(self, head: bytes, req: _Req) -> bool:
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(None, 2)
-        try:
-            version, code = parts[0], int(parts[1])
-        except (IndexError, ValueError):
-            self._protocol_error(f"bad status line {lines[0][:60]!r}")
-            return False
-        if 100 <= code < 200:
-            return True
-        length = None
-        chunked = False
-        conn_hdr = b""
-        ctype = b""
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            value = value.strip()
-            if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    self._protocol_error("bad content-length")
-                    return False
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                conn_hdr = value.lower()
-            elif name == b"content-type":
-                ctype = value.lower()
-        self.keep_alive = (b"close" not in conn_hdr) and (version == b"HTTP/1.1" or b"keep-alive" in conn_hdr)
-        req.on_head(code, ctype)
-        if chunked:
-            self.state = CHUNK_SIZE
-        elif length is not None:
-            self.state, self.remaining = LENGTH, length
-        else:
-            self.state, self.keep_alive = UNTIL_CLOSE, False
-        return True
-
-    def _response_end(self, now: float) -> None:
-        req, self.req = self.req, None
-        self.state = IDLE
-        leftover = bool(self.buf)
-        self.buf.clear()
-        if req is None:
-            return
-        self.served += 1
-        self.w.on_response_end(req, now)
-        if self.keep_alive and not leftover and not self.closed:
-            self.w.give_back(self)
-        else:
-            self.close()
-
-    def _protocol_error(self, msg: str) -> None:
-        req, self.req = self.req, None
-        self.close()
-        if req is not None:
-            self.w.on_failure(req, "protocol_error", msg, CLOCK())
-
-    def connection_lost(self, exc) -> None:
-        self.closed = True
-        req, self.req = self.req, None
-        self.w.on_conn_lost(self)
-        if req is None:
-            return
-        now = CLOCK()
-        if self.state == UNTIL_CLOSE:
-            self.state = IDLE
-            self.w.on_response_end(req, now)
-            return
-        why = f": {exc}" if exc else ""
-        if not req.got_bytes:
-            msg = f"connection closed before a response{why}"
-        else:
-            msg = f"connection closed mid-response after {req.events} token events{why}"
-        self.w.on_failure(req, "connection_closed", msg, now, reused=self.served > 0 and not req.got_bytes)
-
-    def send(self, req: _Req, data: bytes) -> None:
-        self.req = req
-        req.conn = self
-        self.state = HEAD
-        self.transport.write(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            if self.transport is not None:
-                self.transport.abort()
 
 
 # --------------------------------------------------------------------------- one sending process

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import __version__
 from . import rates as _rates
+from .progress import ProgressLine
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -57,26 +58,15 @@ class Progress:
 
     def __init__(self, total_seconds: float, enabled: bool):
         self.total = max(float(total_seconds), 1e-9)
-        self.enabled = enabled
+        self.line = ProgressLine(enabled)
         self.t0 = time.perf_counter()
-        self.last = 0.0
 
     def __call__(self, rows: int, done_seconds: float, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if not final and now - self.last < 0.2:
-            return
-        self.last = now
-        el = now - self.t0
+        el = time.perf_counter() - self.t0
         frac = min(done_seconds / self.total, 1.0)
         eta = el * (1 - frac) / frac if frac > 0 else float("nan")
-        bar = "#" * int(frac * 24)
-        sys.stderr.write(f"\r[{bar:<24}] {frac:6.1%}  {rows:,} requests  {rows / max(el, 1e-9) / 1e6:.2f} M req/s  "
-                         f"elapsed {el:5.1f}s  ETA {eta:5.1f}s ")
-        if final:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+        self.line.show(frac, f"{rows:,} requests  {rows / max(el, 1e-9) / 1e6:.2f} M req/s  "
+                             f"elapsed {el:5.1f}s  ETA {eta:5.1f}s", final)
 
 
 # --------------------------------------------------------------------------- generate

@@ -209,10 +209,7 @@ class _Conn(asyncio.Protocol):
             elif st == CHUNK_DATA:
                 if pos >= n:
                     break
-                end = min(n, pos + self.remaining)
-                body.append(data[pos:end])
-                self.remaining -= end - pos
-                pos = end
+                pos = self._take(data, pos, n, body)
                 if not self.remaining:
                     self.state = CHUNK_CRLF
             elif st == CHUNK_CRLF:
@@ -233,10 +230,7 @@ class _Conn(asyncio.Protocol):
             elif st == LENGTH:
                 if pos >= n:
                     break
-                end = min(n, pos + self.remaining)
-                body.append(data[pos:end])
-                self.remaining -= end - pos
-                pos = end
+                pos = self._take(data, pos, n, body)
                 if not self.remaining:
                     return self._end(req, body, now, pos < n)
             elif st == UNTIL_CLOSE:
@@ -322,6 +316,13 @@ class _Conn(asyncio.Protocol):
             self.w.give_back(self)
         else:
             self.close()
+
+    def _take(self, data: bytes, pos: int, n: int, body: list) -> int:
+        """Move up to `remaining` body bytes from data[pos:n] into `body`; the new position."""
+        end = min(n, pos + self.remaining)
+        body.append(data[pos:end])
+        self.remaining -= end - pos
+        return end
 
     def _protocol_error(self, msg: str) -> None:
         req, self.req = self.req, None

@@ -13,7 +13,6 @@ while waiting for the current one's time, so building it does not delay releases
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -21,6 +20,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
+from ..progress import ProgressLine
 from .engine import CLOCK, Completion, Engine
 
 POLL_SLACK = 0.002  # stop blocking on the engine this long before a release
@@ -151,24 +151,17 @@ class Progress:
     """One line on stderr: released / done of total, in flight, elapsed vs. trace time."""
 
     def __init__(self, total: int, span: float, enabled: bool, stream=None):
-        self.total, self.span, self.enabled = total, span, enabled
-        self.stream = stream or sys.stderr
-        self.last = 0.0
+        self.total, self.span = total, span
+        self.line = ProgressLine(enabled, stream)
+
+    @property
+    def enabled(self) -> bool:
+        return self.line.enabled
 
     def __call__(self, released: int, done: int, elapsed: float, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not final and now - self.last < 0.2:
-            return
-        self.last = now
         frac = done / self.total if self.total else 1.0
-        bar = "#" * int(frac * 24)
-        self.stream.write(f"\r[{bar:<24}] {frac:6.1%}  released {released:,}/{self.total:,}  done {done:,}  "
-                          f"in flight {released - done:,}  {elapsed:7.1f}s of {self.span:.1f}s ")
-        if final:
-            self.stream.write("\n")
-        self.stream.flush()
+        self.line.show(frac, f"released {released:,}/{self.total:,}  done {done:,}  in flight {released - done:,}  "
+                             f"{elapsed:7.1f}s of {self.span:.1f}s", final)
 
 
 def run(engine: Engine, plan: ReplayPlan, *, seed: int = 0, should_stop: Callable[[], bool] = lambda: False,

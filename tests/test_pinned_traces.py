@@ -1,0 +1,53 @@
+"""Pinned bytes: a fixed set of traces (pool, fleet, multimodal, reasoning; Parquet, Arrow,
+partitioned) must keep their SHA-256 across refactors. A change here is a change to the random
+stream or the file encoding, which must be deliberate, documented and versioned.
+
+The hashes were taken with pyarrow 26 (Parquet's `created_by` names the writer's version, so a
+different pyarrow can change the bytes without any change of ours: the message says which).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from servegen_fast.cli import main
+
+CASES = {
+    "pool.parquet": ["--pool", "builtin", "--duration", "2h", "--rate", "50", "--seed", "3"],
+    "pool.arrow": ["--pool", "builtin", "--start", "10h", "--duration", "1h", "--mode", "renewal",
+                   "--correlation", "0.5", "--seed", "4"],
+    "fleet.parquet": ["--pool", "builtin", "--clients", "2000", "--mean-rate", "20", "--duration", "2h", "--seed", "5"],
+    "mm.parquet": ["--pool", "multimodal/mm-image", "--duration", "30m", "--rate", "20", "--seed", "6"],
+    "reason.arrow": ["--pool", "reason/deepseek-r1", "--duration", "30m", "--rate", "20", "--include-reason-ratio",
+                     "--mode", "poisson", "--seed", "7"],
+    "fleet_parts": ["--pool", "builtin", "--clients", "500", "--mean-rate", "5", "--duration", "3h",
+                    "--partition", "hour", "--seed", "8"],
+}
+
+PINNED = {
+    "pool.parquet": "5f22cf70a7c753a97e982e9e416dae20b82d30acfe974ee1bfa3451b16c60bb2",
+    "pool.arrow": "c2c2fc3d0e3651d939b7cd0270a350b1ba8b7ccaccea0787c8efbbd5babbefb1",
+    "fleet.parquet": "f5551ac7ef22933d9d921f069309aba9ccdee5e4dfa88c0ceb5316d9ea6200c9",
+    "mm.parquet": "3365c3b7786ad3df929d784e9a45a190f6aeabab7a545467538983bd89d48049",
+    "reason.arrow": "c52ae3b8aa5c86215798c6c88e9d85f4371f2bde18e10c08f545189ef7e3be3f",
+    "fleet_parts/_manifest.json": "9dbd2ec2758c882ce3a87dad728c92b6cff268c0fbc099c51fd4398aa73d3bd1",
+    "fleet_parts/part-00000.parquet": "bf2f0b3e5c195425334f3d8577b03171444e127a18ab9350848578b53c044ea9",
+    "fleet_parts/part-00001.parquet": "bd130b6a632c66b906bf62a26d6c767ec332b7278fe6ac69bd721a44c0eb2df6",
+    "fleet_parts/part-00002.parquet": "7fcbda72c326c6e0032b8e6cec445567dc65fbc496e11de69ea4da8174ea78d8",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_trace_bytes_are_pinned(name, tmp_path, servegen_root):
+    args = CASES[name]
+    if "/" in args[args.index("--pool") + 1]:
+        args = ["--data-dir", str(servegen_root), *args]
+    assert main(["generate", *args, "-o", str(tmp_path / name), "-q"]) == 0
+    out = tmp_path / name
+    files = [out] if out.is_file() else sorted(out.iterdir())
+    got = {str(f.relative_to(tmp_path)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    want = {k: v for k, v in PINNED.items() if k == name or k.startswith(name + "/")}
+    assert got == want, f"trace bytes changed (pyarrow {pa.__version__})"

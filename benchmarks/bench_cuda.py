@@ -6,7 +6,7 @@
    fill_base and the gather into time order, with a warm-up launch first and
    cuda.synchronize() around every timed step, until --total requests are generated.
 2. End to end: generate() with backend cuda and cpu, in memory and written with
-   servegen_fast.trace.write_trace to zstd Parquet and Arrow IPC: the built-in pool at a
+   servegen_fast.io.trace.write_trace to zstd Parquet and Arrow IPC: the built-in pool at a
    constant rate, or a ServeGen pool (--data-dir, --pool, --native for its own rates).
 
     python benchmarks/bench_cuda.py                    # on a machine with an NVIDIA GPU
@@ -40,7 +40,7 @@ def kernel_rate(total: int, chunk: int, per_unit: int, window_rows: int, mode: s
     from numba import cuda
 
     from servegen_fast.kernels import cuda as kc
-    from servegen_fast.pool import LAW_GAMMA
+    from servegen_fast.model.pool import LAW_GAMMA
 
     rng = np.random.default_rng(0)
     n_units = max(1, chunk // per_unit)
@@ -57,7 +57,7 @@ def kernel_rate(total: int, chunk: int, per_unit: int, window_rows: int, mode: s
     start = cuda.to_device(window_h.astype(np.float64) * 600.0)
     below = cuda.to_device(np.nextafter(window_h.astype(np.float64) * 600.0 + 600.0, -np.inf))
     # a shared length distribution pair (input, output) with a guide table
-    from servegen_fast.distributions import DistTableBuilder
+    from servegen_fast.model.distributions import DistTableBuilder
     b = DistTableBuilder()
     d_in = b.add(np.arange(1, 2001, dtype=np.float64), rng.uniform(0.1, 1.0, 2000))
     d_out = b.add(np.arange(1, 501, dtype=np.float64), rng.uniform(0.1, 1.0, 500))
@@ -130,9 +130,9 @@ def kernel_rate(total: int, chunk: int, per_unit: int, window_rows: int, mode: s
 
 def end_to_end(backend: str, sink: str, rate, duration: int, start: int, data_dir=None, pool_name="builtin",
                chunk_bytes=256 << 20) -> dict:
-    from servegen_fast.generate import generate
-    from servegen_fast.pool_file import open_pool
-    from servegen_fast.trace import trace_schema, write_trace
+    from servegen_fast.sample.generate import generate
+    from servegen_fast.io.pool_file import open_pool
+    from servegen_fast.io.trace import trace_schema, write_trace
 
     pool = open_pool(pool_name, data_dir=data_dir) if data_dir else open_pool(pool_name)
     # warm-up (JIT / kernel compile) on a tiny span
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
         args.total, args.chunk, args.per_unit, args.window_rows = 300, 150, 8, 32
         args.rate, args.duration = 0.1, 600
 
-    from servegen_fast.generate import load_backend
+    from servegen_fast.sample.generate import load_backend
     kc = load_backend("cuda")  # RuntimeError with a clear message when there is no GPU
     print(f"device: {kc.device_name()}  (threads/block {kc.THREADS_PER_BLOCK})")
     print(f"host:   {machine()}")

@@ -28,7 +28,7 @@ from _common import machine
 
 def python_baseline(pop, seconds: int = 600) -> float:
     """Requests/s of a per-request Python generator on the population's first window(s)."""
-    from servegen_fast.pool import LAW_GAMMA
+    from servegen_fast.model.pool import LAW_GAMMA
 
     rng = np.random.default_rng(0)
     sub = pop.materialize(0, max(1, seconds // pop.window_size))
@@ -82,8 +82,8 @@ def main(argv=None) -> int:
         rows = sum(e["rows"] for e in manifest["parts"])
         size = sum(e["bytes"] for e in manifest["parts"])
 
-    from servegen_fast import population as P
-    from servegen_fast.pool_file import open_pool
+    from servegen_fast.model import population as P
+    from servegen_fast.io.pool_file import open_pool
     pop = P.synthesize(open_pool("builtin"), args.clients, mean_rate=args.mean_rate, duration=args.days * 86400,
                        seed=1, mean_over=(0, args.days * 86400))
     base = python_baseline(pop)

@@ -36,7 +36,7 @@ CASES = {
 
 def python_baseline(pool, duration, seed=0):
     """Per-request Python objects, ServeGen style (the baseline; not library code)."""
-    from servegen_fast.pool import LAW_GAMMA
+    from servegen_fast.model.pool import LAW_GAMMA
     rng = np.random.default_rng(seed)
     view = pool.span(0, duration)
     inp, out = view.field_index("input_tokens"), view.field_index("output_tokens")
@@ -62,8 +62,8 @@ def python_baseline(pool, duration, seed=0):
 
 def run_case(name: str, baseline_seconds: int) -> dict:
     import servegen_fast as sf
-    from servegen_fast.generate import generate
-    from servegen_fast.trace import trace_schema, write_trace
+    from servegen_fast.sample.generate import generate
+    from servegen_fast.io.trace import trace_schema, write_trace
 
     warnings.simplefilter("ignore")
     duration, rate, sink = CASES[name]

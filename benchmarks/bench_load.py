@@ -19,7 +19,7 @@ import warnings
 from _common import machine, servegen_root
 
 import servegen_fast as sf
-from servegen_fast.pool_file import load_pool_file, save_pool
+from servegen_fast.io.pool_file import load_pool_file, save_pool
 
 
 def servegen_style_load(model_dir, ids):

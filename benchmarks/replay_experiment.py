@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import machine  # noqa: E402
 
-from servegen_fast import rates  # noqa: E402
-from servegen_fast.generate import generate_table  # noqa: E402
-from servegen_fast.pool_file import open_pool  # noqa: E402
+from servegen_fast.model import rates  # noqa: E402
+from servegen_fast.sample.generate import generate_table  # noqa: E402
+from servegen_fast.io.pool_file import open_pool  # noqa: E402
 from servegen_fast.replay import replay_trace  # noqa: E402
 
 CASES = ("servegen", "poisson", "shuffled")

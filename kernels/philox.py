@@ -73,7 +73,7 @@ FIELD_COPULA = 2
 FIELD_MM_COUNT = 3
 FIELD_MM_ITEM = 4
 FIELD_RENEWAL_START = 5
-FIELD_POPULATION = 6  # population parameters (servegen_fast.population)
+FIELD_POPULATION = 6  # population parameters (servegen_fast.model.population)
 
 GAMMA_MAX_ATTEMPTS = 1 << 20  # safety valve; uses attempt slots < 2**21
 

@@ -22,7 +22,7 @@ ERR_SYNTAX = 2      # a separator (':' ',' '}') was expected
 ERR_FIELDS = 3      # wrong number of CSV fields on a line
 ERR_PATTERN = 4     # unknown arrival-pattern name
 
-# Pattern codes match servegen_fast.pool.LAW_*: '' idle, Gamma, Weibull, Exponential.
+# Pattern codes match servegen_fast.model.pool.LAW_*: '' idle, Gamma, Weibull, Exponential.
 _POW10 = np.array([10.0 ** i for i in range(23)])
 
 

@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a source tree without installing
     sys.path.insert(0, str(ROOT))
 
-from servegen_fast.distributions import DistTableBuilder  # noqa: E402
-from servegen_fast.pool import (LANGUAGE_FIELDS, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL,  # noqa: E402
+from servegen_fast.model.distributions import DistTableBuilder  # noqa: E402
+from servegen_fast.model.pool import (LANGUAGE_FIELDS, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL,  # noqa: E402
                                 ClientPool, regular_grid)
 
 # ----------------------------------------------------------------------------------------
@@ -233,7 +233,7 @@ def _logistic_fit(x: np.ndarray, n: np.ndarray, k: np.ndarray, iters: int = 50):
 
 def derive_summary(data_dir: str | Path) -> dict:
     """Summary statistics of ServeGen's language pools (see docs/builtin-pool.md)."""
-    from servegen_fast.servegen_format import read_servegen
+    from servegen_fast.io.servegen_format import read_servegen
 
     data_dir = Path(data_dir)
     per_model = {}
@@ -745,7 +745,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "servegen_fast" / "data" / "builtin.parquet"))
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     args = ap.parse_args(argv)
-    from servegen_fast.pool_file import save_pool
+    from servegen_fast.io.pool_file import save_pool
 
     summary = SUMMARY
     if args.refresh_summary and not args.data_dir:

@@ -22,8 +22,8 @@ def _kernels_from_source_tree() -> None:
 
 _kernels_from_source_tree()
 
-from .pool import ClientPool  # noqa: E402
-from .servegen_format import read_servegen, write_servegen  # noqa: E402
+from .model.pool import ClientPool  # noqa: E402
+from .io.servegen_format import read_servegen, write_servegen  # noqa: E402
 
 try:
     __version__ = _version("servegen-fast")

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from . import __version__
-from . import rates as _rates
+from .model import rates as _rates
 from .progress import ProgressLine
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -81,7 +81,7 @@ def _rate_from_args(args) -> _rates.RateFn:
 
 
 def _apply_trace_metadata(args) -> None:
-    from .trace import trace_metadata
+    from .io.trace import trace_metadata
 
     meta = trace_metadata(args.from_trace_metadata)
     if meta.get("generator") != "servegen-fast":
@@ -105,7 +105,7 @@ def _apply_trace_metadata(args) -> None:
 def _population(args, pool, end: int):
     """The pool to generate from: `pool` itself, a synthesized population (--clients), or the
     pool repeated past its end (a duration beyond it, --day-variation or --growth)."""
-    from . import population as P
+    from .model import population as P
 
     horizon = getattr(args, "horizon", None) or max(end, pool.duration)
     if args.clients:
@@ -133,9 +133,9 @@ def _parse_only(text: str | None):
 
 
 def cmd_generate(args) -> int:
-    from .generate import generate
-    from .pool_file import open_pool
-    from .trace import PARTITIONS, trace_schema, write_partitions, write_trace
+    from .sample.generate import generate
+    from .io.pool_file import open_pool
+    from .io.trace import PARTITIONS, trace_schema, write_partitions, write_trace
 
     if args.from_trace_metadata:
         _apply_trace_metadata(args)
@@ -215,7 +215,7 @@ def trace_summary(path) -> dict:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .trace import read_trace, trace_metadata
+    from .io.trace import read_trace, trace_metadata
 
     table = read_trace(path)
     meta = trace_metadata(table.schema)
@@ -313,15 +313,15 @@ def _read_args(p: argparse.ArgumentParser) -> None:
 
 
 def _read(path, fmt, args):
-    from .sources import read_log
+    from .io.sources import read_log
 
     return read_log(path, fmt, on_error="drop" if args.on_bad_row == "drop" else "raise", sort=args.sort,
                     drop_failed=args.drop_failed)
 
 
 def cmd_fit(args) -> int:
-    from .fit import FitOptions, fit_pool
-    from .pool_file import save_pool
+    from .characterize.fit import FitOptions, fit_pool
+    from .io.pool_file import save_pool
 
     log = _read(args.log, args.format, args)
     opts = FitOptions(window=args.window, length_window=args.length_window, min_requests=args.min_requests,
@@ -330,7 +330,7 @@ def cmd_fit(args) -> int:
     result = fit_pool(log, args.client_key, opts)
     save_pool(result.pool, args.output)
     if args.report:
-        from .atomic import write_text
+        from .io.atomic import write_text
 
         write_text(args.report, json.dumps({**result.summary(), "client_labels": result.labels}, indent=1))
     if not args.quiet:
@@ -341,7 +341,7 @@ def cmd_fit(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from . import analyze as A
+    from .characterize import analyze as A
 
     trace = _read(args.trace, args.format, args)
     ref = _read(args.against, args.against_format, args) if args.against else None
@@ -352,7 +352,7 @@ def cmd_analyze(args) -> int:
         result = A.compare(trace, ref, bin_s=args.bin)
         text = A.format_comparison(result)
     if args.plots:
-        from .plots import write_plots
+        from .characterize.plots import write_plots
 
         paths = write_plots(trace, args.plots, ref, bin_s=args.bin)
         text += "\n\nplots: " + ", ".join(str(p) for p in paths)
@@ -361,7 +361,7 @@ def cmd_analyze(args) -> int:
 
 
 def _add_fit_parsers(sub) -> None:
-    from .sources import FORMATS
+    from .io.sources import FORMATS
 
     f = sub.add_parser("fit", help="fit a client pool to a request log",
                        description="Fit a per-client pool (rates, IAT laws, length distributions) to a request log; "

@@ -9,7 +9,7 @@ ServeGen's submodules are mirrored as well, so replacing the package name ``serv
 ``servegen_fast.compat`` in every import line also works (``servegen_fast.compat.clientpool``,
 ``.construct``, ``.utils``, ``.workload_types``).
 
-Underneath, a `ClientPool` here wraps a columnar `servegen_fast.pool.ClientPool`; spans and
+Underneath, a `ClientPool` here wraps a columnar `servegen_fast.model.pool.ClientPool`; spans and
 filters are recorded as ServeGen records them and applied to the columnar pool when a result
 is asked for, so filters see the windows of the final view, as in ServeGen. Per-client
 `Client` objects and per-window `ClientWindow` objects (with ServeGen's dense PDF lists) are
@@ -33,11 +33,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from .distributions import DistTableBuilder
-from .generate import generate_table
-from .pool import LAW_CODES, LAW_IDLE, LAW_NAMES, NO_DIST
-from .pool import ClientPool as _ColumnarPool
-from .servegen_format import read_servegen
+from .model.distributions import DistTableBuilder
+from .sample.generate import generate_table
+from .model.pool import LAW_CODES, LAW_IDLE, LAW_NAMES, NO_DIST
+from .model.pool import ClientPool as _ColumnarPool
+from .io.servegen_format import read_servegen
 
 _COUNT_FIELDS = {"image_tokens": "image_count", "audio_tokens": "audio_count", "video_tokens": "video_count"}
 _RATIO_FIELD = "reason_ratio"

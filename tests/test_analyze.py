@@ -1,4 +1,4 @@
-"""Summary and fidelity statistics (servegen_fast.analyze), plots, and the fit / analyze CLI
+"""Summary and fidelity statistics (servegen_fast.characterize.analyze), plots, and the fit / analyze CLI
 round trip (fit -> generate --pool -> analyze --against)."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from servegen_fast import analyze as A
+from servegen_fast.characterize import analyze as A
 from servegen_fast.cli import main
-from servegen_fast.sources import ReadReport, RequestLog
+from servegen_fast.io.sources import ReadReport, RequestLog
 
 
 def make_log(t, inp=None, out=None, **cols) -> RequestLog:

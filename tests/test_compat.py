@@ -24,7 +24,7 @@ from servegen_fast import read_servegen
 from servegen_fast.compat import (ArrivalPat, Category, Client, ClientPool, ClientPoolView, ClientWindow, Request,
                                   generate_workload, get_bounded_rate_fn, get_constant_rate_fn, get_scaled_rate_fn,
                                   sample_from_cdf, save_requests_to_csv)
-from servegen_fast.generate import generate_table
+from servegen_fast.sample.generate import generate_table
 
 STATS = ("avg", "p50", "p95", "p99")
 MM_KEYS = ["text_tokens", "image_tokens", "audio_tokens", "video_tokens", "output_tokens"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from servegen_fast.distributions import DistTable, DistTableBuilder
+from servegen_fast.model.distributions import DistTable, DistTableBuilder
 
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 

@@ -1,4 +1,4 @@
-"""Fitting pools to logs (servegen_fast.fit): round-trip identifiability on synthetic pools,
+"""Fitting pools to logs (servegen_fast.characterize.fit): round-trip identifiability on synthetic pools,
 sparse-window and length rules, options and keys, and the fidelity targets on the real logs.
 
 Tolerances are stated where used; seeds are fixed."""
@@ -9,15 +9,15 @@ import math
 import numpy as np
 import pytest
 
-from servegen_fast import laws as L
-from servegen_fast.analyze import compare
-from servegen_fast.distributions import DistTableBuilder
-from servegen_fast.fit import (LEVEL_CLIENT, LEVEL_IDLE, LEVEL_LOG, LEVEL_WINDOW, FitOptions, fit_pool,
+from servegen_fast.characterize import laws as L
+from servegen_fast.characterize.analyze import compare
+from servegen_fast.model.distributions import DistTableBuilder
+from servegen_fast.characterize.fit import (LEVEL_CLIENT, LEVEL_IDLE, LEVEL_LOG, LEVEL_WINDOW, FitOptions, fit_pool,
                                suggested_correlation)
-from servegen_fast.generate import generate_table
-from servegen_fast.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, ClientPool, regular_grid
-from servegen_fast.pool_file import open_pool, save_pool
-from servegen_fast.sources import ReadReport, RequestLog, read_log
+from servegen_fast.sample.generate import generate_table
+from servegen_fast.model.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, ClientPool, regular_grid
+from servegen_fast.io.pool_file import open_pool, save_pool
+from servegen_fast.io.sources import ReadReport, RequestLog, read_log
 
 W = 6  # windows of 600 s: one hour
 # client -> (law, shape, rate per window); a sparse client at 0.008/s (~4 requests a window)

@@ -1,4 +1,4 @@
-"""Workload generation (servegen_fast.generate): arrival-count semantics, inter-arrival
+"""Workload generation (servegen_fast.sample.generate): arrival-count semantics, inter-arrival
 statistics, length draws and their dependence, multimodal and reasoning fields, ordering,
 empty traces and argument errors.
 
@@ -14,11 +14,11 @@ import pyarrow as pa
 import pytest
 from scipy import optimize, special, stats
 
-from servegen_fast import rates as R
-from servegen_fast.distributions import DistTableBuilder
-from servegen_fast.generate import generate, generate_table
-from servegen_fast.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST, ClientPool, regular_grid
-from servegen_fast.trace import trace_schema
+from servegen_fast.model import rates as R
+from servegen_fast.model.distributions import DistTableBuilder
+from servegen_fast.sample.generate import generate, generate_table
+from servegen_fast.model.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST, ClientPool, regular_grid
+from servegen_fast.io.trace import trace_schema
 
 LAWS = {"gamma": LAW_GAMMA, "weibull": LAW_WEIBULL, "exponential": LAW_EXPONENTIAL, "idle": LAW_IDLE}
 MODES = ("servegen", "renewal", "poisson")
@@ -684,7 +684,7 @@ def test_asynchronous_backend_gets_next_chunk_before_previous_is_emitted(monkeyp
     is read out and yielded, so device work overlaps the writer; the trace is unchanged."""
     import types
 
-    from servegen_fast import generate as G
+    from servegen_fast.sample import generate as G
     from servegen_fast.kernels import cpu
 
     events = []

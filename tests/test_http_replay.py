@@ -25,7 +25,7 @@ from servegen_fast.replay.http_stream import _Req
 from servegen_fast.replay.prompts import WORDS, BodyBuilder, resolve_prompt_kind, text_prompt, token_prompt
 from servegen_fast.replay.replayer import replay_http
 from servegen_fast.replay.results import META_KEY
-from servegen_fast.trace import trace_schema, write_trace
+from servegen_fast.io.trace import trace_schema, write_trace
 
 pytest.importorskip("aiohttp")
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,9 +17,9 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pytest
 
-from servegen_fast.distributions import DistTableBuilder
-from servegen_fast.generate import generate, generate_table
-from servegen_fast.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST, ClientPool, regular_grid
+from servegen_fast.model.distributions import DistTableBuilder
+from servegen_fast.sample.generate import generate, generate_table
+from servegen_fast.model.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST, ClientPool, regular_grid
 
 MODES = ("servegen", "renewal", "poisson")
 CORRELATIONS = ("comonotone", "independent", 0.6)
@@ -162,7 +162,7 @@ warnings.simplefilter("ignore")
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 from servegen_fast import read_servegen
-from servegen_fast.generate import generate_table
+from servegen_fast.sample.generate import generate_table
 pool = read_servegen(sys.argv[1], "reason/deepseek-r1")
 t = generate_table(pool, None, 3600, start=36000 + 200, seed=77, mode="renewal", correlation=0.6,
                    include_reason_ratio=True)

@@ -31,8 +31,8 @@ CORRELATIONS = ("comonotone", "independent", 0.5)
 # --------------------------------------------------------------------------- pools
 def synth_pool(rate, *, category="language", window_size=60, length_window_size=120, seed=0):
     """A small pool built from arrays: mixed Gamma/Weibull/Exponential laws, per-client dists."""
-    from servegen_fast.distributions import DistTableBuilder
-    from servegen_fast.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST, ClientPool, \
+    from servegen_fast.model.distributions import DistTableBuilder
+    from servegen_fast.model.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST, ClientPool, \
         regular_grid
 
     rng = np.random.default_rng(seed)
@@ -97,8 +97,8 @@ def assert_same_table(a, b, what=""):
 
 def compare_cases(scale: float = 1.0) -> int:
     """Generate every case with backend cuda and cpu and compare; returns the rows checked."""
-    from servegen_fast.generate import generate_table
-    from servegen_fast.pool_file import open_pool
+    from servegen_fast.sample.generate import generate_table
+    from servegen_fast.io.pool_file import open_pool
 
     rng = np.random.default_rng(3)
     rate = rng.uniform(0.1, 0.6, (4, 3)) * scale
@@ -189,8 +189,8 @@ def test_cuda_backend_without_gpu_is_a_clear_error():
     if _real_gpu():
         pytest.skip("a CUDA GPU is present")
     code = ("import numpy as np\n"
-            "from servegen_fast.generate import generate_table\n"
-            "from servegen_fast.pool_file import open_pool\n"
+            "from servegen_fast.sample.generate import generate_table\n"
+            "from servegen_fast.io.pool_file import open_pool\n"
             "try:\n"
             "    generate_table(open_pool('builtin').span(0, 600), 0.1, None, backend='cuda')\n"
             "except RuntimeError as e:\n"

@@ -1,4 +1,4 @@
-"""Inter-arrival law fits over groups (servegen_fast.laws): MLE shapes against scipy, law choice,
+"""Inter-arrival law fits over groups (servegen_fast.characterize.laws): MLE shapes against scipy, law choice,
 moment shapes, KS distances against scipy.stats.kstest. Fixed seeds; tolerances stated inline."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from servegen_fast import laws as L
-from servegen_fast.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL
+from servegen_fast.characterize import laws as L
+from servegen_fast.model.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL
 
 
 def groups(samples):

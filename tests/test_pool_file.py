@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from servegen_fast import pool_file
-from servegen_fast.pool_file import load_pool_file, save_pool
+from servegen_fast.io import pool_file
+from servegen_fast.io.pool_file import load_pool_file, save_pool
 
 ARRAYS = ("client_ids", "window_start", "window_len", "window_index", "length_index",
           "rate", "cv", "law", "shape", "scale", "dist_id")

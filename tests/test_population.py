@@ -10,12 +10,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from servegen_fast import population as P
-from servegen_fast.generate import generate, generate_table
-from servegen_fast.pool import LAW_GAMMA
-from servegen_fast.pool_file import open_pool
-from servegen_fast.rates import Scaled
-from servegen_fast.trace import MANIFEST, read_trace, trace_schema, write_partitions, write_trace
+from servegen_fast.model import population as P
+from servegen_fast.sample.generate import generate, generate_table
+from servegen_fast.model.pool import LAW_GAMMA
+from servegen_fast.io.pool_file import open_pool
+from servegen_fast.model.rates import Scaled
+from servegen_fast.io.trace import MANIFEST, read_trace, trace_schema, write_partitions, write_trace
 
 DAY = 86400
 
@@ -96,7 +96,7 @@ def test_population_state_is_o_of_n(builtin):
 
 def test_population_chunks_respect_the_unit_budget(builtin):
     """A population chunk never holds more than the budget's [clients × windows] arrays."""
-    from servegen_fast import generate as G
+    from servegen_fast.sample import generate as G
 
     pop = P.synthesize(builtin, 50_000, mean_rate=5.0, seed=0).span(0, DAY)
     opts = G.GenerateOptions(chunk_bytes=64 << 20, mode="renewal")

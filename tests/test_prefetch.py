@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from servegen_fast.prefetch import prefetch
+from servegen_fast.io.prefetch import prefetch
 
 
 @pytest.mark.parametrize("depth", [0, 1, 3])

@@ -1,4 +1,4 @@
-"""Rate functions (servegen_fast.rates): per-window resolution against a pool view, the
+"""Rate functions (servegen_fast.model.rates): per-window resolution against a pool view, the
 accepted forms, round trips through trace metadata, and the split into client targets."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from servegen_fast import rates as R
-from servegen_fast.distributions import DistTableBuilder
-from servegen_fast.pool import LAW_GAMMA, LAW_IDLE, ClientPool, regular_grid
+from servegen_fast.model import rates as R
+from servegen_fast.model.distributions import DistTableBuilder
+from servegen_fast.model.pool import LAW_GAMMA, LAW_IDLE, ClientPool, regular_grid
 
 DAY, WEEK = 86400, 7 * 86400
 

@@ -22,7 +22,7 @@ from servegen_fast import cli
 from servegen_fast.replay import make_plan, read_requests, summarize
 from servegen_fast.replay.loop import prompt_ids
 from servegen_fast.replay.results import META_KEY, QUANTILES
-from servegen_fast.trace import trace_schema, write_trace
+from servegen_fast.io.trace import trace_schema, write_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -249,6 +249,6 @@ def test_replay_on_cuda(tmp_path):
 
 
 def test_core_and_cli_import_without_torch():
-    code = ("import sys, servegen_fast, servegen_fast.generate, servegen_fast.cli, servegen_fast.replay; "
+    code = ("import sys, servegen_fast, servegen_fast.sample.generate, servegen_fast.cli, servegen_fast.replay; "
             "servegen_fast.cli.build_parser(); assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

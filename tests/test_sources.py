@@ -1,4 +1,4 @@
-"""Request-log readers (servegen_fast.sources): Azure CSV, BurstGPT v1 / v3, Mooncake JSONL and
+"""Request-log readers (servegen_fast.io.sources): Azure CSV, BurstGPT v1 / v3, Mooncake JSONL and
 our traces; counted drops with line numbers, clear errors, ordering, and the real logs.
 
 The BurstGPT fixtures are made up here (no real BurstGPT rows)."""
@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from servegen_fast.sources import FAILED, LogFormatError, read_log
+from servegen_fast.io.sources import FAILED, LogFormatError, read_log
 
 BURST_V1 = """Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type
 5.0,ChatGPT,100,20,120,Conversation log
@@ -171,8 +171,8 @@ def test_mooncake_empty(tmp_path):
 def test_trace_reader_keeps_clock_and_client_ids(tmp_path):
     from test_trace import make_pool  # a small synthetic pool
 
-    from servegen_fast.generate import generate_table
-    from servegen_fast.trace import trace_schema, write_trace
+    from servegen_fast.sample.generate import generate_table
+    from servegen_fast.io.trace import trace_schema, write_trace
 
     pool = make_pool([[2.0, 1.0], [0.5, 3.0]])
     meta = {"generator": "servegen-fast", "duration": 1200}

@@ -1,10 +1,10 @@
-"""NumPy special functions (servegen_fast.special) against scipy.special."""
+"""NumPy special functions (servegen_fast.model.special) against scipy.special."""
 from __future__ import annotations
 
 import numpy as np
 from scipy import special as S
 
-from servegen_fast import special as M
+from servegen_fast.model import special as M
 
 X = np.concatenate([np.logspace(-6, 4, 400), [0.5, 1.0, 2.0, 7.999, 8.0, 8.001]])
 

@@ -1,4 +1,4 @@
-"""Trace files (servegen_fast.trace): schema, Parquet / Arrow IPC round trips with metadata,
+"""Trace files (servegen_fast.io.trace): schema, Parquet / Arrow IPC round trips with metadata,
 partitioning by hour or day, empty traces, atomic writes and clear errors on bad input."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from servegen_fast.distributions import DistTableBuilder
-from servegen_fast.generate import generate, generate_table
-from servegen_fast.pool import LAW_GAMMA, LAW_IDLE, ClientPool, regular_grid
-from servegen_fast.trace import (MANIFEST, iter_batches, read_schema, read_trace, trace_metadata, trace_schema,
+from servegen_fast.model.distributions import DistTableBuilder
+from servegen_fast.sample.generate import generate, generate_table
+from servegen_fast.model.pool import LAW_GAMMA, LAW_IDLE, ClientPool, regular_grid
+from servegen_fast.io.trace import (MANIFEST, iter_batches, read_schema, read_trace, trace_metadata, trace_schema,
                                  write_trace)
 
 DISTS = {

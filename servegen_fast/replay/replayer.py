@@ -27,7 +27,7 @@ def replay_trace(trace, output, *, engine: str = "transformers", model: str = "t
     """Replay `trace` (a path or an Arrow table) on an engine; write results to `output`; return the summary."""
     import pyarrow as pa
 
-    from ..trace import read_trace
+    from ..io.trace import read_trace
 
     log = log or (lambda msg: None)
     if isinstance(trace, pa.Table):
@@ -100,7 +100,7 @@ def _sigint_stops():
 def _read(trace):
     import pyarrow as pa
 
-    from ..trace import read_trace
+    from ..io.trace import read_trace
 
     if isinstance(trace, pa.Table):
         return trace, "<table>"

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from ..atomic import atomic_path, write_text
+from ..io.atomic import atomic_path, write_text
 
 META_KEY = b"servegen_fast_replay"
 REQUESTS_FILE = "requests.arrow"

@@ -33,11 +33,11 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from . import rates as _rates
-from .pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL, ClientPool
-from .population import Population
-from .special import gammaln
-from .trace import trace_schema
+from ..model import rates as _rates
+from ..model.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL, ClientPool
+from ..model.population import Population
+from ..model.special import gammaln
+from ..io.trace import trace_schema
 
 MODES = ("servegen", "renewal", "poisson")
 BACKENDS = ("numpy", "cpu", "cuda")
@@ -59,12 +59,12 @@ class GenerateOptions:
 
 def load_backend(name: str):
     if name == "numpy":
-        from .kernels import reference as mod
+        from ..kernels import reference as mod
     elif name == "cpu":
-        from .kernels import cpu as mod
+        from ..kernels import cpu as mod
     elif name == "cuda":
         try:
-            from .kernels import cuda as mod
+            from ..kernels import cuda as mod
         except ImportError as e:
             raise RuntimeError(f"backend 'cuda' is not available: {e}") from None
     else:

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_text
-from .distributions import DistTableBuilder
-from .kernels import textparse as tp
-from .pool import CATEGORIES, LAW_IDLE, LAW_NAMES, NO_DIST, ClientPool, regular_grid
+from ..model.distributions import DistTableBuilder
+from ..kernels import textparse as tp
+from ..model.pool import CATEGORIES, LAW_IDLE, LAW_NAMES, NO_DIST, ClientPool, regular_grid
 
 _TRACE_RE = re.compile(r"^chunk-(\d+)-trace\.csv$")
 _DATASET_RE = re.compile(r"^chunk-(\d+)-dataset\.json$")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .sources import RequestLog
+from ..io.sources import RequestLog
 
 SCALES = (60, 600, 3600)
 IDC_SCALES = (1, 10, 60, 600)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .kernels import philox as px
+from ..kernels import philox as px
 from .pool import LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, ClientPool
 
 DAY = 86400
@@ -171,7 +171,7 @@ class Population:
         window) pairs only, window-major, with target rate = client rate × `factor[window]`.
         Only a [N, windows] index and mask are dense; every parameter is gathered for the
         active pairs alone (about a quarter of them in ServeGen's language pools)."""
-        from .generate import Units
+        from ..sample.generate import Units
 
         s = self.source
         w = self.window_index[w0:w1]

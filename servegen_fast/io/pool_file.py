@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
-from .distributions import DistTable
-from .pool import ClientPool
+from ..model.distributions import DistTable
+from ..model.pool import ClientPool
 
 FORMAT = "servegen-fast-pool"
 FORMAT_VERSION = 1

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from .analyze import rate_series
-from .atomic import atomic_path
-from .sources import RequestLog
+from ..io.atomic import atomic_path
+from ..io.sources import RequestLog
 
 
 def _matplotlib():

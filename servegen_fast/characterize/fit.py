@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from . import laws as L
-from .distributions import DistTableBuilder
-from .pool import LAW_IDLE, LAW_NAMES, ClientPool
-from .sources import RequestLog
+from ..model.distributions import DistTableBuilder
+from ..model.pool import LAW_IDLE, LAW_NAMES, ClientPool
+from ..io.sources import RequestLog
 
 SHAPE_RULES = ("moments", "mle")
 FIELDS = ("input_tokens", "output_tokens")
@@ -82,7 +82,7 @@ class FitResult:
 
     def summary(self) -> dict:
         """Plain-data summary (JSON-ready) of the fit."""
-        from .generate import _servegen_counts
+        from ..sample.generate import _servegen_counts
 
         from .analyze import spearman
 

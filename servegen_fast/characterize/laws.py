@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL
-from .special import digamma, gammainc, gammaln, trigamma
+from ..model.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL
+from ..model.special import digamma, gammainc, gammaln, trigamma
 
 CV_FLOOR = 1e-3           # as generate.renewal_params: Gamma shape at most 1e6
 WEIBULL_SHAPE_RANGE = (0.05, 500.0)

@@ -40,7 +40,7 @@ def kernel_rate(total: int, chunk: int, per_unit: int, window_rows: int, mode: s
     from numba import cuda
 
     from servegen_fast.kernels import cuda as kc
-    from servegen_fast.model.pool import LAW_GAMMA
+    from servegen_fast.model.fields import LAW_GAMMA
 
     rng = np.random.default_rng(0)
     n_units = max(1, chunk // per_unit)
@@ -183,8 +183,8 @@ def main(argv=None) -> int:
         args.total, args.chunk, args.per_unit, args.window_rows = 300, 150, 8, 32
         args.rate, args.duration = 0.1, 600
 
-    from servegen_fast.sample.generate import load_backend
-    kc = load_backend("cuda")  # RuntimeError with a clear message when there is no GPU
+    from servegen_fast.sample.backend import load_backend
+    kc = load_backend("cuda").kernels  # RuntimeError with a clear message when there is no GPU
     print(f"device: {kc.device_name()}  (threads/block {kc.THREADS_PER_BLOCK})")
     print(f"host:   {machine()}")
     results = {"device": kc.device_name(), "host": machine(), "kernels": [], "end_to_end": []}

@@ -28,7 +28,7 @@ from _common import machine
 
 def python_baseline(pop, seconds: int = 600) -> float:
     """Requests/s of a per-request Python generator on the population's first window(s)."""
-    from servegen_fast.model.pool import LAW_GAMMA
+    from servegen_fast.model.fields import LAW_GAMMA
 
     rng = np.random.default_rng(0)
     sub = pop.materialize(0, max(1, seconds // pop.window_size))

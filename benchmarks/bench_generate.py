@@ -36,7 +36,7 @@ CASES = {
 
 def python_baseline(pool, duration, seed=0):
     """Per-request Python objects, ServeGen style (the baseline; not library code)."""
-    from servegen_fast.model.pool import LAW_GAMMA
+    from servegen_fast.model.fields import LAW_GAMMA
     rng = np.random.default_rng(seed)
     view = pool.span(0, duration)
     inp, out = view.field_index("input_tokens"), view.field_index("output_tokens")

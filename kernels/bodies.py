@@ -12,8 +12,8 @@ import types
 
 from . import philox as px
 
-MODE_SERVEGEN, MODE_RENEWAL = 0, 1
-LAW_GAMMA, LAW_WEIBULL, LAW_EXPONENTIAL = 1, 2, 3
+from .codes import (CORR_COMONOTONE, CORR_INDEPENDENT, LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL,  # noqa: F401
+                    MODE_RENEWAL, MODE_SERVEGEN)
 # Length streams: base field f uses FIELD_BASE + f (independent) or FIELD_BASE for all
 # fields (comonotone); item i of list field f uses FIELD_ITEM + f with attempt i.
 FIELD_BASE = 16
@@ -110,12 +110,12 @@ def make_bodies(jit, s):
     def base_row(corr_mode, sa, sb, seed, cu, wu, k, u, dist, values, cdf, doff, guide, goff, out, row):
         """out[row, f] for every base field f of request k of unit u."""
         n_fields = dist.shape[1]
-        if corr_mode == 0:
+        if corr_mode == CORR_COMONOTONE:
             v = uniform(seed, cu, wu, FIELD_BASE, k)
             for f in range(n_fields):
                 d = dist[u, f]
                 out[row, f] = lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d], v)
-        elif corr_mode == 1:
+        elif corr_mode == CORR_INDEPENDENT:
             for f in range(n_fields):
                 d = dist[u, f]
                 out[row, f] = lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d],

@@ -6,20 +6,18 @@ randomness, so the result does not depend on the number of threads or on chunkin
 """
 from __future__ import annotations
 
-import functools
 import math
 
-import numba
 import numpy as np
 from numba import prange
 
+from . import config
 from . import philox as px
 from .bodies import FIELD_ITEM, make_bodies
 
-_pjit = numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-_nbjit = numba.njit(cache=True, nogil=True, error_model="numpy")
-_B = make_bodies(functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy", inline="always"),
-                 px._CPU)
+_pjit = config.njit_parallel
+_nbjit = config.njit
+_B = make_bodies(config.njit_inline, px._CPU)
 _count_unit = _B.count_unit
 _fill_unit = _B.fill_unit
 _base_row = _B.base_row
@@ -45,7 +43,6 @@ def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offs
                        out_t)
 
 
-_SMALL_BUCKET = 32  # larger buckets (clustered times) fall back to a merge sort
 
 
 @_nbjit
@@ -88,7 +85,7 @@ def _sort_window(t, lo, hi, perm):
     for b in range(n):
         a = lo + start[b]
         e = lo + start[b + 1]
-        if e - a > _SMALL_BUCKET:
+        if e - a > config.SMALL_BUCKET:
             seg = perm[a:e].copy()
             order = np.argsort(t[seg], kind="mergesort")  # seg is ascending: ties keep slot order
             for j in range(e - a):

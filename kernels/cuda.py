@@ -44,14 +44,14 @@ if not _available:
     raise ImportError("no CUDA GPU/driver found; install numba-cuda and run on a machine with an NVIDIA GPU, "
                       "or use backend='cpu'")
 
+from . import config  # noqa: E402
 from . import philox as px  # noqa: E402
 from .bodies import FIELD_ITEM, make_bodies  # noqa: E402
 
 # --------------------------------------------------------------------------- configuration
-THREADS_PER_BLOCK = int(os.environ.get("SERVEGEN_FAST_CUDA_TPB", "256"))
-MAX_BLOCKS = int(os.environ.get("SERVEGEN_FAST_CUDA_MAX_BLOCKS", "65535"))
-_SMALL_BUCKET = 32
-SCAN_SEGMENTS = int(os.environ.get("SERVEGEN_FAST_CUDA_SCAN_SEGMENTS", "4096"))  # partials of the prefix scan
+THREADS_PER_BLOCK = config.CUDA_THREADS_PER_BLOCK
+MAX_BLOCKS = config.CUDA_MAX_BLOCKS
+SCAN_SEGMENTS = config.CUDA_SCAN_SEGMENTS
 SIMULATOR = bool(getattr(cuda, "simulator_enabled", False)) or os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 _djit = cuda.jit(device=True)
@@ -198,7 +198,7 @@ def _sort_buckets_k(t, start, perm):
     for b in range(cuda.grid(1), len(start) - 1, cuda.gridsize(1)):
         a = start[b]
         n = start[b + 1] - a
-        if n <= _SMALL_BUCKET:  # the usual case: insertion sort of a handful
+        if n <= config.SMALL_BUCKET:  # the usual case: insertion sort of a handful
             for j in range(a + 1, a + n):
                 p = perm[j]
                 i = j - 1

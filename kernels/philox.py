@@ -48,12 +48,12 @@ Backends built from the same source:
 
 from __future__ import annotations
 
-import functools
 import math
 import types
 
-import numba
 import numpy as np
+
+from . import config
 
 __all__ = [
     "FIELD_IAT", "FIELD_LENGTH", "FIELD_COPULA", "FIELD_MM_COUNT",
@@ -93,10 +93,7 @@ _TWO_POW_M53 = 1.0 / 9007199254740992.0  # 2**-53, exact
 _TWO_PI = 2.0 * math.pi
 _ONE_THIRD = 1.0 / 3.0
 
-# The one place where CPU JIT options live.  inline="always" inlines the
-# sampler chain at numba-IR level into callers (~5x faster philox loops).
-_jit = functools.partial(numba.njit, cache=True, nogil=True, fastmath=False,
-                         error_model="numpy", inline="always")
+_jit = config.njit_inline
 
 
 def make_samplers(jit):

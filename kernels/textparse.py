@@ -11,10 +11,11 @@ caller turns that into a message naming the file, line or window and field.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+from . import config
+
+_jit = config.njit
 
 OK = 0
 ERR_NUMBER = 1      # a number was expected

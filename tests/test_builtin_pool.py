@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from servegen_fast.model.pool import LANGUAGE_FIELDS, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST
+from servegen_fast.model.fields import LANGUAGE_FIELDS, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST
 from servegen_fast.io.pool_file import builtin_pool_path, load_pool_file, open_pool
 
 ROOT = Path(__file__).resolve().parent.parent

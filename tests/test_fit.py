@@ -15,7 +15,8 @@ from servegen_fast.model.distributions import DistTableBuilder
 from servegen_fast.characterize.fit import (LEVEL_CLIENT, LEVEL_IDLE, LEVEL_LOG, LEVEL_WINDOW, FitOptions, fit_pool,
                                suggested_correlation)
 from servegen_fast.sample.generate import generate_table
-from servegen_fast.model.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, ClientPool, regular_grid
+from servegen_fast.model.fields import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL
+from servegen_fast.model.pool import ClientPool, regular_grid
 from servegen_fast.io.pool_file import open_pool, save_pool
 from servegen_fast.io.sources import ReadReport, RequestLog, read_log
 

@@ -17,7 +17,8 @@ from scipy import optimize, special, stats
 from servegen_fast.model import rates as R
 from servegen_fast.model.distributions import DistTableBuilder
 from servegen_fast.sample.generate import generate, generate_table
-from servegen_fast.model.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST, ClientPool, regular_grid
+from servegen_fast.model.fields import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST
+from servegen_fast.model.pool import ClientPool, regular_grid
 from servegen_fast.io.trace import trace_schema
 
 LAWS = {"gamma": LAW_GAMMA, "weibull": LAW_WEIBULL, "exponential": LAW_EXPONENTIAL, "idle": LAW_IDLE}
@@ -684,8 +685,9 @@ def test_asynchronous_backend_gets_next_chunk_before_previous_is_emitted(monkeyp
     is read out and yielded, so device work overlaps the writer; the trace is unchanged."""
     import types
 
-    from servegen_fast.sample import generate as G
     from servegen_fast.kernels import cpu
+    from servegen_fast.sample import backend as B
+    from servegen_fast.sample import generate as G
 
     events = []
 
@@ -695,7 +697,7 @@ def test_asynchronous_backend_gets_next_chunk_before_previous_is_emitted(monkeyp
 
         def result(self):
             events.append(("result", self.i))
-            return G._ordered_rows(cpu, *self.args)
+            return B._ordered_rows(cpu, *self.args)
 
     def submit_ordered(*args):
         i = sum(1 for e in events if e[0] == "submit")
@@ -704,7 +706,7 @@ def test_asynchronous_backend_gets_next_chunk_before_previous_is_emitted(monkeyp
 
     fake = types.SimpleNamespace(**{k: getattr(cpu, k) for k in dir(cpu) if not k.startswith("__")},
                                  submit_ordered=submit_ordered)
-    monkeypatch.setattr(G, "load_backend", lambda name: fake)
+    monkeypatch.setattr(G, "load_backend", lambda name: B.Backend("fake", fake))
     pool = synth_pool(np.full((3, 6), 0.5))
     kw = dict(seed=5, chunk_bytes=96 * 40)
     got = []

@@ -19,7 +19,8 @@ import pytest
 
 from servegen_fast.model.distributions import DistTableBuilder
 from servegen_fast.sample.generate import generate, generate_table
-from servegen_fast.model.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST, ClientPool, regular_grid
+from servegen_fast.model.fields import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST
+from servegen_fast.model.pool import ClientPool, regular_grid
 
 MODES = ("servegen", "renewal", "poisson")
 CORRELATIONS = ("comonotone", "independent", 0.6)

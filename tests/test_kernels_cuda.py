@@ -32,8 +32,8 @@ CORRELATIONS = ("comonotone", "independent", 0.5)
 def synth_pool(rate, *, category="language", window_size=60, length_window_size=120, seed=0):
     """A small pool built from arrays: mixed Gamma/Weibull/Exponential laws, per-client dists."""
     from servegen_fast.model.distributions import DistTableBuilder
-    from servegen_fast.model.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST, ClientPool, \
-        regular_grid
+    from servegen_fast.model.fields import LAW_EXPONENTIAL, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST
+    from servegen_fast.model.pool import ClientPool, regular_grid
 
     rng = np.random.default_rng(seed)
     rate = np.asarray(rate, np.float64)

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from servegen_fast.characterize import laws as L
-from servegen_fast.model.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL
+from servegen_fast.model.fields import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL
 
 
 def groups(samples):

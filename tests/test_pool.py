@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from servegen_fast.model.distributions import DistTableBuilder
-from servegen_fast.model.pool import LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST, ClientPool, regular_grid
+from servegen_fast.model.fields import LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST
+from servegen_fast.model.pool import ClientPool, regular_grid
 
 STATS = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 

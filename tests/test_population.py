@@ -12,7 +12,7 @@ import pytest
 
 from servegen_fast.model import population as P
 from servegen_fast.sample.generate import generate, generate_table
-from servegen_fast.model.pool import LAW_GAMMA
+from servegen_fast.model.fields import LAW_GAMMA
 from servegen_fast.io.pool_file import open_pool
 from servegen_fast.model.rates import Scaled
 from servegen_fast.io.trace import MANIFEST, read_trace, trace_schema, write_partitions, write_trace
@@ -96,14 +96,14 @@ def test_population_state_is_o_of_n(builtin):
 
 def test_population_chunks_respect_the_unit_budget(builtin):
     """A population chunk never holds more than the budget's [clients × windows] arrays."""
-    from servegen_fast.sample import generate as G
+    from servegen_fast.sample import plan
 
     pop = P.synthesize(builtin, 50_000, mean_rate=5.0, seed=0).span(0, DAY)
-    opts = G.GenerateOptions(chunk_bytes=64 << 20, mode="renewal")
-    chunks = list(G._plan_chunks(pop, np.ones(pop.n_windows), pop.aggregate_rate(), (0, pop.n_windows), opts))
+    chunks = list(plan.plan_chunks(pop, np.ones(pop.n_windows), pop.aggregate_rate(), (0, pop.n_windows),
+                                   "renewal", 64 << 20))
     widths = [b - a for a, b in chunks]
     assert sum(widths) == pop.n_windows
-    assert max(widths) * 2 * G._UNIT_BYTES * pop.n_clients <= 64 << 20
+    assert max(widths) * 2 * plan._UNIT_BYTES * pop.n_clients <= 64 << 20
 
 
 # --------------------------------------------------------------------------- determinism

@@ -9,7 +9,8 @@ import pytest
 
 from servegen_fast.model import rates as R
 from servegen_fast.model.distributions import DistTableBuilder
-from servegen_fast.model.pool import LAW_GAMMA, LAW_IDLE, ClientPool, regular_grid
+from servegen_fast.model.fields import LAW_GAMMA, LAW_IDLE
+from servegen_fast.model.pool import ClientPool, regular_grid
 
 DAY, WEEK = 86400, 7 * 86400
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from servegen_fast import read_servegen, write_servegen
-from servegen_fast.model.pool import LAW_CODES, LAW_IDLE, NO_DIST
+from servegen_fast.model.fields import LAW_CODES, LAW_IDLE, NO_DIST
 from servegen_fast.io.servegen_format import ServeGenFormatError
 
 LANGUAGE = ("input_tokens", "output_tokens")

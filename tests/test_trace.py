@@ -13,7 +13,8 @@ import pytest
 
 from servegen_fast.model.distributions import DistTableBuilder
 from servegen_fast.sample.generate import generate, generate_table
-from servegen_fast.model.pool import LAW_GAMMA, LAW_IDLE, ClientPool, regular_grid
+from servegen_fast.model.fields import LAW_GAMMA, LAW_IDLE
+from servegen_fast.model.pool import ClientPool, regular_grid
 from servegen_fast.io.trace import (MANIFEST, iter_batches, read_schema, read_trace, trace_metadata, trace_schema,
                                  write_trace)
 

@@ -33,7 +33,8 @@ import numpy as np
 
 from . import laws as L
 from ..model.distributions import DistTableBuilder
-from ..model.pool import LAW_IDLE, LAW_NAMES, ClientPool
+from ..model.fields import LAW_IDLE, LAW_NAMES
+from ..model.pool import ClientPool
 from ..io.sources import RequestLog
 
 SHAPE_RULES = ("moments", "mle")
@@ -82,7 +83,7 @@ class FitResult:
 
     def summary(self) -> dict:
         """Plain-data summary (JSON-ready) of the fit."""
-        from ..sample.generate import _servegen_counts
+        from ..sample.plan import servegen_counts
 
         from .analyze import spearman
 
@@ -94,7 +95,7 @@ class FitResult:
                 "options": asdict(self.options), "clients": p.n_clients, "windows": p.n_windows,
                 "length_windows": int(p.dist_id.shape[1]), "duration_s": p.duration, "origin": p.origin,
                 "start": self.log.start_text or self.log.start, "requests": int(self.count.sum()),
-                "servegen_mode_requests": int(_servegen_counts(np.where(p.active, p.rate, 0.0),
+                "servegen_mode_requests": int(servegen_counts(np.where(p.active, p.rate, 0.0),
                                                                p.window_len[None, :]).sum()),
                 "windows_by_level": {LEVEL_NAMES[k]: int(np.count_nonzero(self.level == k)) for k in LEVEL_NAMES},
                 "laws_of_fitted_windows": laws,

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.pool import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL
+from ..model.fields import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL
 from ..model.special import digamma, gammainc, gammaln, trigamma
 
-CV_FLOOR = 1e-3           # as generate.renewal_params: Gamma shape at most 1e6
+CV_FLOOR = 1e-3           # as sample.plan.renewal_params: Gamma shape at most 1e6
 WEIBULL_SHAPE_RANGE = (0.05, 500.0)
 GAMMA_SHAPE_MAX = 1e6
 LAWS = (LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL)

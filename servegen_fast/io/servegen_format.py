@@ -24,7 +24,8 @@ import numpy as np
 from .atomic import write_text
 from ..model.distributions import DistTableBuilder
 from ..kernels import textparse as tp
-from ..model.pool import CATEGORIES, LAW_IDLE, LAW_NAMES, NO_DIST, ClientPool, regular_grid
+from ..model.fields import CATEGORIES, LAW_IDLE, LAW_NAMES, NO_DIST
+from ..model.pool import ClientPool, regular_grid
 
 _TRACE_RE = re.compile(r"^chunk-(\d+)-trace\.csv$")
 _DATASET_RE = re.compile(r"^chunk-(\d+)-dataset\.json$")

@@ -16,21 +16,9 @@ from typing import Callable
 import numpy as np
 
 from .distributions import DistTable
-
-CATEGORIES = ("language", "multimodal", "reason")
-
-# Arrival law codes in `ClientPool.law`.
-LAW_IDLE, LAW_GAMMA, LAW_WEIBULL, LAW_EXPONENTIAL = 0, 1, 2, 3
-LAW_CODES = {"Gamma": LAW_GAMMA, "Weibull": LAW_WEIBULL, "Exponential": LAW_EXPONENTIAL}
-LAW_NAMES = {v: k for k, v in LAW_CODES.items()}
-
-# Fields whose distributions a pool may carry, by category.
-LANGUAGE_FIELDS = ("input_tokens", "output_tokens")
-MULTIMODAL_FIELDS = ("text_tokens", "image_tokens", "audio_tokens", "video_tokens",
-                     "image_count", "audio_count", "video_count", "output_tokens")
-REASON_FIELDS = ("input_tokens", "output_tokens", "reason_ratio")
-
-NO_DIST = -1
+# Constants re-exported for older imports; their home is fields.py.
+from .fields import (CATEGORIES, LANGUAGE_FIELDS, LAW_CODES, LAW_EXPONENTIAL, LAW_GAMMA,  # noqa: F401
+                     LAW_IDLE, LAW_NAMES, LAW_WEIBULL, NO_DIST)
 
 
 @dataclass(frozen=True, eq=False)

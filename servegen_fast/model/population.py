@@ -23,7 +23,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..kernels import philox as px
-from .pool import LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, ClientPool
+from .fields import LAW_GAMMA, LAW_IDLE, LAW_WEIBULL
+from .pool import ClientPool
+from .units import Units
 
 DAY = 86400
 _POP_WINDOW = 0xFFFFFFFF  # counter word of population draws: never a real window index
@@ -167,12 +169,10 @@ class Population:
             window_size=s.window_size, length_window_size=s.length_window_size, origin=self.origin)
 
     def units(self, w0: int, w1: int, factor: np.ndarray):
-        """The generator's units (generate.Units) of windows [w0, w1): the active (client,
+        """The units (model.units.Units) of windows [w0, w1): the active (client,
         window) pairs only, window-major, with target rate = client rate × `factor[window]`.
         Only a [N, windows] index and mask are dense; every parameter is gathered for the
         active pairs alone (about a quarter of them in ServeGen's language pools)."""
-        from ..sample.generate import Units
-
         s = self.source
         w = self.window_index[w0:w1]
         sw = self._source_window(w[None, :] + self.shift[:, None])  # [N, Wc]

@@ -1,0 +1,105 @@
+"""Sampling backends: the contract every kernel module fulfils, and the loader.
+
+A backend is a kernel module (`kernels/reference.py` "numpy", `kernels/cpu.py` "cpu",
+`kernels/cuda.py` "cuda") with the functions of `Kernels`. A backend that can queue a whole
+chunk (the cuda one keeps arrivals, ordering and the gather on the device) also provides
+`submit_ordered`; the others compute a chunk when it is read out, so one chunk is in memory.
+"""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+BACKENDS = ("numpy", "cpu", "cuda")
+
+
+@runtime_checkable
+class Kernels(Protocol):
+    """The functions of a backend module (signatures as in kernels/reference.py, the spec)."""
+
+    def count_renewal(self, seed, client, window, length, law, k, scale) -> np.ndarray: ...
+    def fill_arrivals(self, mode, seed, client, window, start, length, law, k, scale, offsets, out_t) -> None: ...
+    def window_order(self, t, unit_offsets, window_first_unit) -> np.ndarray: ...
+    def fill_base(self, corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff, guide, goff,
+                  out) -> None: ...
+    def fill_items(self, seed, client, window, k, counts, dist, item_offsets, field_slot, values, cdf, offsets,
+                   guide, goff, out) -> None: ...
+    def gather_rows(self, perm, slot_unit, client, t, vals): ...
+
+
+class Backend:
+    """A loaded backend: its kernels, and `submit(args)` returning a job whose `result()` is the
+    chunk's (timestamps, client ids, base values, perm, unit of each row) in time order."""
+
+    def __init__(self, name: str, kernels: Kernels):
+        if not isinstance(kernels, Kernels):
+            raise TypeError(f"backend {name!r} does not implement the kernel contract")
+        self.name, self.kernels = name, kernels
+        self._submit_ordered = getattr(kernels, "submit_ordered", None)  # asynchronous backends only
+
+    def count_renewal(self, *args) -> np.ndarray:
+        return self.kernels.count_renewal(*args)
+
+    def fill_items(self, *args) -> None:
+        self.kernels.fill_items(*args)
+
+    def submit(self, args: tuple):
+        if self._submit_ordered is not None:
+            return self._submit_ordered(*args)
+        return _Deferred(self.kernels, args)
+
+
+class _Deferred:
+    """A synchronous backend's chunk, computed when read out (so one chunk is in memory at a time)."""
+
+    def __init__(self, kern, args):
+        self._kern, self._args = kern, args
+
+    def result(self):
+        return _ordered_rows(self._kern, *self._args)
+
+
+def _ordered_rows(kern, mode, seed, client, window, start, length, law, k, scale, offsets, first_unit, corr_mode,
+                  rho, dist, tables, want_units):
+    """(timestamps, client ids, base values [F, N], perm, unit of each row) of a chunk in time order."""
+    n = int(offsets[-1])
+    out_t = np.empty(n, np.float64)
+    if n:
+        kern.fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t)
+    perm = kern.window_order(out_t, offsets, first_unit) if n else np.zeros(0, np.int64)
+    slot_unit = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+    vals = np.empty((n, dist.shape[1]), np.float64)
+    if n:
+        kern.fill_base(corr_mode, rho, seed, offsets, client, window, dist, *tables, vals)
+    ts, cid, vals = kern.gather_rows(perm, slot_unit, client, out_t, vals)
+    return ts, cid, vals, perm, (slot_unit[perm] if want_units else None)
+
+
+def load_backend(name: str) -> Backend:
+    if name == "numpy":
+        from ..kernels import reference as mod
+    elif name == "cpu":
+        from ..kernels import cpu as mod
+    elif name == "cuda":
+        try:
+            from ..kernels import cuda as mod
+        except ImportError as e:
+            raise RuntimeError(f"backend 'cuda' is not available: {e}") from None
+    else:
+        raise ValueError(f"unknown backend {name!r}; expected one of {BACKENDS}")
+    return Backend(name, mod)
+
+
+def backends_status() -> dict:
+    """Each backend's name -> whether it works here (and why not)."""
+    import numba
+
+    out = {"numpy": "available (reference)",
+           "cpu": f"available (numba {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads)"}
+    try:
+        load_backend("cuda")
+        out["cuda"] = "available"
+    except RuntimeError as e:
+        out["cuda"] = f"unavailable: {e}"
+    return out

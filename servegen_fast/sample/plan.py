@@ -1,0 +1,82 @@
+"""Planning a trace: chunks of windows under a memory budget, the units (active client windows)
+of a chunk, their request counts under ServeGen's rule, and renewal-law parameters."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..model.fields import LAW_GAMMA, LAW_WEIBULL
+from ..model.pool import ClientPool
+from ..model.population import Population
+from ..model.special import gammaln
+from ..model.units import Units
+
+DEFAULT_CHUNK_BYTES = 256 << 20
+_ROW_BYTES = 96  # working bytes per request in a chunk (arrival, order, fields, Arrow copy)
+_UNIT_BYTES = 96  # bytes per (client, window) of a population chunk's parameter arrays
+
+
+def servegen_counts(rate: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """ServeGen's rule: ceil(rate·L) draws, the last on the window end, so max(n − 1, 0) arrivals."""
+    return np.maximum(np.ceil(rate * length) - 1, 0).astype(np.int64)
+
+
+def plan_chunks(view, targets, aggregate, window_range, mode: str, chunk_bytes: int):
+    """Consecutive window ranges whose expected request count (and, for a population, whose
+    clients × windows) fit the memory budget."""
+    w_lo, w_hi = window_range
+    if w_hi <= w_lo:
+        return
+    length = view.window_len.astype(np.float64)
+    if mode == "servegen" and not isinstance(view, Population):
+        per_window = servegen_counts(targets, view.window_len[None, :]).sum(axis=0).astype(np.float64)
+    else:
+        per_window = aggregate * length * 1.1 + 16
+    budget = max(chunk_bytes // _ROW_BYTES, 1)
+    # a population materializes [clients, windows] parameter arrays per chunk (two chunks live)
+    max_windows = max(1, chunk_bytes // (2 * _UNIT_BYTES * view.n_clients)) \
+        if isinstance(view, Population) else w_hi
+    w0, acc = w_lo, 0.0
+    for w in range(w_lo, w_hi):
+        if w > w0 and (acc + per_window[w] > budget or w - w0 >= max_windows):
+            yield w0, w
+            w0, acc = w, 0.0
+        acc += per_window[w]
+    yield w0, w_hi
+
+
+def renewal_params(law, shape, cv, rate):
+    """(shape, scale) of a renewal law with mean 1/rate. Gamma shape = 1/cv² (cv floored at 1e-3)."""
+    k = np.where(law == LAW_GAMMA, 1.0 / np.maximum(cv, 1e-3) ** 2, np.where(law == LAW_WEIBULL, shape, 1.0))
+    mean1 = np.ones_like(k)
+    wb = law == LAW_WEIBULL
+    mean1[wb] = np.exp(gammaln(1.0 + 1.0 / k[wb]))  # Weibull mean at scale 1
+    scale = np.where(law == LAW_GAMMA, 1.0 / (rate * k), 1.0 / (rate * mean1))
+    return k, scale
+
+
+def pool_units(view: ClientPool, targets: np.ndarray, w0: int, w1: int) -> Units:
+    tgt = targets[:, w0:w1]
+    wi, ci = np.nonzero((tgt > 0).T)
+    wabs = wi + w0
+    return Units(wi=wi, client=view.client_ids[ci].astype(np.uint32), window=view.window_index[wabs].astype(np.uint32),
+                 start=view.window_start[wabs].astype(np.float64), length=view.window_len[wabs].astype(np.float64),
+                 rate=tgt[ci, wi], law=view.law[ci, wabs].astype(np.int64), shape=view.shape[ci, wabs],
+                 cv=view.cv[ci, wabs], dist=view.dist_id[ci, view.length_index[wabs], :].astype(np.int64))
+
+
+def chunk_units(view, targets: np.ndarray, w0: int, w1: int) -> Units:
+    """Units of windows [w0, w1): `targets` is [C, W] client target rates for a pool, and a
+    per-window factor on client rates for a population."""
+    if isinstance(view, Population):
+        return view.units(w0, w1, targets[w0:w1])
+    return pool_units(view, targets, w0, w1)
+
+
+def window_range(view, only) -> tuple[int, int]:
+    if only is None:
+        return 0, view.n_windows
+    t0, t1 = (int(x) for x in only)
+    edges = np.append(view.window_start, view.duration)
+    if not (0 <= t0 <= t1 <= view.duration) or t0 not in edges or t1 not in edges:
+        raise ValueError(f"only=({t0}, {t1}) must lie on window boundaries within [0, {view.duration}] s")
+    return int(np.searchsorted(edges, t0)), int(np.searchsorted(edges, t1))

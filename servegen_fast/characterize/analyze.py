@@ -95,7 +95,7 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def _lengths(v: np.ndarray) -> dict:
+def length_percentiles(v: np.ndarray) -> dict:
     if len(v) == 0:
         return {}
     q = np.percentile(v, PERCENTILES)
@@ -116,7 +116,7 @@ def summarize(log: RequestLog, client_key: str | None = None, bin_s: float = 60.
            "idc_by_scale": {str(s): index_of_dispersion(t, span, s) for s in IDC_SCALES},
            "burstiness": (float((iat.std() - iat.mean()) / (iat.std() + iat.mean()))
                           if len(iat) > 1 and iat.std() + iat.mean() > 0 else float("nan")),
-           "input_tokens": _lengths(log.input_tokens), "output_tokens": _lengths(log.output_tokens),
+           "input_tokens": length_percentiles(log.input_tokens), "output_tokens": length_percentiles(log.output_tokens),
            "io_correlation": {"pearson_log": _pearson(np.log1p(log.input_tokens), np.log1p(log.output_tokens)),
                               "spearman": spearman(log.input_tokens, log.output_tokens)}}
     key = client_key or ("client_id" if "client_id" in log.columns else None)
@@ -207,3 +207,37 @@ def format_comparison(c: dict) -> str:
     lines += [f"  {'burstiness B difference':36s} {_fmt(f['burstiness_difference']):>10s}",
               f"  {'in/out Spearman difference':36s} {_fmt(f['io_spearman_difference']):>10s}"]
     return "\n".join(lines)
+
+
+def trace_summary(path) -> dict:
+    """Requests, duration, mean and peak rate, IAT CV, clients and every field's percentiles
+    (list fields: also their item counts) of a trace file or partitioned directory."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ..io.trace import read_trace, trace_metadata
+
+    table = read_trace(path)
+    meta = trace_metadata(table.schema)
+    n = table.num_rows
+    ts = table.column("timestamp").to_numpy() if n else np.zeros(0)
+    duration = float(meta.get("duration") or (ts[-1] if n else 0.0))
+    out = {"path": str(path), "requests": n, "duration_s": duration,
+           "mean_rate": n / duration if duration > 0 else 0.0}
+    if n:
+        out["peak_rate_1s"] = float(np.bincount(ts.astype(np.int64)).max())
+        out["peak_rate_60s"] = float(np.bincount((ts // 60).astype(np.int64)).max() / 60.0)
+        out["iat_cv"] = _cv(np.diff(ts))
+        out["clients"] = int(len(pc.unique(table.column("client_id"))))
+        fields = {}
+        for name in table.column_names:
+            if name in ("timestamp", "client_id"):
+                continue
+            col = table.column(name)
+            if pa.types.is_list(col.type):
+                fields[name + " (items)"] = length_percentiles(pc.list_value_length(col).to_numpy(zero_copy_only=False))
+                col = pc.list_flatten(col)
+            fields[name] = length_percentiles(col.to_numpy(zero_copy_only=False) if len(col) else np.zeros(0))
+        out["fields"] = fields
+    out["metadata"] = meta
+    return out

@@ -1,0 +1,57 @@
+"""`servegen-fast fit`: a request log -> a client pool file."""
+from __future__ import annotations
+
+import json
+
+from .args import positive
+from .logs import add_read_arguments, read
+
+
+def add_arguments(sub) -> None:
+    from ..io.sources import FORMATS
+
+    f = sub.add_parser("fit", help="fit a client pool to a request log",
+                       description="Fit a per-client pool (rates, IAT laws, length distributions) to a request log; "
+                                   "see docs/fit-analyze.md.")
+    f.add_argument("log", help="request log: Azure CSV, BurstGPT CSV, Mooncake JSONL, or a trace")
+    f.add_argument("--format", choices=("auto",) + FORMATS, default="auto", help="log format (default: from the file)")
+    f.add_argument("--client-key", default=None,
+                   help="column(s) naming the client, comma-separated (e.g. 'Model,Log Type'; a trace: client_id); "
+                        "default: the whole log is one client")
+    f.add_argument("--output", "-o", required=True, help="pool file to write (.parquet)")
+    f.add_argument("--window", type=positive(int), default=600, help="arrival window in seconds (default: 600)")
+    f.add_argument("--length-window", type=positive(int), default=21600, help="length window in seconds (default: 21600)")
+    f.add_argument("--min-requests", type=positive(int), default=10,
+                   help="requests a window needs to fit its own law; sparser windows borrow (default: 10)")
+    f.add_argument("--min-length-samples", type=positive(int), default=20,
+                   help="requests a length window needs for its own distributions (default: 20)")
+    f.add_argument("--length-points", type=positive(int), default=256,
+                   help="most support points of a length distribution (default: 256)")
+    f.add_argument("--shape-rule", choices=("moments", "mle"), default="moments",
+                   help="law shape: match the window's IAT CV (default) or the maximum-likelihood shape")
+    f.add_argument("--report", default=None, help="also write the fit report as JSON to this file")
+    f.add_argument("--quiet", "-q", action="store_true", help="print nothing")
+    add_read_arguments(f)
+    f.set_defaults(func=run)
+
+
+
+def run(args) -> int:
+    from ..characterize.fit import FitOptions, fit_pool
+    from ..io.pool_file import save_pool
+
+    log = read(args.log, args.format, args)
+    opts = FitOptions(window=args.window, length_window=args.length_window, min_requests=args.min_requests,
+                      min_length_samples=args.min_length_samples, length_points=args.length_points,
+                      shape_rule=args.shape_rule)
+    result = fit_pool(log, args.client_key, opts)
+    save_pool(result.pool, args.output)
+    if args.report:
+        from ..io.atomic import write_text
+
+        write_text(args.report, json.dumps({**result.summary(), "client_labels": result.labels}, indent=1))
+    if not args.quiet:
+        print(log.report.describe())
+        print(result.describe())
+        print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,143 @@
+"""A whole generation job, as the CLI runs it and a Python user can: choose what to generate
+from (the pool, a synthesized fleet, or the pool repeated past its end), describe the job in the
+trace's metadata (so a trace says how to regenerate itself), and write it whole or partitioned."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import pyarrow as pa
+
+from .. import __version__
+from ..io.trace import PARTITIONS, trace_schema, write_partitions, write_trace
+from ..model import population as P
+from ..model import rates as R
+from .generate import DEFAULT_CHUNK_BYTES, default_mode, generate
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    """A synthesized fleet (`clients` set), or a horizon extension (see docs/fleet-scale.md)."""
+    clients: int | None = None
+    mean_rate: float | None = None
+    rate_sigma: float = 0.25
+    cv_sigma: float = 0.1
+    max_shift: int = 3600
+    day_sigma: float = 0.0
+    growth: float = 0.0
+    horizon: int | None = None                 # fixed when regenerating from metadata
+    mean_over: tuple[int, int] | None = None   # likewise
+
+
+@dataclass(frozen=True)
+class Job:
+    pool_name: str
+    start: int
+    duration: int
+    rate: R.RateFn
+    seed: int = 0
+    mode: str | None = None
+    correlation: object = "comonotone"
+    include_reason_ratio: bool = False
+    fleet: FleetOptions = FleetOptions()
+
+
+def source_for(pool, job: Job):
+    """What `job` generates from: `pool` itself, a synthesized population (fleet.clients), or the
+    pool repeated past its end (a span beyond it, day variation or growth)."""
+    end = job.start + job.duration
+    f = job.fleet
+    horizon = f.horizon or max(end, pool.duration)
+    if f.clients:
+        # the mean rate holds over the generated span, not the whole horizon
+        return P.synthesize(pool, f.clients, mean_rate=f.mean_rate, duration=horizon, seed=job.seed,
+                            rate_sigma=f.rate_sigma, cv_sigma=f.cv_sigma, max_shift=f.max_shift,
+                            day_sigma=f.day_sigma, growth=f.growth, mean_over=f.mean_over or (job.start, end))
+    if end > pool.duration or f.day_sigma or f.growth:
+        return P.extend_horizon(pool, horizon, day_sigma=f.day_sigma, growth=f.growth, seed=job.seed)
+    return pool
+
+
+def metadata(job: Job, source) -> dict:
+    """The generation parameters stored in the trace's schema (`job_from_metadata` reads them back)."""
+    meta = {"generator": "servegen-fast", "version": __version__, "pool": job.pool_name,
+            "pool_category": source.category, "pool_model": source.model, "seed": job.seed,
+            "mode": job.mode or default_mode(source), "correlation": job.correlation, "rate": job.rate.describe(),
+            "start": job.start, "duration": job.duration, "include_reason_ratio": job.include_reason_ratio}
+    if getattr(source, "params", None):
+        meta["population"] = source.params
+    return meta
+
+
+def job_from_metadata(meta: dict, origin: str = "the trace") -> Job:
+    """The job that made a trace, from its metadata (see `metadata`)."""
+    if meta.get("generator") != "servegen-fast":
+        raise ValueError(f"{origin} has no servegen-fast generation metadata")
+    fleet = FleetOptions()
+    pop = meta.get("population")
+    if pop:
+        keys = ("rate_sigma", "cv_sigma", "max_shift", "day_sigma", "growth")
+        mean_over = pop.get("mean_over")
+        fleet = FleetOptions(clients=pop.get("n_clients"), mean_rate=pop.get("mean_rate"), horizon=pop["duration"],
+                             mean_over=tuple(mean_over) if mean_over else None,
+                             **{k: pop[k] for k in keys if k in pop})
+    return Job(pool_name=meta["pool"], start=meta["start"], duration=meta["duration"],
+               rate=R.from_description(meta["rate"]), seed=meta["seed"], mode=meta["mode"],
+               correlation=meta["correlation"], include_reason_ratio=meta.get("include_reason_ratio", False),
+               fleet=fleet)
+
+
+@dataclass
+class Written:
+    path: str
+    rows: int                    # written by this run
+    total_rows: int              # in the trace (with partitions kept from an earlier run)
+    reused_partitions: int = 0
+    manifest: dict | None = None
+
+
+def write(job: Job, source, output: str | os.PathLike, *, fmt: str | None = None, partition: str | None = None,
+          only: list[int] | None = None, backend: str = "cpu", chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+          progress: Callable[..., None] | None = None) -> Written:
+    """Generate `job` from `source` into `output` (a file, or a directory of partitions).
+
+    `progress(rows, seconds_done)` follows the whole job; `only` limits a partitioned run to
+    those partitions, each byte-identical to the same partition of the whole run."""
+    meta = metadata(job, source)
+    view = source.span(job.start, job.start + job.duration)
+    schema = trace_schema(view.category, view.fields, job.include_reason_ratio, meta)
+    rows = 0
+
+    def count(batch: pa.RecordBatch) -> None:
+        nonlocal rows
+        rows += batch.num_rows
+
+    def batches(only_span=None, report=progress):
+        return generate(source, job.rate, job.duration, start=job.start, seed=job.seed, mode=meta["mode"],
+                        correlation=job.correlation, backend=backend, chunk_bytes=chunk_bytes,
+                        include_reason_ratio=job.include_reason_ratio, metadata=meta, progress=report,
+                        only=only_span)
+
+    if only is not None and not partition:
+        raise ValueError("only= (--only) needs a partition (--partition hour|day)")
+    if not partition:
+        path = write_trace(batches(), output, schema, fmt=fmt, on_batch=count)
+        return Written(str(path), rows, rows)
+    span = PARTITIONS.get(partition)
+    if span is not None and (job.start % source.window_size or span % source.window_size):
+        raise ValueError(f"--partition needs --start on a {source.window_size}-s window boundary")
+    done = {"rows": 0, "reused": 0}
+
+    def part_progress(r, sec):  # sec: seconds from the trace start, as generate() reports them
+        if progress is not None:
+            progress(done["rows"] + r, sec)
+
+    def on_partition(entry, reused):
+        done["rows"] += entry["rows"]
+        done["reused"] += reused
+
+    manifest = write_partitions(lambda a, b: batches((a, b), part_progress), output, schema,
+                                duration=job.duration, fmt=fmt or "parquet", partition=partition,
+                                only=only, on_batch=count, on_partition=on_partition)
+    return Written(str(output), rows, done["rows"], done["reused"], manifest)

@@ -2,7 +2,6 @@
 import importlib.util as _ilu
 import os as _os
 import sys as _sys
-from importlib.metadata import PackageNotFoundError, version as _version
 
 
 def _kernels_from_source_tree() -> None:
@@ -24,10 +23,6 @@ _kernels_from_source_tree()
 
 from .model.pool import ClientPool  # noqa: E402
 from .io.servegen_format import read_servegen, write_servegen  # noqa: E402
-
-try:
-    __version__ = _version("servegen-fast")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0+unknown"
+from .version import __version__  # noqa: E402
 
 __all__ = ["ClientPool", "read_servegen", "write_servegen", "__version__"]

@@ -4,9 +4,9 @@ A `Population` is N synthetic clients drawn from a source pool, kept as O(N) sma
 each client copies the time profile, arrival laws and length distributions of one source
 client (`src`), multiplied by a rate factor (`mult`), shifted in time by whole windows
 (`shift`), with a jittered burstiness (`cv_factor`). Nothing per (client, window) exists
-until `materialize(w0, w1)` builds the ClientPool of a few windows for the generator, so a
-million clients over a month fit in memory; length distributions are the source's
-(referenced by id, never copied).
+until the generator asks for one chunk's `units(w0, w1, factor)` (the active pairs only; or
+`materialize(w0, w1)`, a ClientPool of a few windows), so a million clients over a month fit
+in memory; length distributions are the source's (referenced by id, never copied).
 
 Horizons longer than the source repeat it in whole weeks (sources of 7 days or more) or
 whole days, so windows, days and weeks stay aligned; an optional day-to-day variation

@@ -9,7 +9,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from .. import __version__
+from ..version import __version__
 from ..io.trace import PARTITIONS, trace_schema, write_partitions, write_trace
 from ..model import population as P
 from ..model import rates as R

@@ -1,0 +1,2 @@
+"""Kept for imports written against earlier releases; the home is `servegen_fast.sample.generate`."""
+from .sample.generate import MODES, GenerateOptions, generate, generate_table  # noqa: F401

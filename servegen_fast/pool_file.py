@@ -1,0 +1,2 @@
+"""Kept for imports written against earlier releases; the home is `servegen_fast.io.pool_file`."""
+from .io.pool_file import open_pool, save_pool  # noqa: F401

@@ -1,0 +1,84 @@
+"""Mooncake JSONL logs: one object a line with timestamp (ms), input_length, output_length,
+hash_ids. pyarrow's JSON reader reads the file; only when it fails does a line-by-line pass
+run, to name the bad lines."""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.json as pajson
+
+from .base import LogFormatError, ReadReport, RequestLog, Rows, finish, nonblank, select, split_lines
+
+MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length")
+
+
+def read_mooncake(path: str | os.PathLike, *, on_error: str = "raise", sort: bool = False) -> RequestLog:
+    """Mooncake JSONL: one object a line with timestamp (ms), input_length, output_length, hash_ids."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"log not found: {path}")
+    buf, starts, ends = split_lines(path)
+    starts, ends, line_no = nonblank(buf, starts, ends, np.arange(1, len(starts) + 1))
+    if len(starts) == 0:
+        raise LogFormatError(f"{path}: empty file; expected one JSON object a line with {', '.join(MOONCAKE_FIELDS)}")
+    report = ReadReport(str(path), "mooncake", rows_read=len(starts))
+    schema = pa.schema([(f, pa.float64()) for f in MOONCAKE_FIELDS])
+    try:
+        table = pajson.read_json(io.BytesIO(select(buf, starts, ends)), parse_options=pajson.ParseOptions(
+            explicit_schema=schema, unexpected_field_behavior="ignore"))
+        if table.num_rows != len(starts):
+            raise pa.ArrowInvalid("row count differs from line count")
+        missing = np.zeros(len(starts), bool)
+        for f in MOONCAKE_FIELDS:
+            missing |= table.column(f).is_null().to_numpy(zero_copy_only=False)
+        values = {f: table.column(f).fill_null(0).to_numpy() for f in MOONCAKE_FIELDS}
+        bad_json = np.zeros(len(starts), bool)
+    except pa.ArrowInvalid:
+        values, missing, bad_json = _mooncake_slow(buf, starts, ends)
+    rows = Rows(path, "mooncake", on_error, pa.table({**values, "missing": missing, "bad_json": bad_json}),
+                 line_no, report)
+    col = lambda name: rows.column(name).to_numpy()  # noqa: E731
+    rows.reject(col("bad_json"), "malformed (not a JSON object with numbers)",
+                lambda i: f"not a JSON object with numeric {', '.join(MOONCAKE_FIELDS)}")
+    rows.reject(col("missing"), "missing field", lambda i: f"missing one of {list(MOONCAKE_FIELDS)}")
+    for f in ("input_length", "output_length"):
+        rows.reject(col(f) != np.round(col(f)), "unparseable length",
+                    lambda i, f=f: f"{f} is {col(f)[i]!r}; expected a whole number")
+        rows.reject(col(f) < 0, "negative length", lambda i, f=f: f"{f} is {col(f)[i]!r}; lengths must not be negative")
+    t_ms = col("timestamp")
+    lengths = {"input_tokens": col("input_length").astype(np.int64),
+               "output_tokens": col("output_length").astype(np.int64)}
+    resolution = 1e-3 if np.all(t_ms == np.round(t_ms)) else 0.0
+    return finish(rows, t_ms / 1000.0, lengths, {}, sort, resolution=resolution)
+
+
+def _mooncake_slow(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+    """Line-by-line parse, run only when the fast reader fails: marks each bad line."""
+    n = len(starts)
+    values = {f: np.zeros(n) for f in MOONCAKE_FIELDS}
+    missing = np.zeros(n, bool)
+    bad = np.zeros(n, bool)
+    data = buf.tobytes()
+    for i in range(n):
+        try:
+            obj = json.loads(data[starts[i]:ends[i]])
+        except ValueError:
+            bad[i] = True
+            continue
+        if not isinstance(obj, dict):
+            bad[i] = True
+            continue
+        for f in MOONCAKE_FIELDS:
+            v = obj.get(f)
+            if v is None:
+                missing[i] = True
+            elif isinstance(v, bool) or not isinstance(v, (int, float)):
+                bad[i] = True
+            else:
+                values[f][i] = float(v)
+    return values, missing, bad

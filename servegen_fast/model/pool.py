@@ -16,17 +16,14 @@ from typing import Callable
 import numpy as np
 
 from .distributions import DistTable
-# Constants re-exported for older imports; their home is fields.py.
+from .filters import LengthFilters, length_stat
 from .fields import (CATEGORIES, LANGUAGE_FIELDS, LAW_CODES, LAW_EXPONENTIAL, LAW_GAMMA,  # noqa: F401
                      LAW_IDLE, LAW_NAMES, LAW_WEIBULL, NO_DIST)
 
 
 @dataclass(frozen=True, eq=False)
-class ClientPool:
-    """Columnar client pool (see module docstring).
-
-    Shapes: C clients, W arrival windows, D length windows, F fields.
-    """
+class ClientPool(LengthFilters):
+    """Columnar client pool (see module docstring): C clients, W windows, D length windows, F fields."""
     category: str
     model: str
     client_ids: np.ndarray      # int64[C]
@@ -160,39 +157,6 @@ class ClientPool:
         present = mask if self.present is None else (self.present & mask)
         return self.replace(present=present)._drop_inactive_clients()
 
-    def filter_by_cv(self, min_cv: float, max_cv: float) -> "ClientPool":
-        return self.filter(lambda p: (p.law != LAW_IDLE) & (p.cv >= min_cv) & (p.cv <= max_cv))
-
-    def _length_stat(self, name: str, stat: str) -> np.ndarray:
-        """float64[C, W] statistic of field `name` per window; NaN where there is no distribution."""
-        if name not in self.fields:
-            return np.full((self.n_clients, self.n_windows), np.nan)
-        ids = self.window_dist_id(name)
-        vals = self.dists.stat(stat)
-        out = np.full(ids.shape, np.nan)
-        ok = ids >= 0
-        out[ok] = vals[ids[ok]]
-        return out
-
-    def filter_by_avg_input_len(self, min_len: float, max_len: float) -> "ClientPool":
-        return self._filter_stat("input_tokens", "avg", min_len, max_len)
-
-    def filter_by_avg_output_len(self, min_len: float, max_len: float) -> "ClientPool":
-        return self._filter_stat("output_tokens", "avg", min_len, max_len)
-
-    def filter_by_max_input_len(self, max_len: float) -> "ClientPool":
-        return self._filter_stat("input_tokens", "max", -np.inf, max_len)
-
-    def filter_by_max_output_len(self, max_len: float) -> "ClientPool":
-        return self._filter_stat("output_tokens", "max", -np.inf, max_len)
-
-    def _filter_stat(self, name: str, stat: str, lo: float, hi: float) -> "ClientPool":
-        def pred(p: ClientPool) -> np.ndarray:
-            v = p._length_stat(name, stat)
-            with np.errstate(invalid="ignore"):
-                return (v >= lo) & (v <= hi)  # NaN (no distribution) compares False
-        return self.filter(pred)
-
     # ----------------------------------------------------------------- aggregates
     def aggregate_rate(self) -> np.ndarray:
         """float64[W]: sum of client rates per window (idle and filtered windows count 0)."""
@@ -205,21 +169,25 @@ class ClientPool:
         {ts: (values, probs)}}}. Rate is unweighted; CV and the length statistics are
         weighted by client rate (windows without a rate weigh 0).
         """
-        if self.n_clients == 0 or self.n_windows == 0:
+        return _pool_cdfs(self)
+
+
+def _pool_cdfs(pool: ClientPool) -> dict:
+        if pool.n_clients == 0 or pool.n_windows == 0:
             return {}
-        present = np.ones(self.rate.shape, bool) if self.present is None else self.present
-        present = present & self.active.any(axis=1)[:, None]  # ServeGen skips idle clients
-        has_rate = present & (self.law != LAW_IDLE)
-        weight = np.where(has_rate, self.rate, 0.0)
-        ts = self.window_start
-        out: dict = {"rate": _window_cdfs(self.rate, has_rate, None, ts),
-                     "cv": _window_cdfs(self.cv, has_rate, weight, ts)}
-        for name in self.fields:
-            ids = self.window_dist_id(name)
+        present = np.ones(pool.rate.shape, bool) if pool.present is None else pool.present
+        present = present & pool.active.any(axis=1)[:, None]  # ServeGen skips idle clients
+        has_rate = present & (pool.law != LAW_IDLE)
+        weight = np.where(has_rate, pool.rate, 0.0)
+        ts = pool.window_start
+        out: dict = {"rate": _window_cdfs(pool.rate, has_rate, None, ts),
+                     "cv": _window_cdfs(pool.cv, has_rate, weight, ts)}
+        for name in pool.fields:
+            ids = pool.window_dist_id(name)
             with_dist = present & (ids >= 0)
             if not with_dist.any():
                 continue
-            out[name] = {stat: _window_cdfs(self._length_stat(name, stat), with_dist, weight, ts)
+            out[name] = {stat: _window_cdfs(length_stat(pool, name, stat), with_dist, weight, ts)
                          for stat in ("avg", "p50", "p95", "p99")}
         return out
 

@@ -173,26 +173,30 @@ class Population:
         window) pairs only, window-major, with target rate = client rate × `factor[window]`.
         Only a [N, windows] index and mask are dense; every parameter is gathered for the
         active pairs alone (about a quarter of them in ServeGen's language pools)."""
-        s = self.source
-        w = self.window_index[w0:w1]
-        sw = self._source_window(w[None, :] + self.shift[:, None])  # [N, Wc]
-        day = self.day_factor[self._day_of(w)] * np.asarray(factor, np.float64)
-        act = s.active[self.src[:, None], sw] & (day > 0)[None, :]
-        wi, ci = np.nonzero(act.T)
-        sa = self.src[ci]
-        swa = sw[ci, wi]
-        j = self.cv_factor[ci]
-        law = s.law[sa, swa].astype(np.int64)
-        shape = s.shape[sa, swa]
-        shape = np.where(law == LAW_GAMMA, shape / (j * j), np.where(law == LAW_WEIBULL, shape / j, shape))
-        return Units(wi=wi, client=self.client_ids[ci].astype(np.uint32), window=w[wi].astype(np.uint32),
-                     start=self.window_start[w0:w1][wi].astype(np.float64),
-                     length=self.window_len[w0:w1][wi].astype(np.float64),
-                     rate=s.rate[sa, swa] * self.mult[ci] * day[wi], law=law, shape=shape, cv=s.cv[sa, swa] * j,
-                     dist=s.dist_id[sa, s.length_index[swa], :].astype(np.int64))
+        return _units(self, w0, w1, factor)
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.src, self.mult, self.shift, self.cv_factor, self.client_ids))
+
+
+def _units(pop: Population, w0: int, w1: int, factor: np.ndarray) -> Units:
+    s = pop.source
+    w = pop.window_index[w0:w1]
+    sw = pop._source_window(w[None, :] + pop.shift[:, None])  # [N, Wc]
+    day = pop.day_factor[pop._day_of(w)] * np.asarray(factor, np.float64)
+    act = s.active[pop.src[:, None], sw] & (day > 0)[None, :]
+    wi, ci = np.nonzero(act.T)
+    sa = pop.src[ci]
+    swa = sw[ci, wi]
+    j = pop.cv_factor[ci]
+    law = s.law[sa, swa].astype(np.int64)
+    shape = s.shape[sa, swa]
+    shape = np.where(law == LAW_GAMMA, shape / (j * j), np.where(law == LAW_WEIBULL, shape / j, shape))
+    return Units(wi=wi, client=pop.client_ids[ci].astype(np.uint32), window=w[wi].astype(np.uint32),
+                 start=pop.window_start[w0:w1][wi].astype(np.float64),
+                 length=pop.window_len[w0:w1][wi].astype(np.float64),
+                 rate=s.rate[sa, swa] * pop.mult[ci] * day[wi], law=law, shape=shape, cv=s.cv[sa, swa] * j,
+                 dist=s.dist_id[sa, s.length_index[swa], :].astype(np.int64))
 
 
 # --------------------------------------------------------------------------- construction

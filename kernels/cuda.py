@@ -116,3 +116,8 @@ def gather_rows(perm, slot_unit, client, t, vals):
     _launch(_gather_rows_k, n, _dev(perm, np.int64), _dev(slot_unit, np.int64), _dev(client, np.uint32),
             _dev(t, np.float64), _dev(vals, np.float64), np.int64(nf), ts, cid, out)
     return ts.copy_to_host(), cid.copy_to_host(), out.copy_to_host()[:nf]
+
+__all__ = ["count_renewal", "fill_arrivals", "window_order", "fill_base", "fill_items", "gather_rows", "submit_ordered",
+           "PendingChunk", "device_name", "SIMULATOR", "THREADS_PER_BLOCK",
+           # kernels and launch helpers, for benchmarks/bench_cuda.py
+           "_blocks", "_count_renewal_k", "_fill_arrivals_k", "_fill_base_k", "_gather_ordered_k", "_order"]

@@ -1,2 +1,4 @@
 """Kept for imports written against earlier releases; the home is `servegen_fast.sample.generate`."""
-from .sample.generate import MODES, GenerateOptions, generate, generate_table  # noqa: F401
+from .sample.generate import MODES, GenerateOptions, generate, generate_table
+
+__all__ = ["MODES", "GenerateOptions", "generate", "generate_table"]

@@ -1,29 +1,41 @@
 """The builtin synthetic language pool shipped in servegen_fast/data/builtin.parquet.
 
-It is made by scripts/derive_builtin_pool.py from the summary statistics embedded in that
-script (see docs/builtin-pool.md); these tests check the shipped file is valid, has the
-documented properties, and is exactly what the script produces.
+It is drawn by scripts/builtin_pool/ from the summary statistics in
+scripts/builtin_pool/summary.json (see docs/builtin-pool.md); these tests check the shipped
+file is valid, has the documented properties, and is exactly what the script produces, and
+that the statistics are those of ServeGen's data.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
-import math
+import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from servegen_fast.model.fields import LANGUAGE_FIELDS, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST
+from servegen_fast.characterize.laws import weibull_cv
 from servegen_fast.io.pool_file import builtin_pool_path, load_pool_file, open_pool
+from servegen_fast.model.fields import LANGUAGE_FIELDS, LAW_GAMMA, LAW_IDLE, LAW_WEIBULL, NO_DIST
+from servegen_fast.model.special import gammaln
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "derive_builtin_pool.py"
+SCRIPTS = ROOT / "scripts"
+SCRIPT = SCRIPTS / "derive_builtin_pool.py"
+if str(SCRIPTS) not in sys.path:  # scripts/builtin_pool is a package of scripts, not of the library
+    sys.path.insert(0, str(SCRIPTS))
 
+from builtin_pool import design  # noqa: E402
+from builtin_pool.summary import SUMMARY_PATH, dumps, leaves, load_summary  # noqa: E402
+
+SUMMARY = load_summary()
 N_CLIENTS, N_WINDOWS, N_LENGTH_WINDOWS = 300, 2016, 56
 MAX_TOKENS = {"input_tokens": 131072, "output_tokens": 16384}
 TOP10_SHARE_MIN = 0.7       # ServeGen: 0.75 (m-large), 0.80 (m-mid), 0.77 (m-small); shipped pool 0.82
-LAW_MIX_TOL = 0.01          # |Weibull share of active windows - SUMMARY target (0.2446)|
+LAW_MIX_TOL = 0.01          # |Weibull share of active windows - summary target (0.2446)|
 DAY_CORR_MIN = 0.9
 
 
@@ -62,12 +74,7 @@ def test_shape(pool):
     assert pool.duration == 14 * 86400
 
 
-def _weibull_cv(c):
-    lg = np.vectorize(math.lgamma)
-    return np.sqrt(np.exp(lg(1 + 2 / c) - 2 * lg(1 + 1 / c)) - 1)
-
-
-def test_arrival_arrays_valid(pool, script):
+def test_arrival_arrays_valid(pool):
     rate, cv, law, shape, scale = pool.rate, pool.cv, pool.law, pool.shape, pool.scale
     for a in (rate, cv, shape, scale):
         assert a.dtype == np.float64 and np.all(np.isfinite(a)) and np.all(a >= 0)
@@ -77,9 +84,9 @@ def test_arrival_arrays_valid(pool, script):
     for a in (cv, shape, scale):
         assert np.all(a[idle] == 0) and np.all(a[~idle] > 0)
     assert pool.active.any(axis=1).all()                          # every client has traffic
-    min_rate = script.SUMMARY["activity"]["min_active_rate"]
+    min_rate = SUMMARY["activity"]["min_active_rate"]
     assert rate[~idle].min() >= min_rate * (1 - 1e-9)              # ServeGen's smallest active rate
-    lo, hi = script.CV_RANGE
+    lo, hi = design.CV_RANGE
     assert cv[~idle].min() >= lo * 0.97 and cv[~idle].max() <= hi * 1.03
 
     g = law == LAW_GAMMA
@@ -87,9 +94,9 @@ def test_arrival_arrays_valid(pool, script):
     np.testing.assert_allclose(shape[g] * scale[g] * rate[g], 1.0, rtol=1e-9)   # mean 1/rate
     w = law == LAW_WEIBULL
     c = shape[w]
-    assert c.min() >= script.WEIBULL_C_RANGE[0] and c.max() <= script.WEIBULL_C_RANGE[1]
-    np.testing.assert_allclose(_weibull_cv(c), cv[w], rtol=0.01)
-    gamma1 = np.exp(np.vectorize(math.lgamma)(1 + 1 / c))
+    assert c.min() >= design.WEIBULL_C_RANGE[0] and c.max() <= design.WEIBULL_C_RANGE[1]
+    np.testing.assert_allclose(weibull_cv(c), cv[w], rtol=0.01)
+    gamma1 = np.exp(gammaln(1 + 1 / c))
     np.testing.assert_allclose(scale[w] * gamma1 * rate[w], 1.0, rtol=1e-9)
 
 
@@ -112,13 +119,13 @@ def test_distributions_valid(pool):
     assert len(t.values) < 200_000                                # compact support
 
 
-def test_daily_profile_repeats(pool, script):
+def test_daily_profile_repeats(pool):
     agg = pool.aggregate_rate()
     days = agg.reshape(14, 144)
     corr = [np.corrcoef(days[i], days[i + 1])[0, 1] for i in range(13)]
     assert min(corr) >= DAY_CORR_MIN, corr
-    assert agg.mean() == pytest.approx(script.TARGET_RATE, rel=0.02)
-    prof = script.SUMMARY["profile"]
+    assert agg.mean() == pytest.approx(design.TARGET_RATE, rel=0.02)
+    prof = SUMMARY["profile"]
     weekend = np.isin(np.arange(14) % 7, prof["weekend_days"])
     ratio = days[weekend].mean() / days[~weekend].mean()
     assert ratio == pytest.approx(prof["weekend_factor"], abs=0.05)
@@ -131,16 +138,16 @@ def test_client_sizes_heavy_tailed(pool):
     assert mean_rate[0] / np.median(mean_rate) > 100
 
 
-def test_law_mix(pool, script):
+def test_law_mix(pool):
     law = pool.law[pool.active]
     weibull = (law == LAW_WEIBULL).mean()
-    assert abs(weibull - script.SUMMARY["law"]["weibull_share"]) <= LAW_MIX_TOL
+    assert abs(weibull - SUMMARY["law"]["weibull_share"]) <= LAW_MIX_TOL
     assert np.all((law == LAW_GAMMA) | (law == LAW_WEIBULL))
 
 
 def test_shipped_file_is_what_the_script_makes(pool, script, tmp_path, capsys):
     out = tmp_path / "builtin.parquet"
-    assert script.main(["--out", str(out), "--seed", str(script.DEFAULT_SEED)]) == 0
+    assert script.main(["--out", str(out), "--seed", str(design.DEFAULT_SEED)]) == 0
     assert "builtin pool summary" in capsys.readouterr().out
     new = load_pool_file(out)
     for name in ("category", "model", "fields", "window_size", "length_window_size", "origin"):
@@ -156,21 +163,33 @@ def test_shipped_file_is_what_the_script_makes(pool, script, tmp_path, capsys):
     np.testing.assert_allclose(new.dists.cdf, pool.dists.cdf, rtol=0, atol=1e-12)
 
 
-def _leaves(x, prefix=""):
-    if isinstance(x, dict):
-        for k, v in x.items():
-            yield from _leaves(v, f"{prefix}.{k}")
-    elif isinstance(x, list):
-        for i, v in enumerate(x):
-            yield from _leaves(v, f"{prefix}[{i}]")
-    else:
-        yield prefix, x
+def test_summary_file_reads_back_exactly():
+    # the pool is drawn from these floats: the file must give them back bit for bit, and be
+    # written as the script writes it (so --refresh-summary makes no spurious diff)
+    text = SUMMARY_PATH.read_text()
+    assert dumps(SUMMARY) == text
+    assert json.loads(text) == SUMMARY
+    assert [type(v) for _, v in leaves(json.loads(dumps(SUMMARY)))] == [type(v) for _, v in leaves(SUMMARY)]
+
+
+def _source_hashes() -> dict:
+    files = sorted(SCRIPTS.rglob("*.py")) + [SUMMARY_PATH]
+    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
 
 
 @pytest.mark.slow
-def test_summary_is_derived_from_the_data(servegen_root, script):
-    derived = dict(_leaves(script.derive_summary(servegen_root)))
-    embedded = dict(_leaves(script.SUMMARY))
+def test_summary_is_derived_from_the_data(servegen_root, script, tmp_path, capsys):
+    """--data-dir recomputes the statistics from ServeGen's data; --refresh-summary writes them
+    to the summary file named (here a copy), never to a source file."""
+    before = _source_hashes()
+    target = tmp_path / "summary.json"
+    target.write_text(SUMMARY_PATH.read_text())
+    assert script.main(["--data-dir", str(servegen_root), "--refresh-summary", "--summary", str(target),
+                        "--out", str(tmp_path / "builtin.parquet")]) == 0
+    assert "rewritten" in capsys.readouterr().out
+    assert _source_hashes() == before
+    derived = dict(leaves(load_summary(target)))
+    embedded = dict(leaves(SUMMARY))
     assert derived.keys() == embedded.keys()
     for k, v in embedded.items():
         if isinstance(v, float):

@@ -6,7 +6,7 @@ import pytest
 
 from servegen_fast.model.distributions import DistTable, DistTableBuilder
 
-QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+QUANTILES = {"p05": 0.05, "p50": 0.5, "p95": 0.95, "p99": 0.99}
 
 
 def _table(segments: list[tuple[list[float], list[float]]]) -> DistTable:
@@ -87,7 +87,7 @@ def test_builder_drops_zero_probability_points():
 def test_builder_offsets_and_empty_table():
     table = DistTableBuilder().build()
     assert len(table) == 0
-    for name in ("avg", "p50", "p95", "p99", "max"):
+    for name in ("avg", "p05", "p50", "p95", "p99", "max"):
         assert table.stat(name).shape == (0,)
     b = DistTableBuilder()
     b.add([5], [1.0])
@@ -99,7 +99,7 @@ def test_builder_offsets_and_empty_table():
 
 
 # --------------------------------------------------------------------------- stats
-@pytest.mark.parametrize("name", ["avg", "p50", "p95", "p99", "max"])
+@pytest.mark.parametrize("name", ["avg", "p05", "p50", "p95", "p99", "max"])
 def test_stat_matches_direct_numpy(name):
     rng = np.random.default_rng(20240607)
     b = DistTableBuilder()

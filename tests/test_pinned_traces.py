@@ -8,7 +8,6 @@ different pyarrow can change the bytes without any change of ours: the message s
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pyarrow as pa
 import pytest

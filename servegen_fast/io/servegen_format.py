@@ -29,7 +29,7 @@ from ..model.pool import ClientPool, regular_grid
 
 _TRACE_RE = re.compile(r"^chunk-(\d+)-trace\.csv$")
 _DATASET_RE = re.compile(r"^chunk-(\d+)-dataset\.json$")
-PDF_SUM_ATOL = 1e-6  # ServeGen's Client.validate tolerance
+PDF_ATOL = 1e-6  # ServeGen's Client.validate tolerance on a PDF's sum (servegen_fast.compat uses it too)
 
 
 class ServeGenFormatError(ValueError):
@@ -207,12 +207,12 @@ def _read_datasets(path: Path, files: list[str], t0: int, n_windows: int, window
             what = {1: "a negative probability", 2: "values not in ascending order", 3: "NaN"}[kind]
             raise ServeGenFormatError(f"{path / name}, window {ts}, field {fn!r}: the PDF has {what}")
         nonempty = counts > 0
-        off_sum = nonempty & (np.abs(sums - 1.0) > PDF_SUM_ATOL)
+        off_sum = nonempty & (np.abs(sums - 1.0) > PDF_ATOL)
         if off_sum.any():
             s = int(np.flatnonzero(off_sum)[0])
             ts, fn = seg_where[s]
             raise ServeGenFormatError(f"{path / name}, window {ts}, field {fn!r}: the PDF sums to {float(sums[s])!r}; "
-                                      f"expected 1 (within {PDF_SUM_ATOL})")
+                                      f"expected 1 (within {PDF_ATOL})")
         offs = np.concatenate(([0], np.cumsum(new_counts)))
         # A window with any empty field is skipped whole, as ServeGen does.
         seg = 0

@@ -31,7 +31,7 @@ class DistTable:
         return self.values[lo:hi], np.diff(cdf, prepend=0.0)
 
     def stat(self, name: str) -> np.ndarray:
-        """Per-distribution statistic: 'avg', 'p50', 'p95', 'p99', 'max' (float64[K]).
+        """Per-distribution statistic: 'avg', 'p05', 'p50', 'p95', 'p99', 'max' (float64[K]).
 
         Percentiles follow ServeGen's `compute_stats`: the first support value whose
         cumulative probability reaches q.
@@ -50,7 +50,7 @@ class DistTable:
             probs = np.diff(self.cdf, prepend=0.0)
             probs[self.offsets[:-1]] = self.cdf[self.offsets[:-1]]
             return np.add.reduceat(self.values * probs, self.offsets[:-1]) if k else np.zeros(0)
-        q = {"p50": 0.5, "p95": 0.95, "p99": 0.99}[name]
+        q = {"p05": 0.05, "p50": 0.5, "p95": 0.95, "p99": 0.99}[name]
         # searchsorted per segment, vectorised and exact: each segment's cdf ascends, so the
         # first index reaching q is the segment start plus its count of entries below q.
         # (Shifting segments by their index and searching once loses precision for large

@@ -17,8 +17,7 @@ import numpy as np
 
 from .distributions import DistTable
 from .filters import LengthFilters, length_stat
-from .fields import (CATEGORIES, LANGUAGE_FIELDS, LAW_CODES, LAW_EXPONENTIAL, LAW_GAMMA,  # noqa: F401
-                     LAW_IDLE, LAW_NAMES, LAW_WEIBULL, NO_DIST)
+from .fields import CATEGORIES, LAW_IDLE
 
 
 @dataclass(frozen=True, eq=False)

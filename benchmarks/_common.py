@@ -13,9 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def servegen_root() -> Path:
     cache = Path(os.environ.get("SERVEGEN_FAST_DATA") or ROOT / ".cache")
     if not (cache / "servegen" / "language").is_dir():
-        tarball = ROOT.parent / "shared" / "data" / "servegen-data.tar.gz"
+        reference = Path(os.environ.get("SERVEGEN_FAST_REFERENCE") or ROOT.parent / "shared" / "data")
+        tarball = reference / "servegen-data.tar.gz"
         if not tarball.is_file():
-            raise SystemExit("ServeGen data not found: set SERVEGEN_FAST_DATA or provide ../shared/data")
+            raise SystemExit(f"ServeGen data not found: unpack it into $SERVEGEN_FAST_DATA/servegen or put "
+                             f"servegen-data.tar.gz in {reference} (see docs/data.md)")
         cache.mkdir(parents=True, exist_ok=True)
         with tarfile.open(tarball) as tf:
             tf.extractall(cache, filter="data")

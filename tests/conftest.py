@@ -1,8 +1,10 @@
-"""Shared fixtures: the real ServeGen data, found or unpacked once per session.
+"""Shared fixtures: the real reference data (docs/data.md), found or unpacked once per session.
 
-Set SERVEGEN_FAST_DATA to a folder that holds (or will hold) the unpacked `servegen/`
-tree; `.ci/run` does this. Without it, the tarball in ../shared/data is unpacked into
-.cache/ at the repository root. Tests that need the data skip when neither exists.
+SERVEGEN_FAST_REFERENCE names the folder with the reference files (`servegen-data.tar.gz`,
+`azure-llm-2023-conv.csv`, `mooncake-conversation.jsonl`); default `../shared/data` beside the
+clone, where CI puts them. SERVEGEN_FAST_DATA is where ServeGen's data is (or will be) unpacked
+as `servegen/` (default `.cache/`). Tests that need data skip, with the reason, when it is absent;
+with SERVEGEN_FAST_REQUIRE_DATA set (CI) they fail instead.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("SERVEGEN_FAST_REFERENCE") or ROOT.parent / "shared" / "data")
 POOLS = ("language/m-large", "language/m-mid", "language/m-small", "multimodal/mm-image", "reason/deepseek-r1")
 
 
@@ -37,7 +39,8 @@ def servegen_root() -> Path:
     if root is None and os.environ.get("SERVEGEN_FAST_REQUIRE_DATA"):
         pytest.fail("SERVEGEN_FAST_REQUIRE_DATA is set but the ServeGen data was not found")
     if root is None:
-        pytest.skip("ServeGen data not found: set SERVEGEN_FAST_DATA or provide ../shared/data/servegen-data.tar.gz")
+        pytest.skip(f"ServeGen data not found: unpack it into $SERVEGEN_FAST_DATA/servegen or put servegen-data.tar.gz in "
+                    f"{SHARED_DATA} (see docs/data.md)")
     return root
 
 
@@ -46,7 +49,7 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir() and os.environ.get("SERVEGEN_FAST_REQUIRE_DATA"):
         pytest.fail(f"SERVEGEN_FAST_REQUIRE_DATA is set but {SHARED_DATA} was not found")
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data folder {SHARED_DATA} not found")
+        pytest.skip(f"reference data folder {SHARED_DATA} not found: set SERVEGEN_FAST_REFERENCE (see docs/data.md)")
     return SHARED_DATA
 
 

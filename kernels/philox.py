@@ -239,7 +239,7 @@ gamma = _CPU.gamma
 # The compiled samplers call libm for log, pow, cos and sin (numba lowers math.* and ``**``
 # to libm calls). NumPy's ufuncs may use their own SIMD code instead (np.log and np.power on
 # AVX-512 hosts), which is not correctly rounded and differs from libm in the last ulp. The
-# twins therefore call these four through ``math``, i.e. the same libm, one element at a time;
+# twins (but normal_np) call these four through ``math``, i.e. the same libm, one at a time;
 # sqrt and + - * / are correctly rounded everywhere and stay vectorised.
 
 def _libm_np(f, ufunc, *xs):
@@ -342,8 +342,12 @@ def _box_muller_np(u1, u2):
 
 
 def normal_np(seed, client, window, field, index):
-    return _box_muller_np(*uniform2_attempt_np(seed, client, window, field,
-                                               index, 0))
+    """Box-Muller with NumPy's own ufuncs, unlike the other twins: only the host-side
+    population draws (servegen_fast.model.population) use it, and switching it to libm
+    would change fleet traces on AVX-512 hosts (a stream change, to be versioned).
+    The kernels' reference never calls it."""
+    u1, u2 = uniform2_attempt_np(seed, client, window, field, index, 0)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(_TWO_PI * u2)
 
 
 def exponential_np(seed, client, window, field, index):

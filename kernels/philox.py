@@ -63,7 +63,7 @@ __all__ = [
     "uniform", "normal", "exponential", "weibull", "gamma",
     "philox4x32_10_np", "philox_block_np", "u53_np", "uniform2_attempt_np",
     "uniform2_np", "uniform_np", "normal_np", "exponential_np",
-    "weibull_np", "gamma_np",
+    "weibull_np", "gamma_np", "log_np", "pow_np", "cos_np", "sin_np",
 ]
 
 # Field ids (counter word c1, low 8 bits); 0..15 reserved for the package.
@@ -233,6 +233,53 @@ gamma = _CPU.gamma
 # Vectorized NumPy reference backend (same arithmetic, array-at-a-time).
 # --------------------------------------------------------------------------
 
+# The compiled samplers call libm for log, pow, cos and sin (numba lowers math.* and ``**``
+# to libm calls). NumPy's ufuncs may use their own SIMD code instead (np.log and np.power on
+# AVX-512 hosts), which is not correctly rounded and differs from libm in the last ulp. The
+# twins (but normal_np) call these four through ``math``, i.e. the same libm, one at a time;
+# sqrt and + - * / are correctly rounded everywhere and stay vectorised.
+
+def _libm_np(f, ufunc, *xs):
+    """``f`` (a ``math`` function) elementwise over broadcast float64 arrays."""
+    arrays = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in xs))
+    lists = [a.ravel().tolist() for a in arrays]
+    try:
+        flat = np.fromiter(map(f, *lists), np.float64, arrays[0].size)
+    except (ValueError, OverflowError):  # math raises where C returns inf / nan
+        flat = np.fromiter(map(lambda *a: _libm_special(f, ufunc, *a), *lists), np.float64,
+                           arrays[0].size)
+    return flat.reshape(arrays[0].shape)
+
+
+def _libm_special(f, ufunc, *args):
+    try:
+        return f(*args)
+    except (ValueError, OverflowError):
+        # poles, domain errors and overflow: C99 fixes the result (+-inf, nan), NumPy agrees
+        with np.errstate(all="ignore"):
+            return float(ufunc(*args))
+
+
+def log_np(x):
+    """Natural log, bit-identical to libm's ``log`` (what the compiled kernels call)."""
+    return _libm_np(math.log, np.log, x)
+
+
+def pow_np(x, y):
+    """``x ** y``, bit-identical to libm's ``pow``."""
+    return _libm_np(math.pow, np.power, x, y)
+
+
+def cos_np(x):
+    """Cosine, bit-identical to libm's ``cos`` (NumPy may vectorise it in a later release)."""
+    return _libm_np(math.cos, np.cos, x)
+
+
+def sin_np(x):
+    """Sine, bit-identical to libm's ``sin``."""
+    return _libm_np(math.sin, np.sin, x)
+
+
 def _u32_np(x):
     """Array of uint64 holding ``x mod 2**32`` (negative ints wrap)."""
     x = np.asarray(x)
@@ -288,22 +335,26 @@ def uniform_np(seed, client, window, field, index):
 
 
 def _box_muller_np(u1, u2):
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(_TWO_PI * u2)
+    return np.sqrt(-2.0 * log_np(u1)) * cos_np(_TWO_PI * u2)
 
 
 def normal_np(seed, client, window, field, index):
-    return _box_muller_np(*uniform2_attempt_np(seed, client, window, field,
-                                               index, 0))
+    """Box-Muller with NumPy's own ufuncs, unlike the other twins: only the host-side
+    population draws (servegen_fast.model.population) use it, and switching it to libm
+    would change fleet traces on AVX-512 hosts (a stream change, to be versioned).
+    The kernels' reference never calls it."""
+    u1, u2 = uniform2_attempt_np(seed, client, window, field, index, 0)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(_TWO_PI * u2)
 
 
 def exponential_np(seed, client, window, field, index):
-    return 0.0 - np.log(uniform_np(seed, client, window, field, index))
+    return 0.0 - log_np(uniform_np(seed, client, window, field, index))
 
 
 def weibull_np(shape, seed, client, window, field, index):
     e = exponential_np(seed, client, window, field, index)
     shape = np.asarray(shape, dtype=np.float64)
-    return e ** (1.0 / shape)
+    return pow_np(e, 1.0 / shape)
 
 
 def gamma_np(shape, seed, client, window, field, index):
@@ -333,14 +384,15 @@ def gamma_np(shape, seed, client, window, field, index):
         ua = uniform2_attempt_np(*key, 2 * t + 1)[0]
         zz = z * z
         dt = d[todo]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            acc = pos & ((ua < 1.0 - 0.0331 * (zz * zz))
-                         | (np.log(ua) < 0.5 * zz + dt * (1.0 - v + np.log(v))))
+        acc = pos & (ua < 1.0 - 0.0331 * (zz * zz))
+        # the log test only where the squeeze failed (as the scalar `or` does): v > 0 there
+        chk = np.flatnonzero(pos & ~acc)
+        acc[chk] = log_np(ua[chk]) < 0.5 * zz[chk] + dt[chk] * (1.0 - v[chk] + log_np(v[chk]))
         flat[todo[acc]] = dt[acc] * v[acc]
         todo = todo[~acc]
     boost = np.flatnonzero(small)
     if boost.size:
         bu2 = uniform2_attempt_np(seed, cl[boost], wi[boost], fi[boost],
                                   ix[boost], 1)[1]
-        flat[boost] = flat[boost] * bu2 ** (1.0 / shape[boost])
+        flat[boost] = flat[boost] * pow_np(bu2, 1.0 / shape[boost])
     return out

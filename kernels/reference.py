@@ -39,8 +39,8 @@ def _residual(law, k, scale, seed, client, window):
     if g.any():
         biased[g] = px.gamma_np(k[g] + 1.0, seed, client[g], window[g], px.FIELD_RENEWAL_START, zero[g])
     if w.any():
-        biased[w] = px.gamma_np(1.0 + 1.0 / k[w], seed, client[w], window[w], px.FIELD_RENEWAL_START, zero[w]) \
-            ** (1.0 / k[w])
+        biased[w] = px.pow_np(px.gamma_np(1.0 + 1.0 / k[w], seed, client[w], window[w], px.FIELD_RENEWAL_START,
+                                          zero[w]), 1.0 / k[w])
     if e.any():
         biased[e] = px.gamma_np(np.full(e.sum(), 2.0), seed, client[e], window[e], px.FIELD_RENEWAL_START, zero[e])
     return u * biased * scale
@@ -149,10 +149,10 @@ def _copula_normals(seed, client, window, k, m):
     z = np.empty((len(k), m))
     for j in range((m + 1) // 2):
         u1, u2 = px.uniform2_attempt_np(seed, client, window, px.FIELD_COPULA, k, j)
-        r = np.sqrt(-2.0 * np.log(u1))
-        z[:, 2 * j] = r * np.cos(2.0 * math.pi * u2)
+        r = np.sqrt(-2.0 * px.log_np(u1))  # libm's log/cos/sin, as the kernels (see philox.log_np)
+        z[:, 2 * j] = r * px.cos_np(2.0 * math.pi * u2)
         if 2 * j + 1 < m:
-            z[:, 2 * j + 1] = r * np.sin(2.0 * math.pi * u2)
+            z[:, 2 * j + 1] = r * px.sin_np(2.0 * math.pi * u2)
     return z
 
 

@@ -12,8 +12,7 @@ import types
 
 from . import philox as px
 
-from .codes import (CORR_COMONOTONE, CORR_INDEPENDENT, LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL,  # noqa: F401
-                    MODE_RENEWAL, MODE_SERVEGEN)
+from .codes import CORR_COMONOTONE, CORR_INDEPENDENT, LAW_GAMMA, LAW_WEIBULL, MODE_SERVEGEN
 # Length streams: base field f uses FIELD_BASE + f (independent) or FIELD_BASE for all
 # fields (comonotone); item i of list field f uses FIELD_ITEM + f with attempt i.
 FIELD_BASE = 16

@@ -1,11 +1,13 @@
 """Plain NumPy reference of every sampling kernel: slow, obvious, used by tests.
 
-Each function has a twin with the same signature in `cpu.py` (Numba) and later `cuda.py`;
-all backends must agree exactly on integer columns and on timestamps. The arithmetic
-order is written out so that it matches the compiled kernels operation for operation.
+Each function has a twin with the same signature in `cpu.py` (Numba) and `cuda.py`; this
+module is the specification of the contract (`sample/backend.py: Kernels`). All backends agree
+exactly on integer columns and timestamps: the arithmetic order is written out to match the
+compiled kernels operation for operation, and transcendental functions go through libm, as
+the compiled code's do (philox.log_np and friends).
 
-Units are (client, window) pairs with a positive target rate, in window-major order.
-`Chunk` (see generate.py) carries their per-unit arrays.
+Units are (client, window) pairs with a positive target rate, in window-major order
+(`model/units.py`); the sampler receives their per-unit arrays.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import math
 import numpy as np
 
 from . import philox as px
-from .bodies import FIELD_BASE, FIELD_ITEM, LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL, MODE_SERVEGEN
+from .bodies import FIELD_BASE, FIELD_ITEM
+from .codes import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL, MODE_SERVEGEN
 
 
 def _draw(law, shape, seed, client, window, field, index):

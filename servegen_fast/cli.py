@@ -478,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .replay.cli import add_parser as add_replay_parser  # torch-free until a replay runs
 
     add_replay_parser(sub)
-    from .replay.server import add_parser as add_serve_parser
+    from .replay.http.server import add_parser as add_serve_parser
 
     add_serve_parser(sub)
     return p

@@ -1,4 +1,4 @@
-"""HTTP replay (servegen_fast.replay.http_client) over loopback: against the real model server
+"""HTTP replay (servegen_fast.replay.http.sender) over loopback: against the real model server
 (`servegen-fast serve`, the tiny random model through transformers' continuous batching) and
 against the instant fake server with injected faults (500s, closed connections, stalls).
 No tight timing assertions: releases never early, lateness recorded, client times ordered
@@ -20,10 +20,10 @@ import pytest
 
 from servegen_fast import cli
 from servegen_fast.replay import read_requests, summarize
-from servegen_fast.replay.fake_server import MIXED, FakeServer
-from servegen_fast.replay.http_stream import _Req
+from servegen_fast.testing.fake_server import MIXED, FakeServer
+from servegen_fast.replay.http.stream import _Req
 from servegen_fast.replay.prompts import WORDS, BodyBuilder, resolve_prompt_kind, text_prompt, token_prompt
-from servegen_fast.replay.replayer import replay_http
+from servegen_fast.replay.api import replay_http
 from servegen_fast.replay.results import META_KEY
 from servegen_fast.io.trace import trace_schema, write_trace
 
@@ -324,7 +324,7 @@ def test_event_stream_parsing_is_split_proof():
 
 
 def test_serve_and_http_client_import_lazily():
-    code = ("import sys, servegen_fast.cli, servegen_fast.replay.http_client; servegen_fast.cli.build_parser(); "
+    code = ("import sys, servegen_fast.cli, servegen_fast.replay.http.sender; servegen_fast.cli.build_parser(); "
             "assert not {'aiohttp', 'torch', 'transformers'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

@@ -20,7 +20,7 @@ import pytest
 
 from servegen_fast import cli
 from servegen_fast.replay import make_plan, read_requests, summarize
-from servegen_fast.replay.loop import prompt_ids
+from servegen_fast.replay.local.loop import prompt_ids
 from servegen_fast.replay.results import META_KEY, QUANTILES
 from servegen_fast.io.trace import trace_schema, write_trace
 
@@ -156,7 +156,7 @@ def test_prompts_are_keyed_by_seed_and_row():
 def test_random_model_is_seeded_without_touching_global_rng():
     import torch
 
-    from servegen_fast.replay.models import load_model
+    from servegen_fast.replay.local.models import load_model
 
     torch.manual_seed(123)
     before = torch.get_rng_state()

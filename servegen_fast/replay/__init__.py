@@ -4,8 +4,8 @@ end-to-end latency, goodput under SLOs and the replayer's own release lateness.
 
 Importing this package does not import torch; the engines do, when made.
 """
-from .loop import ReplayPlan, make_plan
-from .replayer import replay_trace
+from .api import replay_http, replay_trace
+from .plan import ReplayPlan, make_plan
 from .results import read_requests, summarize
 
-__all__ = ["ReplayPlan", "make_plan", "replay_trace", "read_requests", "summarize"]
+__all__ = ["ReplayPlan", "make_plan", "replay_trace", "replay_http", "read_requests", "summarize"]

@@ -101,7 +101,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_replay(args) -> int:
-    from .replayer import replay_trace
+    from .api import replay_trace
 
     if args.target is not None:
         return _cmd_replay_http(args)
@@ -117,7 +117,7 @@ def cmd_replay(args) -> int:
                            ("max_num_batched_tokens", args.max_batch_tokens)):
             if value is not None:
                 opts[key] = value
-    from .transformers_engine import quiet_transformers
+    from .local.transformers import quiet_transformers
 
     quiet_transformers()
     summary = replay_trace(args.trace, args.output, engine=args.engine, model=args.model, device=args.device,
@@ -153,7 +153,7 @@ def _finish(args, summary) -> int:
 def _cmd_replay_http(args) -> int:
     import os
 
-    from .replayer import replay_http
+    from .api import replay_http
 
     summary = replay_http(args.trace, args.output, target=args.target, api=args.api, model_name=args.model_name,
                           server_type=args.server_type, prompt=args.prompt, vocab=args.vocab_size,

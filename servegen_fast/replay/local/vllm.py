@@ -18,7 +18,8 @@ import queue
 import tempfile
 import threading
 
-from .engine import CLOCK, Completion, Engine, EngineInfo, resolve_device
+from ..timing import CLOCK
+from .engine import Completion, Engine, EngineInfo, resolve_device
 from .models import SIZES, describe_model, model_source, write_size_config
 
 

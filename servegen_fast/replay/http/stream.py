@@ -14,9 +14,8 @@ import asyncio
 import json
 import math
 import re
-import time
 
-CLOCK = time.perf_counter
+from ..timing import CLOCK
 MAX_HEAD = 65536
 MAX_ERROR_BODY = 4096
 # event classification on bytes (see _Req._event)

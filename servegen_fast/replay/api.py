@@ -12,10 +12,11 @@ import threading
 from pathlib import Path
 
 from .. import __version__
-from .engine import make_engine
-from .loop import Progress, make_plan, run
-from .models import model_source
-from .results import write_results
+from .local.loop import Progress, run
+from .local.models import model_source
+from .local.registry import make_engine
+from .plan import make_plan
+from .results import RunRecord, write_results
 
 
 def replay_trace(trace, output, *, engine: str = "transformers", model: str = "tiny", device: str = "auto",
@@ -124,8 +125,7 @@ def replay_http(trace, output, *, target: str, api: str = "completions", model_n
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .http_client import HttpOptions, probe, send_plan
-    from .loop import RunRecord
+    from .http.sender import HttpOptions, probe, send_plan
 
     log = log or (lambda msg: None)
     table, source = _read(trace)

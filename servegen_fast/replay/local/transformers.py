@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import math
 
-from .engine import CLOCK, Completion, Engine, EngineInfo, resolve_device
+from ..timing import CLOCK
+from .engine import Completion, Engine, EngineInfo, resolve_device
 from .models import describe_model, load_model, model_max_len
 
 # CPU has no memory probe worth sizing a cache from (transformers would take 90% of RAM):

@@ -37,8 +37,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .http_stream import CLOCK, _Conn, _Req
-from .prompts import DEFAULT_VOCAB, BodyBuilder, resolve_prompt_kind
+from ..prompts import DEFAULT_VOCAB, BodyBuilder, resolve_prompt_kind
+from ..timing import CLOCK
+from .stream import _Conn, _Req
 
 SLEEP_MARGIN = 0.0015  # sleep on the loop until this long before a release (selector timeouts round to 1 ms)
 SPIN = 0.0002  # then yield to the loop in a cycle until this long before it, then spin on the clock

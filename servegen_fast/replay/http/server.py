@@ -29,9 +29,9 @@ import sys
 import time
 import zlib
 
-from .engine import CLOCK
-from .models import RESERVED_IDS
-from .prompts import WORDS
+from ..local.models import RESERVED_IDS
+from ..prompts import WORDS
+from ..timing import CLOCK
 
 DEFAULT_MAX_TOKENS = 16
 
@@ -57,7 +57,7 @@ class ModelServer:
 
     def __init__(self, model: str = "tiny", *, device: str = "cpu", seed: int = 0, served_name: str | None = None,
                  log_requests: int = 100_000, **engine_options):
-        from .transformers_engine import TransformersEngine, quiet_transformers
+        from ..local.transformers import TransformersEngine, quiet_transformers
 
         quiet_transformers()
         self.engine = TransformersEngine(model, device=device, seed=seed, **engine_options)

@@ -12,11 +12,13 @@ import threading
 from pathlib import Path
 
 from .. import __version__
-from .local.loop import Progress, run
+from ..progress import ProgressLine
+from .local.loop import run
 from .local.models import model_source
 from .local.registry import make_engine
 from .plan import make_plan
 from .results import RunRecord, write_results
+from .timing import show_progress
 
 
 def replay_trace(trace, output, *, engine: str = "transformers", model: str = "tiny", device: str = "auto",
@@ -54,10 +56,9 @@ def replay_trace(trace, output, *, engine: str = "transformers", model: str = "t
                          time_scale=time_scale, afap=afap, max_model_len=limit, source=source)
         log("warming up")
         span = float(plan.scheduled.max())
-        bar = Progress(len(plan), span, enabled=progress)
         try:
             eng.start()
-            rec = run(eng, plan, seed=seed, should_stop=stop.is_set, progress=bar,
+            rec = run(eng, plan, seed=seed, should_stop=stop.is_set, progress=ProgressLine(progress) if progress else None,
                       on_start=lambda: log(f"replay started: {len(plan)} requests over {span:.1f} s"))
         except BaseException:
             try:  # leave no engine thread running behind an error
@@ -148,14 +149,14 @@ def replay_http(trace, output, *, target: str, api: str = "completions", model_n
     plan = make_plan(table, start=start, end=end, clients=clients, max_requests=max_requests, time_scale=time_scale,
                      afap=afap, max_model_len=limit, source=source)
     span = float(plan.scheduled.max())
-    bar = Progress(len(plan), span, enabled=progress and workers == 1)
+    bar = ProgressLine(True) if progress and opts.workers == 1 else None  # one line: one sending process
     with _sigint_stops() as stop:
-        r = send_plan(plan, opts, meta, should_stop=stop.is_set, progress=bar if bar.enabled else None,
+        r = send_plan(plan, opts, meta, should_stop=stop.is_set, progress=bar,
                       on_start=lambda: log(f"replay started: {len(plan)} requests over {span:.1f} s to {target} "
                                            f"({opts.workers} sending process{'es' if opts.workers > 1 else ''})"))
-    if bar.enabled:
+    if bar is not None:
         done = sum(1 for x in r["status"] if x not in ("in_flight", "not_released"))
-        bar(int(np.isfinite(r["released"]).sum()), done, r["end"], final=True)
+        show_progress(bar, int(np.isfinite(r["released"]).sum()), done, len(plan), r["end"], span, final=True)
     interrupted = stop.is_set()
     n = len(plan)
     extra = [

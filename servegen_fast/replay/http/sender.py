@@ -38,11 +38,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..prompts import DEFAULT_VOCAB, BodyBuilder, resolve_prompt_kind
-from ..timing import CLOCK
+from ..timing import CLOCK, HTTP, WORK, release_waits, show_progress
 from .stream import _Conn, _Req
 
-SLEEP_MARGIN = 0.0015  # sleep on the loop until this long before a release (selector timeouts round to 1 ms)
-SPIN = 0.0002  # then yield to the loop in a cycle until this long before it, then spin on the clock
 SPARE = 8  # keep this many idle connections open ahead of need (up to the limit)
 IDLE_CLOSE = 4.0  # close connections idle this long (servers drop idle keep-alives at ~5 s)
 TICK = 0.05  # timeout / idle sweeps and stop checks
@@ -393,22 +391,11 @@ class _Worker:
         sleep = asyncio.sleep
         burst = 0
         for i in range(n):
-            target = t0 + sched[i]
-            while True:
-                rem = target - CLOCK()
-                if rem <= 0:
-                    break
+            for phase, seconds in release_waits(t0 + sched[i], HTTP):
                 if self.stopped:
                     return
                 burst = 0
-                if rem > SLEEP_MARGIN:
-                    await sleep(rem - SLEEP_MARGIN)
-                elif rem > SPIN:
-                    await sleep(0)
-                else:
-                    while CLOCK() < target:
-                        pass
-                    break
+                await sleep(seconds if phase == WORK else 0)  # the loop reads responses meanwhile
             while len(self.waiting) >= self.limit and not self.stopped:
                 await sleep(0.001)  # every connection busy and a queue as long: hold the rest (lateness counts)
             if self.stopped:
@@ -538,9 +525,11 @@ def send_plan(plan, options: HttpOptions, meta: dict, *, should_stop=lambda: Fal
         async def main() -> None:
             prog = None
             if progress is not None:
+                span = float(plan.scheduled.max())
+
                 async def report():
                     while True:
-                        progress(w.sent, w.done, CLOCK() - w.t0)
+                        show_progress(progress, w.sent, w.done, n, CLOCK() - w.t0, span)
                         await asyncio.sleep(0.25)
                 prog = asyncio.get_running_loop().create_task(report())
             try:

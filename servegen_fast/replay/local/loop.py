@@ -1,12 +1,12 @@
-"""The replay loop: release each request at its trace time on a monotonic clock, never early.
+"""The on-device release loop: release each request of a plan to an engine at its scheduled
+time, never early, and record what the engine reports.
 
-A plan (`ReplayPlan`) holds the selected requests of a trace: sliced by a time window,
-restricted to some clients, capped in count, lengths fitted to the model's context. The
-loop waits for each request's scheduled time (trace time × time_scale from the slice start)
-by blocking on the engine's completion queue until shortly before it, then sleeping and
-spinning on `time.perf_counter` for the last stretch, submits it when the clock has reached
-the scheduled time, and records the actual release time: lateness = actual − scheduled ≥ 0.
-In as-fast-as-possible mode every request is scheduled at 0 (a throughput run).
+The wait for each release is `timing.release_waits` with the ON_DEVICE pacing: the loop blocks
+on the engine's completion queue (recording the requests that end, the engine's memory / KV
+snapshots and the progress line) until shortly before the release, sleeps, then spins on the
+clock, submits the request once the clock has reached its time and records the actual release
+time: lateness = released − scheduled ≥ 0. In as-fast-as-possible mode every request is
+scheduled at 0 (a throughput run).
 
 Prompts are synthetic token ids, a pure function of (seed, trace row): the next one is built
 while waiting for the current one's time, so building it does not delay releases.
@@ -21,11 +21,10 @@ import numpy as np
 from ...progress import ProgressLine
 from ..plan import ReplayPlan
 from ..results import RunRecord
-from ..timing import CLOCK
+from ..timing import CLOCK, ON_DEVICE, WORK, release_waits, show_progress
 from .engine import Completion, Engine
 
-POLL_SLACK = 0.002  # stop blocking on the engine this long before a release
-SPIN = 0.0004  # sleep until this long before a release, then spin on the clock
+POLL_MAX = 0.1  # block on the engine at most this long at a time (stop checks, snapshots, progress)
 STATS_EVERY = 0.25  # seconds between engine memory / KV snapshots
 
 
@@ -35,25 +34,8 @@ def prompt_ids(seed: int, row: int, n: int, vocab_size: int, low: int = 4) -> li
     return rng.integers(low, max(vocab_size, low + 1), size=int(n)).tolist()
 
 
-class Progress:
-    """One line on stderr: released / done of total, in flight, elapsed vs. trace time."""
-
-    def __init__(self, total: int, span: float, enabled: bool, stream=None):
-        self.total, self.span = total, span
-        self.line = ProgressLine(enabled, stream)
-
-    @property
-    def enabled(self) -> bool:
-        return self.line.enabled
-
-    def __call__(self, released: int, done: int, elapsed: float, final: bool = False) -> None:
-        frac = done / self.total if self.total else 1.0
-        self.line.show(frac, f"released {released:,}/{self.total:,}  done {done:,}  in flight {released - done:,}  "
-                             f"{elapsed:7.1f}s of {self.span:.1f}s", final)
-
-
 def run(engine: Engine, plan: ReplayPlan, *, seed: int = 0, should_stop: Callable[[], bool] = lambda: False,
-        progress: Progress | None = None, on_start: Callable[[], None] | None = None) -> RunRecord:
+        progress: ProgressLine | None = None, on_start: Callable[[], None] | None = None) -> RunRecord:
     """Replay `plan` on a started engine; returns what was measured. Stops releasing when
     `should_stop()` turns true, then abandons the requests in flight."""
     n = len(plan)
@@ -66,6 +48,7 @@ def run(engine: Engine, plan: ReplayPlan, *, seed: int = 0, should_stop: Callabl
     stats: list = []
     vocab = engine.vocab_size or 1024
     index = {int(r): i for i, r in enumerate(plan.row)}
+    span = float(plan.scheduled.max())
     done = 0
 
     def record(cs: list[Completion], abandoned: bool = False) -> None:
@@ -91,6 +74,11 @@ def run(engine: Engine, plan: ReplayPlan, *, seed: int = 0, should_stop: Callabl
                 stats.append((now - t0, s))
             next_stats = now + STATS_EVERY
 
+    def report() -> None:  # after each engine poll
+        snapshot(CLOCK())
+        if progress is not None:
+            show_progress(progress, i, done, n, CLOCK() - t0, span)
+
     nxt = prompt_ids(seed, int(plan.row[0]), int(plan.input_tokens[0]), vocab)
     if on_start is not None:
         on_start()
@@ -99,25 +87,18 @@ def run(engine: Engine, plan: ReplayPlan, *, seed: int = 0, should_stop: Callabl
     i = 0
     stopped = False
     while i < n:
-        target = targets[i]
-        while True:
-            now = CLOCK()
-            rem = target - now
+        for phase, seconds in release_waits(targets[i], ON_DEVICE):
             if should_stop():
-                stopped = True
                 break
-            if rem <= 0:
-                break
-            if rem > POLL_SLACK:
-                record(engine.poll(min(rem - POLL_SLACK, 0.1)))
-                snapshot(CLOCK())
-                if progress:
-                    progress(i, done, CLOCK() - t0)
-            elif rem > SPIN:
-                time.sleep(rem - SPIN)
-        if stopped:
+            if phase == WORK:
+                record(engine.poll(min(seconds, POLL_MAX)))
+                report()
+            else:
+                time.sleep(seconds)
+        if should_stop():  # during the wait, or with the request already due
+            stopped = True
             break
-        t = CLOCK()  # t >= target: the loop above only leaves when the clock has reached it
+        t = CLOCK()  # t >= target: release_waits only ends once the clock has reached it
         engine.add(int(plan.row[i]), nxt, int(plan.output_tokens[i]))
         released[i] = t - t0
         status[i] = "in_flight"
@@ -130,16 +111,14 @@ def run(engine: Engine, plan: ReplayPlan, *, seed: int = 0, should_stop: Callabl
         if should_stop():
             stopped = True
             break
-        record(engine.poll(0.1))
-        snapshot(CLOCK())
-        if progress:
-            progress(i, done, CLOCK() - t0)
+        record(engine.poll(POLL_MAX))
+        report()
     record(engine.stop(abandon=stopped), abandoned=True)
     for k in range(n):
         if status[k] == "in_flight":
             status[k] = "abandoned"
-    if progress:
-        progress(i, done, CLOCK() - t0, final=True)
+    if progress is not None:
+        show_progress(progress, i, done, n, CLOCK() - t0, span, final=True)
     return RunRecord(plan=plan, t0=t0, released=released, started=started, first_token=first, completed=completed,
                      generated=generated, preempted=preempted, status=status, errors=errors, stats=stats,
                      interrupted=stopped, wall_end=CLOCK() - t0)

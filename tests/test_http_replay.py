@@ -22,7 +22,8 @@ from servegen_fast import cli
 from servegen_fast.replay import read_requests, summarize
 from servegen_fast.testing.fake_server import MIXED, FakeServer
 from servegen_fast.replay.http.stream import _Req
-from servegen_fast.replay.prompts import WORDS, BodyBuilder, resolve_prompt_kind, text_prompt, token_prompt
+from servegen_fast.replay.http.bodies import BodyBuilder, resolve_prompt_kind
+from servegen_fast.replay.prompts import WORDS, text_prompt, token_prompt
 from servegen_fast.replay.api import replay_http
 from servegen_fast.replay.results import META_KEY
 from servegen_fast.io.trace import trace_schema, write_trace

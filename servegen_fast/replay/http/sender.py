@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..prompts import DEFAULT_VOCAB, BodyBuilder, resolve_prompt_kind
 from ..timing import CLOCK, HTTP, WORK, release_waits, show_progress
+from .bodies import DEFAULT_VOCAB, BodyBuilder, resolve_prompt_kind
 from .stream import _Conn, _Req
 
 SPARE = 8  # keep this many idle connections open ahead of need (up to the limit)
@@ -50,7 +50,7 @@ RETRY_KINDS = ("connect_error", "connection_closed", "http_429", "http_5xx")
 
 @dataclass
 class HttpOptions:
-    """How to talk to the target (see `servegen_fast.replay.prompts` for the bodies)."""
+    """How to talk to the target (see `bodies.py` for what a request carries)."""
 
     target: str  # base URL: http://host:port or http://host:port/v1
     api: str = "completions"  # completions | chat

@@ -29,8 +29,7 @@ import sys
 import time
 import zlib
 
-from ..local.models import RESERVED_IDS
-from ..prompts import WORDS
+from ..prompts import RESERVED_IDS, WORDS
 from ..timing import CLOCK
 
 DEFAULT_MAX_TOKENS = 16

@@ -20,18 +20,13 @@ import numpy as np
 
 from ...progress import ProgressLine
 from ..plan import ReplayPlan
+from ..prompts import token_prompt
 from ..results import RunRecord
 from ..timing import CLOCK, ON_DEVICE, WORK, release_waits, show_progress
 from .engine import Completion, Engine
 
 POLL_MAX = 0.1  # block on the engine at most this long at a time (stop checks, snapshots, progress)
 STATS_EVERY = 0.25  # seconds between engine memory / KV snapshots
-
-
-def prompt_ids(seed: int, row: int, n: int, vocab_size: int, low: int = 4) -> list[int]:
-    """Synthetic prompt of n token ids in [low, vocab_size), keyed by (seed, trace row)."""
-    rng = np.random.default_rng([seed, row])
-    return rng.integers(low, max(vocab_size, low + 1), size=int(n)).tolist()
 
 
 def run(engine: Engine, plan: ReplayPlan, *, seed: int = 0, should_stop: Callable[[], bool] = lambda: False,
@@ -46,7 +41,7 @@ def run(engine: Engine, plan: ReplayPlan, *, seed: int = 0, should_stop: Callabl
     status = ["not_released"] * n
     errors: list = [None] * n
     stats: list = []
-    vocab = engine.vocab_size or 1024
+    vocab = engine.vocab_size or 1024  # an engine that does not say: the tiny model's
     index = {int(r): i for i, r in enumerate(plan.row)}
     span = float(plan.scheduled.max())
     done = 0
@@ -79,7 +74,10 @@ def run(engine: Engine, plan: ReplayPlan, *, seed: int = 0, should_stop: Callabl
         if progress is not None:
             show_progress(progress, i, done, n, CLOCK() - t0, span)
 
-    nxt = prompt_ids(seed, int(plan.row[0]), int(plan.input_tokens[0]), vocab)
+    def prompt(k: int) -> list[int]:  # the ids HTTP replay sends for the same (seed, row)
+        return token_prompt(seed, int(plan.row[k]), int(plan.input_tokens[k]), vocab).tolist()
+
+    nxt = prompt(0)
     if on_start is not None:
         on_start()
     t0 = CLOCK()
@@ -104,7 +102,7 @@ def run(engine: Engine, plan: ReplayPlan, *, seed: int = 0, should_stop: Callabl
         status[i] = "in_flight"
         i += 1
         if i < n:
-            nxt = prompt_ids(seed, int(plan.row[i]), int(plan.input_tokens[i]), vocab)
+            nxt = prompt(i)
         else:
             nxt = None
     while not stopped and done < i:

@@ -51,6 +51,58 @@ def _error(status: int, message: str, kind: str = "BadRequestError"):
     return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
 
 
+def _prompt(body: dict, chat: bool, vocab: int) -> list[int]:
+    """Token ids of a completions prompt (text or ids) or of the joined chat message contents."""
+    if chat:
+        msgs = body.get("messages")
+        if not isinstance(msgs, list) or not msgs:
+            raise ValueError("'messages' must be a non-empty list")
+        parts = []
+        for m in msgs:
+            c = m.get("content") if isinstance(m, dict) else None
+            if isinstance(c, list):  # content parts: text only
+                for p in c:
+                    if not isinstance(p, dict) or p.get("type") != "text":
+                        raise ValueError("only text content parts are supported")
+                    parts.append(str(p.get("text", "")))
+            elif isinstance(c, str):
+                parts.append(c)
+        return word_ids(" ".join(parts), vocab)
+    p = body.get("prompt")
+    if isinstance(p, str):
+        return word_ids(p, vocab)
+    if isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
+        if min(p) < 0 or max(p) >= vocab:
+            raise ValueError(f"token ids must lie in [0, {vocab})")
+        return p
+    raise ValueError("'prompt' must be a string or a non-empty list of token ids (batches are not supported)")
+
+
+class Refused(Exception):
+    """A request answered with an error: args (HTTP status, message, OpenAI error type)."""
+
+
+def parse_request(body: dict, chat: bool, name: str, vocab: int, max_len: int) -> tuple[list[int], int]:
+    """(prompt token ids, max_tokens) of a completions or chat request body, or Refused."""
+    if body.get("model") not in (None, name):
+        raise Refused(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+    try:
+        ids = _prompt(body, chat, vocab)
+    except ValueError as e:
+        raise Refused(400, str(e), "BadRequestError") from None
+    if not ids:
+        raise Refused(400, "the prompt is empty", "BadRequestError")
+    n = body.get("max_completion_tokens") if chat and body.get("max_tokens") is None else body.get("max_tokens")
+    n = DEFAULT_MAX_TOKENS if n is None else n
+    if not isinstance(n, int) or n < 1:
+        raise Refused(400, "max_tokens must be a positive integer", "BadRequestError")
+    if len(ids) + n > max_len:
+        raise Refused(400, f"This model's maximum context length is {max_len} tokens. However, you requested "
+                           f"{len(ids) + n} tokens ({len(ids)} in the messages, {n} in the completion).",
+                      "BadRequestError")
+    return ids, n
+
+
 class ModelServer:
     """The engine behind an aiohttp application. `start()` loads and warms the model."""
 
@@ -108,31 +160,6 @@ class ModelServer:
     async def chat(self, request):
         return await self._generate(request, chat=True)
 
-    def _prompt(self, body: dict, chat: bool) -> list[int]:
-        if chat:
-            msgs = body.get("messages")
-            if not isinstance(msgs, list) or not msgs:
-                raise ValueError("'messages' must be a non-empty list")
-            parts = []
-            for m in msgs:
-                c = m.get("content") if isinstance(m, dict) else None
-                if isinstance(c, list):  # content parts: text only
-                    for p in c:
-                        if not isinstance(p, dict) or p.get("type") != "text":
-                            raise ValueError("only text content parts are supported")
-                        parts.append(str(p.get("text", "")))
-                elif isinstance(c, str):
-                    parts.append(c)
-            return word_ids(" ".join(parts), self.vocab)
-        p = body.get("prompt")
-        if isinstance(p, str):
-            return word_ids(p, self.vocab)
-        if isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
-            if min(p) < 0 or max(p) >= self.vocab:
-                raise ValueError(f"token ids must lie in [0, {self.vocab})")
-            return p
-        raise ValueError("'prompt' must be a string or a non-empty list of token ids (batches are not supported)")
-
     async def _generate(self, request, chat: bool):
         from aiohttp import web
 
@@ -143,21 +170,10 @@ class ModelServer:
                 raise ValueError("the body must be a JSON object")
         except ValueError as e:
             return _error(400, f"invalid JSON body: {e}")
-        if body.get("model") not in (None, self.name):
-            return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
         try:
-            ids = self._prompt(body, chat)
-        except ValueError as e:
-            return _error(400, str(e))
-        if not ids:
-            return _error(400, "the prompt is empty")
-        n = body.get("max_completion_tokens") if chat and body.get("max_tokens") is None else body.get("max_tokens")
-        n = DEFAULT_MAX_TOKENS if n is None else n
-        if not isinstance(n, int) or n < 1:
-            return _error(400, "max_tokens must be a positive integer")
-        if len(ids) + n > self.max_len:
-            return _error(400, f"This model's maximum context length is {self.max_len} tokens. However, you "
-                               f"requested {len(ids) + n} tokens ({len(ids)} in the messages, {n} in the completion).")
+            ids, n = parse_request(body, chat, self.name, self.vocab, self.max_len)
+        except Refused as e:
+            return _error(*e.args)
         rid = request.headers.get("x-request-id") or f"req-{next(self._ids)}"
         key = f"{rid}#{next(self._ids)}"
         mgr = self.engine.manager

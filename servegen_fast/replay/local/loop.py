@@ -1,7 +1,7 @@
 """The on-device release loop: release each request of a plan to an engine at its scheduled
 time, never early, and record what the engine reports.
 
-The wait for each release is `timing.release_waits` with the ON_DEVICE pacing: the loop blocks
+The wait for each release is `timing.release_wait` with the ON_DEVICE pacing: the loop blocks
 on the engine's completion queue (recording the requests that end, the engine's memory / KV
 snapshots and the progress line) until shortly before the release, sleeps, then spins on the
 clock, submits the request once the clock has reached its time and records the actual release
@@ -22,7 +22,7 @@ from ...progress import ProgressLine
 from ..plan import ReplayPlan
 from ..prompts import token_prompt
 from ..results import RunRecord
-from ..timing import CLOCK, ON_DEVICE, WORK, release_waits, show_progress
+from ..timing import CLOCK, NAP, ON_DEVICE, WORK, release_wait, show_progress
 from .engine import Completion, Engine
 
 POLL_MAX = 0.1  # block on the engine at most this long at a time (stop checks, snapshots, progress)
@@ -85,18 +85,24 @@ def run(engine: Engine, plan: ReplayPlan, *, seed: int = 0, should_stop: Callabl
     i = 0
     stopped = False
     while i < n:
-        for phase, seconds in release_waits(targets[i], ON_DEVICE):
+        target = targets[i]
+        while (step := release_wait(target, ON_DEVICE)) is not None:
             if should_stop():
                 break
+            phase, seconds = step
             if phase == WORK:
                 record(engine.poll(min(seconds, POLL_MAX)))
                 report()
-            else:
+            elif phase == NAP:
                 time.sleep(seconds)
+            else:  # SPIN, inline (see timing)
+                while CLOCK() < target:
+                    pass
+                break
         if should_stop():  # during the wait, or with the request already due
             stopped = True
             break
-        t = CLOCK()  # t >= target: release_waits only ends once the clock has reached it
+        t = CLOCK()  # t >= target: the wait above ends only once the clock has reached it
         engine.add(int(plan.row[i]), nxt, int(plan.output_tokens[i]))
         released[i] = t - t0
         status[i] = "in_flight"

@@ -1,6 +1,6 @@
 """HTTP replay client alone: the highest Poisson request rate it releases with p99 lateness < 1 ms.
 
-The server is the instant fake server (`servegen_fast.replay.fake_server`, its own process,
+The server is the instant fake server (`servegen_fast.testing.fake_server`, its own process,
 loopback): each request gets its token events, usage and [DONE] in one write as soon as it
 is read. The client is the real path (`replay_http`: token-id prompts built per request,
 streamed SSE parsed, results written). For each number of sending processes, the rate is
@@ -38,7 +38,7 @@ def poisson_trace(rate: float, duration: float, seed: int = 0, input_median: int
 
 
 def start_server(max_events: int, uvloop: bool) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "servegen_fast.replay.fake_server", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "servegen_fast.testing.fake_server", "--port", "0",
                              "--max-events", str(max_events)] + (["--uvloop"] if uvloop else []),
                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
     line = proc.stdout.readline()
@@ -50,7 +50,7 @@ def start_server(max_events: int, uvloop: bool) -> tuple[subprocess.Popen, str]:
 
 def one(url: str, rate: float, duration: float, workers: int, seed: int, loop: str) -> dict:
     from servegen_fast.replay import read_requests
-    from servegen_fast.replay.replayer import replay_http
+    from servegen_fast.replay.api import replay_http
 
     trace = poisson_trace(rate, duration, seed)
     with tempfile.TemporaryDirectory() as d:

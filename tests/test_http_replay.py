@@ -1,4 +1,4 @@
-"""HTTP replay (servegen_fast.replay.http_client) over loopback: against the real model server
+"""HTTP replay (servegen_fast.replay.http) over loopback: against the real model server
 (`servegen-fast serve`, the tiny random model through transformers' continuous batching) and
 against the instant fake server with injected faults (500s, closed connections, stalls).
 No tight timing assertions: releases never early, lateness recorded, client times ordered
@@ -20,10 +20,11 @@ import pytest
 
 from servegen_fast import cli
 from servegen_fast.replay import read_requests, summarize
-from servegen_fast.replay.fake_server import MIXED, FakeServer
-from servegen_fast.replay.http_stream import _Req
-from servegen_fast.replay.prompts import WORDS, BodyBuilder, resolve_prompt_kind, text_prompt, token_prompt
-from servegen_fast.replay.replayer import replay_http
+from servegen_fast.testing.fake_server import MIXED, FakeServer
+from servegen_fast.replay.http.stream import HEAD, _Framing, _Req
+from servegen_fast.replay.http.bodies import BodyBuilder, resolve_prompt_kind
+from servegen_fast.replay.prompts import WORDS, text_prompt, token_prompt
+from servegen_fast.replay.api import replay_http
 from servegen_fast.replay.results import META_KEY
 from servegen_fast.io.trace import trace_schema, write_trace
 
@@ -323,8 +324,31 @@ def test_event_stream_parsing_is_split_proof():
     assert "boom" in bad.stream_error
 
 
+def test_response_framing_is_split_proof():
+    """An informational head, then a chunked event stream, fed whole and one byte at a time;
+    a Content-Length error body; a bad chunk size."""
+    body = b'data: {"choices":[{"text":"a"}]}\n\ndata: [DONE]\n\n'
+    stream = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+              b"transfer-encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (len(body), body) + b"0\r\n\r\n")
+    for pieces in ([stream], [stream[k:k + 1] for k in range(len(stream))]):
+        framing, req = _Framing(), _Req(0, chat=False)
+        framing.state = HEAD
+        got = [framing.feed(p, req, 1.0) for p in pieces]
+        assert got[-1] is True and all(g is None for g in got[:-1])
+        assert req.status_code == 200 and req.events == 1 and req.done_marker and framing.keep_alive
+    err = b'{"error":{"message":"no"}}'
+    framing, req = _Framing(), _Req(0, chat=False)
+    framing.state = HEAD
+    head = b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(err)
+    assert framing.feed(head + err, req, 0.0) is True
+    assert req.status_code == 500 and req.error_message() == "no" and not framing.keep_alive
+    framing, req = _Framing(), _Req(0, chat=False)
+    framing.state = HEAD
+    assert "bad chunk size" in framing.feed(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", req, 0.0)
+
+
 def test_serve_and_http_client_import_lazily():
-    code = ("import sys, servegen_fast.cli, servegen_fast.replay.http_client; servegen_fast.cli.build_parser(); "
+    code = ("import sys, servegen_fast.cli, servegen_fast.replay.http.workers; servegen_fast.cli.build_parser(); "
             "assert not {'aiohttp', 'torch', 'transformers'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

@@ -20,8 +20,12 @@ import pytest
 
 from servegen_fast import cli
 from servegen_fast.replay import make_plan, read_requests, summarize
-from servegen_fast.replay.loop import prompt_ids
+from servegen_fast.replay.http.bodies import BodyBuilder
+from servegen_fast.replay.local.engine import Completion, Engine, EngineInfo
+from servegen_fast.replay.local.loop import run
+from servegen_fast.replay.prompts import token_prompt
 from servegen_fast.replay.results import META_KEY, QUANTILES
+from servegen_fast.replay.timing import CLOCK
 from servegen_fast.io.trace import trace_schema, write_trace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,15 +152,50 @@ def test_plan_fits_lengths_to_the_model():
 
 
 def test_prompts_are_keyed_by_seed_and_row():
-    a = prompt_ids(0, 7, 50, 1024)
-    assert a == prompt_ids(0, 7, 50, 1024) and a != prompt_ids(1, 7, 50, 1024) and a != prompt_ids(0, 8, 50, 1024)
+    a = token_prompt(0, 7, 50, 1024).tolist()
+    assert a == token_prompt(0, 7, 50, 1024).tolist() and a != token_prompt(1, 7, 50, 1024).tolist()
+    assert a != token_prompt(0, 8, 50, 1024).tolist()
     assert len(a) == 50 and min(a) >= 4 and max(a) < 1024
+
+
+class RecordingEngine(Engine):
+    """Ends every request as soon as it is added, keeping the prompt it was given."""
+
+    def __init__(self, vocab: int):
+        self.info = EngineInfo("recording", "-", "cpu", "-", {"vocab_size": vocab})
+        self.prompts: dict[int, list[int]] = {}
+        self.ended: list[Completion] = []
+
+    def start(self) -> None:
+        pass
+
+    def add(self, rid, prompt_ids, output_tokens) -> None:
+        self.prompts[rid] = list(prompt_ids)
+        now = CLOCK()
+        self.ended.append(Completion(rid, output_tokens, first_token=now, completed=now))
+
+    def poll(self, timeout):
+        out, self.ended = self.ended, []
+        return out
+
+    def stop(self, abandon=False):
+        return self.poll(0)
+
+
+def test_on_device_loop_and_http_bodies_send_the_same_token_ids():
+    plan = make_plan(make_trace(n=6, max_in=300), afap=True)
+    for vocab in (1024, 128256):  # the tiny model's vocabulary (ids from 4) and a real one's (ids from 1000)
+        engine = RecordingEngine(vocab)
+        assert run(engine, plan, seed=9).status == ["completed"] * len(plan)
+        build = BodyBuilder(api="completions", model="m", prompt_kind="tokens", server_type="vllm", seed=9, vocab=vocab)
+        for row, n in zip(plan.row.tolist(), plan.input_tokens.tolist()):
+            assert json.loads(build(row, n, 1))["prompt"] == engine.prompts[row] and len(engine.prompts[row]) == n
 
 
 def test_random_model_is_seeded_without_touching_global_rng():
     import torch
 
-    from servegen_fast.replay.models import load_model
+    from servegen_fast.replay.local.models import load_model
 
     torch.manual_seed(123)
     before = torch.get_rng_state()

@@ -1,33 +1,31 @@
-"""Request bodies for HTTP replay: prompts with the trace's input lengths, forced output lengths.
+"""Synthetic prompts of both replayers, a pure function of (seed, trace row):
 
-Prompts are a pure function of (seed, trace row), like the on-device replayer's:
+- token ids (`token_prompt`): what the on-device loop gives its engine and what HTTP replay
+  sends as ``prompt: [ids]`` on ``/v1/completions`` (vLLM, SGLang): the same ids for the same
+  (seed, row, length, vocabulary). Exactly the trace's input length, ids drawn in
+  [TOKEN_LOW, vocab) so they stay clear of the special tokens (pad/bos/eos sit at the bottom
+  of most vocabularies, chat-template tokens at the top); small vocabularies (the test models)
+  use [RESERVED_IDS, vocab);
+- text (`text_prompt`; HTTP chat, TGI, other OpenAI-compatible servers): one word per token
+  from WORDS, common English words that are single tokens, with their leading space, in
+  byte-level BPE vocabularies (GPT-2, cl100k, Llama 3, Qwen). So n words encode to about n
+  tokens; a tokenizer that prepends a BOS adds one, a chat template adds its own tokens. HTTP
+  replay records the server's own count beside the target (see docs/replay.md).
 
-- token ids (``prompt: [ids]`` on ``/v1/completions``, accepted by vLLM and SGLang): exactly
-  the trace's input length, ids drawn in [TOKEN_LOW, vocab) so they stay clear of the special
-  tokens (pad/bos/eos sit at the bottom of most vocabularies, chat-template tokens at the top);
-- text (chat, TGI, other OpenAI-compatible servers): one word per token from WORDS, common
-  English words that are single tokens, with their leading space, in byte-level BPE
-  vocabularies (GPT-2, cl100k, Llama 3, Qwen). So n words encode to about n tokens; a
-  tokenizer that prepends a BOS adds one, a chat template adds its own tokens. The server's
-  own count (``usage.prompt_tokens``) is recorded per request beside the target, so the
-  difference is measured on every run (see docs/replay.md). The local test server
-  (`servegen_fast.replay.server`) tokenizes one word per token: exact there.
+A prompt is a window of one random sequence per (seed, kind, vocabulary), starting at a hash
+of (seed, row): distinct per request, and built with one slice. The HTTP body builder takes
+the same window already encoded as JSON (`token_json`, `text_json`), so building a request
+costs microseconds, not a JSON dump.
 
-Output lengths: ``max_tokens = n`` always; vLLM and SGLang also get ``min_tokens = n`` and
-``ignore_eos: true`` so that exactly n tokens are generated.
+NumPy only (scripts/measure_prompt_tokens.py loads this file by path).
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-SERVER_TYPES = ("vllm", "sglang", "tgi", "openai")
-APIS = ("completions", "chat")
-PROMPT_KINDS = ("auto", "tokens", "text")
 TOKEN_LOW = 1000  # token-id prompts use ids in [TOKEN_LOW, vocab): past byte/special tokens
-RESERVED_IDS = 4  # the floor instead for vocabularies under 2 * TOKEN_LOW (as models.RESERVED_IDS)
-DEFAULT_VOCAB = 32000  # upper bound for token ids when the server does not say (every common vocab is larger)
+RESERVED_IDS = 4  # ids [0, RESERVED_IDS) are never in a prompt (pad/bos/eos of the random models live there)
+POOL_TOKENS = 1 << 20  # prompts are windows of one random sequence this long (per seed and vocabulary)
 
 # Common English words, each a single token (with its leading space) in byte-level BPE vocabularies.
 WORDS = tuple("""
@@ -41,23 +39,6 @@ every group best story water early city room school late fact land white open ho
 """.split())
 WORDS = tuple(dict.fromkeys(WORDS))  # unique, order kept
 
-
-def resolve_prompt_kind(kind: str, api: str, server_type: str) -> str:
-    """'auto' -> token ids for /v1/completions on vLLM or SGLang, text otherwise."""
-    if kind not in PROMPT_KINDS:
-        raise ValueError(f"unknown prompt kind {kind!r}; expected one of {PROMPT_KINDS}")
-    if api not in APIS:
-        raise ValueError(f"unknown API {api!r}; expected one of {APIS}")
-    if server_type not in SERVER_TYPES:
-        raise ValueError(f"unknown server type {server_type!r}; expected one of {SERVER_TYPES}")
-    if kind == "auto":
-        return "tokens" if api == "completions" and server_type in ("vllm", "sglang") else "text"
-    if kind == "tokens" and api == "chat":
-        raise ValueError("token-id prompts need the completions API (--api completions); chat takes text")
-    return kind
-
-
-POOL_TOKENS = 1 << 20  # prompts are windows of one random sequence this long (per seed and vocabulary)
 _MASK = (1 << 64) - 1
 
 
@@ -70,45 +51,52 @@ def _mix(seed: int, row: int) -> int:
 
 
 class _Pool:
-    """A random sequence of tokens or words, encoded once as JSON text with the offset of every item,
-    so that a prompt of n items is one slice: building a request costs microseconds, not a JSON dump."""
+    """A random sequence of token ids or word indices. Its JSON text (with the offset of every
+    item) is encoded on first use, so a prompt of n items is one slice of it as well."""
 
-    def __init__(self, seed: int, kind: str, vocab: int = DEFAULT_VOCAB, low: int = TOKEN_LOW, size: int = POOL_TOKENS):
+    def __init__(self, seed: int, kind: str, vocab: int, size: int = POOL_TOKENS):
         rng = np.random.default_rng([seed, 0x5E12E, 1 if kind == "tokens" else 2])
+        self.kind, self.size = kind, size
         if kind == "tokens":
-            if vocab <= 2 * low:  # a small vocabulary (the test models): all but the reserved ids
-                low = RESERVED_IDS
-            items = rng.integers(low, max(vocab, low + 1), size=size)
-            self.values = items
-            text = ",".join(map(str, items.tolist())).encode()
-            lengths = np.floor(np.log10(np.maximum(items, 1))).astype(np.int64) + 2  # digits + separator
+            low = TOKEN_LOW if vocab > 2 * TOKEN_LOW else RESERVED_IDS  # a small vocabulary: all but the reserved ids
+            self.values = rng.integers(low, max(vocab, low + 1), size=size)
         else:
-            idx = rng.integers(0, len(WORDS), size=size)
-            self.values = idx
-            words = np.array(WORDS)[idx]
-            text = " ".join(words.tolist()).encode()
-            lengths = np.char.str_len(words) + 1
-        self.text = text
-        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()  # item k spans [off[k], off[k+1] - 1)
-        self.size = size
+            self.values = rng.integers(0, len(WORDS), size=size)
+        self._text: bytes | None = None
+        self._offsets: list | None = None
 
     def start(self, seed: int, row: int, n: int) -> int:
-        return _mix(seed, row) % (self.size - n + 1)
-
-    def slice(self, seed: int, row: int, n: int) -> bytes:
         if n > self.size:
             raise ValueError(f"prompt of {n} tokens is longer than the prompt pool ({self.size})")
+        return _mix(seed, row) % (self.size - n + 1)
+
+    def encode(self) -> None:
+        """The JSON text of the whole sequence: ids joined by commas, or words (no escaping needed) by spaces."""
+        if self._text is not None:
+            return
+        if self.kind == "tokens":
+            text = ",".join(map(str, self.values.tolist())).encode()
+            lengths = np.floor(np.log10(np.maximum(self.values, 1))).astype(np.int64) + 2  # digits + separator
+        else:
+            words = np.array(WORDS)[self.values]
+            text = " ".join(words.tolist()).encode()
+            lengths = np.char.str_len(words) + 1
+        self._offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()  # item k spans [off[k], off[k+1] - 1)
+        self._text = text
+
+    def json(self, seed: int, row: int, n: int) -> bytes:
         k = self.start(seed, row, n)
-        return self.text[self.offsets[k]:self.offsets[k + n] - 1]
+        self.encode()
+        return self._text[self._offsets[k]:self._offsets[k + n] - 1]
 
 
 _POOLS: dict = {}
 
 
-def _pool(seed: int, kind: str, vocab: int = DEFAULT_VOCAB) -> _Pool:
-    key = (seed, kind, vocab if kind == "tokens" else 0)
+def _pool(seed: int, kind: str, vocab: int = 0) -> _Pool:
+    key = (seed, kind, int(vocab) if kind == "tokens" else 0)
     if key not in _POOLS:
-        _POOLS[key] = _Pool(seed, kind, vocab)
+        _POOLS[key] = _Pool(seed, kind, int(vocab))
     return _POOLS[key]
 
 
@@ -120,38 +108,21 @@ def token_prompt(seed: int, row: int, n: int, vocab: int) -> np.ndarray:
     return p.values[k:k + int(n)]
 
 
+def token_json(seed: int, row: int, n: int, vocab: int) -> bytes:
+    """`token_prompt`'s ids as the items of a JSON array (b"17,4023,...")."""
+    return _pool(seed, "tokens", vocab).json(seed, row, int(n))
+
+
+def text_json(seed: int, row: int, n: int) -> bytes:
+    """`text_prompt` as UTF-8 bytes (the words need no JSON escaping)."""
+    return _pool(seed, "text").json(seed, row, int(n))
+
+
 def text_prompt(seed: int, row: int, n: int) -> str:
     """n words (about n tokens; see the module doc), keyed by (seed, trace row)."""
-    return _pool(seed, "text").slice(seed, row, int(n)).decode()
+    return text_json(seed, row, n).decode()
 
 
-class BodyBuilder:
-    """Builds the JSON body of one request as bytes (the part that does not change is encoded once)."""
-
-    def __init__(self, *, api: str, model: str, prompt_kind: str, server_type: str, seed: int = 0,
-                 vocab: int = DEFAULT_VOCAB, extra: dict | None = None):
-        self.api, self.kind, self.seed, self.vocab = api, prompt_kind, seed, int(vocab)
-        self.force = server_type in ("vllm", "sglang")
-        fixed = {"model": model, "stream": True, "stream_options": {"include_usage": True}}
-        if server_type == "tgi":  # TGI's Messages API has no stream_options on every version
-            fixed.pop("stream_options")
-        if api == "completions":
-            fixed["temperature"] = 0.0
-        fixed.update(extra or {})
-        self._fixed = json.dumps(fixed, separators=(",", ":"))[1:-1].encode()
-        _pool(seed, prompt_kind, self.vocab)  # built now, before any release
-
-    def __call__(self, row: int, input_tokens: int, output_tokens: int) -> bytes:
-        n, m = int(input_tokens), int(output_tokens)
-        if self.kind == "tokens":
-            prompt = b'"prompt":[' + _pool(self.seed, "tokens", self.vocab).slice(self.seed, row, n) + b"]"
-        else:  # the words need no JSON escaping
-            text = b'"' + _pool(self.seed, "text").slice(self.seed, row, n) + b'"'
-            if self.api == "chat":
-                prompt = b'"messages":[{"role":"user","content":' + text + b"}]"
-            else:
-                prompt = b'"prompt":' + text
-        lengths = f'"max_tokens":{m}'
-        if self.force:
-            lengths += f',"min_tokens":{m},"ignore_eos":true'
-        return b"{" + self._fixed + b"," + prompt + b"," + lengths.encode() + b"}"
+def prepare(seed: int, kind: str, vocab: int = 0) -> None:
+    """Build (and encode) the sequence of a prompt kind now, before the clock starts."""
+    _pool(seed, kind, vocab).encode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from ..io.atomic import atomic_path, write_text
+from .plan import ReplayPlan
 
 META_KEY = b"servegen_fast_replay"
 REQUESTS_FILE = "requests.arrow"
@@ -26,6 +28,27 @@ SUMMARY_TXT = "summary.txt"
 STATUSES = ("completed", "failed", "abandoned", "not_released")
 LATENCIES = ("ttft", "tpot", "e2e", "queueing")
 QUANTILES = (50, 90, 99)
+
+
+@dataclass
+class RunRecord:
+    """What the loop measured; times are seconds from the run start (`t0` on CLOCK)."""
+
+    plan: ReplayPlan
+    t0: float
+    released: np.ndarray
+    started: np.ndarray
+    first_token: np.ndarray
+    completed: np.ndarray
+    generated: np.ndarray
+    preempted: np.ndarray
+    status: list
+    errors: list
+    stats: list  # (time from t0, {name: value}) snapshots
+    interrupted: bool
+    wall_end: float
+    extra: list = field(default_factory=list)  # (pyarrow field, values): more request columns (HTTP replay)
+
 
 REQUEST_SCHEMA = pa.schema([
     pa.field("request", pa.int64(), nullable=False),  # row in the trace

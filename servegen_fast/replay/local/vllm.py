@@ -18,7 +18,9 @@ import queue
 import tempfile
 import threading
 
-from .engine import CLOCK, Completion, Engine, EngineInfo, resolve_device
+from ..prompts import RESERVED_IDS
+from ..timing import CLOCK
+from .engine import Completion, Engine, EngineInfo, resolve_device
 from .models import SIZES, describe_model, model_source, write_size_config
 
 
@@ -118,7 +120,7 @@ class VLLMEngine(Engine):
     def start(self) -> None:
         # warm-up requests, run to completion before the clock
         for i, (p, o) in enumerate(((16, 4), (64, 2), (8, 8))):
-            self.engine.add_request(f"warmup-{i}", {"prompt_token_ids": [4 + j % 97 for j in range(p)]},
+            self.engine.add_request(f"warmup-{i}", {"prompt_token_ids": [RESERVED_IDS + j % 97 for j in range(p)]},
                                     self._params(o))
         while self.engine.has_unfinished_requests():
             self.engine.step()

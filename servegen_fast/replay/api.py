@@ -1,4 +1,6 @@
-"""replay_trace: read a trace, plan, start an engine, run the loop, write the results.
+"""The two replays as library calls: `replay_trace` (on-device: plan, start an engine, run the
+release loop) and `replay_http` (plan, probe the target, run the sender); both write the same
+results (`results.py`).
 
 Ctrl-C (SIGINT) during a run stops the releases, abandons the requests in flight and writes
 the results so far, marked ``complete: false``; a second Ctrl-C raises KeyboardInterrupt.
@@ -11,11 +13,15 @@ import sys
 import threading
 from pathlib import Path
 
-from .. import __version__
-from .engine import make_engine
-from .loop import Progress, make_plan, run
-from .models import model_source
-from .results import write_results
+from ..version import __version__
+from ..model.fields import ITEM_FIELDS
+from ..progress import ProgressLine
+from .local.loop import run
+from .local.models import model_source
+from .local.registry import make_engine
+from .plan import make_plan
+from .results import RunRecord, write_results
+from .timing import show_progress
 
 
 def replay_trace(trace, output, *, engine: str = "transformers", model: str = "tiny", device: str = "auto",
@@ -25,16 +31,8 @@ def replay_trace(trace, output, *, engine: str = "transformers", model: str = "t
                  plot: bool = False, progress: bool = False, engine_options: dict | None = None,
                  log=None) -> dict:
     """Replay `trace` (a path or an Arrow table) on an engine; write results to `output`; return the summary."""
-    import pyarrow as pa
-
-    from ..io.trace import read_trace
-
     log = log or (lambda msg: None)
-    if isinstance(trace, pa.Table):
-        table, source = trace, "<table>"
-    else:
-        source = str(trace)
-        table = read_trace(trace)
+    table, source = _read(trace)
     if engine == "transformers":
         model_source(model)  # a missing model is an error before anything is loaded
     # check the trace before loading a model (max_model_len is applied once the model is known)
@@ -53,10 +51,9 @@ def replay_trace(trace, output, *, engine: str = "transformers", model: str = "t
                          time_scale=time_scale, afap=afap, max_model_len=limit, source=source)
         log("warming up")
         span = float(plan.scheduled.max())
-        bar = Progress(len(plan), span, enabled=progress)
         try:
             eng.start()
-            rec = run(eng, plan, seed=seed, should_stop=stop.is_set, progress=bar,
+            rec = run(eng, plan, seed=seed, should_stop=stop.is_set, progress=ProgressLine(progress) if progress else None,
                       on_start=lambda: log(f"replay started: {len(plan)} requests over {span:.1f} s"))
         except BaseException:
             try:  # leave no engine thread running behind an error
@@ -107,9 +104,6 @@ def _read(trace):
     return read_trace(trace), str(trace)
 
 
-MULTIMODAL = ("image_tokens", "audio_tokens", "video_tokens")
-
-
 def replay_http(trace, output, *, target: str, api: str = "completions", model_name: str | None = None,
                 server_type: str = "vllm", prompt: str = "auto", vocab: int | None = None,
                 concurrency: int = 1024, timeout: float = 600.0, retries: int = 0, workers: int = 1,
@@ -124,12 +118,12 @@ def replay_http(trace, output, *, target: str, api: str = "completions", model_n
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .http_client import HttpOptions, probe, send_plan
-    from .loop import RunRecord
+    from .http.options import HttpOptions, probe
+    from .http.workers import send_plan
 
     log = log or (lambda msg: None)
     table, source = _read(trace)
-    for name in MULTIMODAL:
+    for name in ITEM_FIELDS:  # the multimodal item-token columns
         if name in table.column_names and pc.sum(pc.list_value_length(table.column(name))).as_py():
             raise ValueError(f"{source}: multimodal trace ({name}): HTTP replay sends text or token prompts only; "
                              "multimodal inputs are not supported yet (drop the column to replay the text part)")
@@ -148,14 +142,14 @@ def replay_http(trace, output, *, target: str, api: str = "completions", model_n
     plan = make_plan(table, start=start, end=end, clients=clients, max_requests=max_requests, time_scale=time_scale,
                      afap=afap, max_model_len=limit, source=source)
     span = float(plan.scheduled.max())
-    bar = Progress(len(plan), span, enabled=progress and workers == 1)
+    bar = ProgressLine(True) if progress and opts.workers == 1 else None  # one line: one sending process
     with _sigint_stops() as stop:
-        r = send_plan(plan, opts, meta, should_stop=stop.is_set, progress=bar if bar.enabled else None,
+        r = send_plan(plan, opts, meta, should_stop=stop.is_set, progress=bar,
                       on_start=lambda: log(f"replay started: {len(plan)} requests over {span:.1f} s to {target} "
                                            f"({opts.workers} sending process{'es' if opts.workers > 1 else ''})"))
-    if bar.enabled:
+    if bar is not None:
         done = sum(1 for x in r["status"] if x not in ("in_flight", "not_released"))
-        bar(int(np.isfinite(r["released"]).sum()), done, r["end"], final=True)
+        show_progress(bar, int(np.isfinite(r["released"]).sum()), done, len(plan), r["end"], span, final=True)
     interrupted = stop.is_set()
     n = len(plan)
     extra = [

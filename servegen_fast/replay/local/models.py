@@ -22,8 +22,6 @@ SIZES: dict[str, dict] = {
                num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=131072,
                rope_theta=500000.0, tie_word_embeddings=False, rms_norm_eps=1e-5),
 }
-# Token ids [0, RESERVED_IDS) are left out of synthetic prompts (pad/bos/eos live there).
-RESERVED_IDS = 4
 
 
 def describe_model(spec: str) -> str:

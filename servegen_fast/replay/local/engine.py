@@ -1,4 +1,4 @@
-"""The engine interface the replayer drives, and the registry of adapters.
+"""The engine interface the on-device replay loop drives (`registry.py` makes the adapters).
 
 An engine takes requests made of prompt token ids and a forced output length, runs them on
 its device in its own way (continuous batching, paged KV cache, ...), and reports each
@@ -11,18 +11,14 @@ torch and the engines are imported lazily, inside the adapters.
 from __future__ import annotations
 
 import abc
-import time
 from dataclasses import dataclass, field
-from typing import Callable
-
-CLOCK: Callable[[], float] = time.perf_counter  # one clock for the loop and every adapter
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
 class Completion:
-    """One request as the engine reports it when it ends (times on CLOCK, seconds)."""
+    """One request as the engine reports it when it ends (times on `timing.CLOCK`, seconds)."""
 
     rid: int
     output_tokens: int  # tokens actually generated
@@ -74,24 +70,6 @@ class Engine(abc.ABC):
     @property
     def max_model_len(self) -> int:
         return int(self.info.details.get("max_model_len", 0))
-
-
-ENGINES = ("transformers", "vllm")
-
-
-def make_engine(name: str, model: str, *, device: str = "auto", seed: int = 0, **options) -> Engine:
-    """An engine adapter by name: "transformers" (default; continuous batching) or "vllm"."""
-    if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}; expected one of {DEVICES}")
-    if name == "transformers":
-        from .transformers_engine import TransformersEngine
-
-        return TransformersEngine(model, device=device, seed=seed, **options)
-    if name == "vllm":
-        from .vllm_engine import VLLMEngine
-
-        return VLLMEngine(model, device=device, seed=seed, **options)
-    raise ValueError(f"unknown engine {name!r}; expected one of {ENGINES}")
 
 
 def resolve_device(device: str) -> str:

@@ -1,11 +1,11 @@
-"""One request and one connection of the HTTP sender (http_client.py).
+"""One request and one connection of the HTTP sender.
 
 `_Conn` is a minimal HTTP/1.1 client connection written as an `asyncio.Protocol`: it parses
 the response head and a Content-Length, chunked or read-until-close body incrementally from
 whatever bytes arrive. `_Req` holds one request in flight and parses its server-sent events,
 stamping every streamed token with `CLOCK` (time.perf_counter, the replayer's clock) when its
 bytes arrive; events are classified on their bytes and only parsed as JSON when they carry
-usage or an error. Both report to their owner (a `_Worker`) through its `on_*` callbacks.
+usage or an error. A connection reports to its pool and to the sender's `Outcomes`.
 """
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ import asyncio
 import json
 import math
 import re
-import time
 
-CLOCK = time.perf_counter
+from ..timing import CLOCK
 MAX_HEAD = 65536
 MAX_ERROR_BODY = 4096
 # event classification on bytes (see _Req._event)
@@ -163,29 +162,55 @@ class _Req:
 HEAD, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER, LENGTH, UNTIL_CLOSE, IDLE = range(8)
 
 
-class _Conn(asyncio.Protocol):
-    def __init__(self, worker):  # the _Worker that owns it (http_client.py)
-        self.w = worker
-        self.transport = None
-        self.req: _Req | None = None
-        self.buf = bytearray()
+def parse_head(head: bytes) -> tuple[int, bool, int | None, bool, bytes] | str:
+    """A response head -> (status code, keep-alive, Content-Length or None, chunked, content type),
+    or what is wrong with it. The headers of an informational (1xx) response are not read."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(None, 2)
+    try:
+        version, code = parts[0], int(parts[1])
+    except (IndexError, ValueError):
+        return f"bad status line {lines[0][:60]!r}"
+    if 100 <= code < 200:
+        return code, True, None, False, b""
+    length = None
+    chunked = False
+    conn_hdr = b""
+    ctype = b""
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        value = value.strip()
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                return "bad content-length"
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif name == b"connection":
+            conn_hdr = value.lower()
+        elif name == b"content-type":
+            ctype = value.lower()
+    keep_alive = (b"close" not in conn_hdr) and (version == b"HTTP/1.1" or b"keep-alive" in conn_hdr)
+    return code, keep_alive, length, chunked, ctype
+
+
+class _Framing:
+    """Incremental framing of one HTTP/1.1 response at a time, from whatever bytes arrive: the
+    head, then a Content-Length, chunked or read-until-close body, whose bytes go to the request."""
+
+    __slots__ = ("buf", "state", "remaining", "keep_alive")
+
+    def __init__(self):
+        self.buf = bytearray()  # an incomplete head or chunk header, kept for the next read
         self.state = IDLE
         self.remaining = 0
         self.keep_alive = True
-        self.closed = False
-        self.served = 0
-        self.idle_since = 0.0
 
-    # asyncio callbacks
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        now = CLOCK()
-        req = self.req
-        if req is None:  # bytes nobody asked for: drop the connection
-            self.close()
-            return
+    def feed(self, data: bytes, req: _Req, now: float) -> bool | str | None:
+        """The bytes of one read: True when they complete the response, None when more are
+        needed, else what is wrong (a protocol error)."""
         if self.buf:
             data = bytes(self.buf) + data
             self.buf.clear()
@@ -200,7 +225,7 @@ class _Conn(asyncio.Protocol):
                 try:
                     size = int(data[pos:k].split(b";", 1)[0], 16)
                 except ValueError:
-                    return self._protocol_error(f"bad chunk size {data[pos:k][:40]!r}")
+                    return f"bad chunk size {data[pos:k][:40]!r}"
                 pos = k + 2
                 if size:
                     self.remaining, self.state = size, CHUNK_DATA
@@ -216,7 +241,7 @@ class _Conn(asyncio.Protocol):
                 if n - pos < 2:
                     break
                 if data[pos:pos + 2] != b"\r\n":
-                    return self._protocol_error("bad chunk terminator")
+                    return "bad chunk terminator"
                 pos += 2
                 self.state = CHUNK_SIZE
             elif st == TRAILER:
@@ -241,59 +266,30 @@ class _Conn(asyncio.Protocol):
                 k = data.find(b"\r\n\r\n", pos)
                 if k < 0:
                     break
-                head = data[pos:k]
+                error = self._head(data[pos:k], req)
                 pos = k + 4
-                if not self._head(head, req):
-                    return
+                if error:
+                    return error
                 if self.state == LENGTH and self.remaining == 0:
                     return self._end(req, body, now, pos < n)
             else:  # IDLE with a request: cannot happen
-                return self._protocol_error("unexpected state")
+                return "unexpected state"
         if pos < n:
             if n - pos > MAX_HEAD:
-                return self._protocol_error("response head or chunk header too long")
+                return "response head or chunk header too long"
             self.buf += data[pos:]
         if body:
             req.feed(body[0] if len(body) == 1 else b"".join(body), now)
+        return None
 
-    def _end(self, req: _Req, body: list, now: float, leftover: bool) -> None:
-        if body:
-            req.feed(body[0] if len(body) == 1 else b"".join(body), now)
-        if leftover:  # bytes after the response on a connection we did not pipeline on
-            self.keep_alive = False
-        self._response_end(now)
-
-    def _head(self, head: bytes, req: _Req) -> bool:
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(None, 2)
-        try:
-            version, code = parts[0], int(parts[1])
-        except (IndexError, ValueError):
-            self._protocol_error(f"bad status line {lines[0][:60]!r}")
-            return False
-        if 100 <= code < 200:
-            return True
-        length = None
-        chunked = False
-        conn_hdr = b""
-        ctype = b""
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            value = value.strip()
-            if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    self._protocol_error("bad content-length")
-                    return False
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                conn_hdr = value.lower()
-            elif name == b"content-type":
-                ctype = value.lower()
-        self.keep_alive = (b"close" not in conn_hdr) and (version == b"HTTP/1.1" or b"keep-alive" in conn_hdr)
+    def _head(self, head: bytes, req: _Req) -> str | None:
+        h = parse_head(head)
+        if isinstance(h, str):
+            return h
+        code, keep_alive, length, chunked, ctype = h
+        if 100 <= code < 200:  # informational: the real head follows
+            return None
+        self.keep_alive = keep_alive
         req.on_head(code, ctype)
         if chunked:
             self.state = CHUNK_SIZE
@@ -301,21 +297,7 @@ class _Conn(asyncio.Protocol):
             self.state, self.remaining = LENGTH, length
         else:
             self.state, self.keep_alive = UNTIL_CLOSE, False
-        return True
-
-    def _response_end(self, now: float) -> None:
-        req, self.req = self.req, None
-        self.state = IDLE
-        leftover = bool(self.buf)
-        self.buf.clear()
-        if req is None:
-            return
-        self.served += 1
-        self.w.on_response_end(req, now)
-        if self.keep_alive and not leftover and not self.closed:
-            self.w.give_back(self)
-        else:
-            self.close()
+        return None
 
     def _take(self, data: bytes, pos: int, n: int, body: list) -> int:
         """Move up to `remaining` body bytes from data[pos:n] into `body`; the new position."""
@@ -324,34 +306,65 @@ class _Conn(asyncio.Protocol):
         self.remaining -= end - pos
         return end
 
-    def _protocol_error(self, msg: str) -> None:
-        req, self.req = self.req, None
-        self.close()
-        if req is not None:
-            self.w.on_failure(req, "protocol_error", msg, CLOCK())
+    def _end(self, req: _Req, body: list, now: float, leftover: bool) -> bool:
+        if body:
+            req.feed(body[0] if len(body) == 1 else b"".join(body), now)
+        if leftover:  # bytes after the response on a connection we did not pipeline on
+            self.keep_alive = False
+        return True
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection of a `Pool` (`pool.py`), which it tells when it is free again or
+    lost; `owner` (the sender's `Outcomes`) hears how each request ended."""
+
+    def __init__(self, pool, owner):
+        self.pool, self.owner = pool, owner
+        self.transport = None
+        self.req: _Req | None = None
+        self.framing = _Framing()
+        self.closed = False
+        self.served = 0
+        self.idle_since = 0.0
+
+    # asyncio callbacks
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        now = CLOCK()
+        req = self.req
+        if req is None:  # bytes nobody asked for: drop the connection
+            self.close()
+            return
+        got = self.framing.feed(data, req, now)
+        if got is True:
+            self._response_end(now)
+        elif got is not None:
+            self._protocol_error(got)
 
     def connection_lost(self, exc) -> None:
         self.closed = True
         req, self.req = self.req, None
-        self.w.on_conn_lost(self)
+        self.pool.lost(self)
         if req is None:
             return
         now = CLOCK()
-        if self.state == UNTIL_CLOSE:
-            self.state = IDLE
-            self.w.on_response_end(req, now)
+        if self.framing.state == UNTIL_CLOSE:
+            self.framing.state = IDLE
+            self.owner.on_response_end(req, now)
             return
         why = f": {exc}" if exc else ""
         if not req.got_bytes:
             msg = f"connection closed before a response{why}"
         else:
             msg = f"connection closed mid-response after {req.events} token events{why}"
-        self.w.on_failure(req, "connection_closed", msg, now, reused=self.served > 0 and not req.got_bytes)
+        self.owner.on_failure(req, "connection_closed", msg, now, reused=self.served > 0 and not req.got_bytes)
 
     def send(self, req: _Req, data: bytes) -> None:
         self.req = req
         req.conn = self
-        self.state = HEAD
+        self.framing.state = HEAD
         self.transport.write(data)
 
     def close(self) -> None:
@@ -359,3 +372,24 @@ class _Conn(asyncio.Protocol):
             self.closed = True
             if self.transport is not None:
                 self.transport.abort()
+
+    def _response_end(self, now: float) -> None:
+        req, self.req = self.req, None
+        f = self.framing
+        f.state = IDLE
+        leftover = bool(f.buf)
+        f.buf.clear()
+        if req is None:
+            return
+        self.served += 1
+        self.owner.on_response_end(req, now)
+        if f.keep_alive and not leftover and not self.closed:
+            self.pool.give_back(self)
+        else:
+            self.close()
+
+    def _protocol_error(self, msg: str) -> None:
+        req, self.req = self.req, None
+        self.close()
+        if req is not None:
+            self.owner.on_failure(req, "protocol_error", msg, CLOCK())

@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 import math
 
-from .engine import CLOCK, Completion, Engine, EngineInfo, resolve_device
+from ..prompts import RESERVED_IDS
+from ..timing import CLOCK
+from .engine import Completion, Engine, EngineInfo, resolve_device
 from .models import describe_model, load_model, model_max_len
 
 # CPU has no memory probe worth sizing a cache from (transformers would take 90% of RAM):
@@ -67,7 +69,7 @@ class TransformersEngine(Engine):
         self.manager.start()
         # throwaway requests: first forward passes (allocations, kernel selection) before the clock
         for i, (p, o) in enumerate(WARMUP_REQUESTS):
-            self._submit(f"warmup-{i}", [4 + (j % 97) for j in range(p)], o)
+            self._submit(f"warmup-{i}", [RESERVED_IDS + j % 97 for j in range(p)], o)
         left = len(WARMUP_REQUESTS)
         while left:
             r = self.manager.get_result(timeout=60)

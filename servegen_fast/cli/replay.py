@@ -1,25 +1,11 @@
-"""`servegen-fast replay`: the subcommand's arguments and body (servegen_fast/cli.py adds it)."""
+"""`servegen-fast replay`: arguments -> replay.api (on-device engine or HTTP target)."""
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 
-
-def _seconds(text: str) -> float:
-    """'0.5', '500ms', '2s', '10m', '1h' -> seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*", str(text))
-    if not m:
-        raise argparse.ArgumentTypeError(f"invalid time {text!r}: use seconds or a unit ms/s/m/h, e.g. 200ms, 1.5s")
-    return float(m.group(1)) * {"ms": 1e-3, None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
-
-
-def _positive_float(text: str) -> float:
-    v = float(text)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return v
+from .args import parse_seconds, positive
 
 
 def _clients(text: str) -> list[int]:
@@ -29,8 +15,8 @@ def _clients(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"clients must be comma-separated ids, got {text!r}") from None
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    r = sub.add_parser("replay", help="replay a trace against an on-device inference engine",
+def add_arguments(sub) -> None:
+    r = sub.add_parser("replay", help="replay a trace against an on-device engine, or an HTTP server with --target",
                        description="Release each request of a trace at its time against a real inference engine "
                                    "(transformers continuous batching, or vLLM) and measure TTFT, TPOT, end-to-end "
                                    "latency, goodput under SLOs and release lateness. See docs/replay.md.")
@@ -71,7 +57,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     h.add_argument("--vocab-size", type=int, default=None,
                    help="draw token ids below this (default: the server's if it says, else 32000)")
     h.add_argument("--concurrency", type=int, default=1024, help="open connections / requests in flight at most")
-    h.add_argument("--timeout", type=_seconds, default=600.0, help="per request, release to last byte (default 10m)")
+    h.add_argument("--timeout", type=parse_seconds, default=600.0, help="per request, release to last byte (default 10m)")
     h.add_argument("--retries", type=int, default=0,
                    help="resend a request that failed before its first token (connect error, closed connection, "
                         "429, 5xx); default 0")
@@ -81,27 +67,26 @@ def add_parser(sub) -> argparse.ArgumentParser:
     h.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                    help="event loop of the sender (default: uvloop where installed, else asyncio)")
     s = r.add_argument_group("what to replay")
-    s.add_argument("--time-scale", type=_positive_float, default=1.0,
+    s.add_argument("--time-scale", type=positive(), default=1.0,
                    help="multiply trace times by this (0.5: twice as fast; default 1)")
-    s.add_argument("--start", type=_seconds, default=None, help="replay from this trace time (e.g. 600, 10m)")
-    s.add_argument("--end", type=_seconds, default=None, help="replay up to this trace time")
+    s.add_argument("--start", type=parse_seconds, default=None, help="replay from this trace time (e.g. 600, 10m)")
+    s.add_argument("--end", type=parse_seconds, default=None, help="replay up to this trace time")
     s.add_argument("--clients", type=_clients, default=None, help="only these client ids (comma-separated)")
     s.add_argument("--max-requests", type=int, default=None, help="at most this many requests")
     s.add_argument("--afap", "--as-fast-as-possible", dest="afap", action="store_true",
                    help="release every request at once (a throughput run) instead of at its trace time")
     m = r.add_argument_group("measurement")
-    m.add_argument("--slo-ttft", type=_seconds, default=None, help="TTFT SLO for goodput (e.g. 500ms)")
-    m.add_argument("--slo-tpot", type=_seconds, default=None, help="TPOT SLO for goodput (e.g. 50ms)")
+    m.add_argument("--slo-ttft", type=parse_seconds, default=None, help="TTFT SLO for goodput (e.g. 500ms)")
+    m.add_argument("--slo-tpot", type=parse_seconds, default=None, help="TPOT SLO for goodput (e.g. 50ms)")
     m.add_argument("--plot", action="store_true", help="also write PNG plots (needs the plot extra)")
     m.add_argument("--json", action="store_true", help="print the summary as JSON")
     m.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     m.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
-    r.set_defaults(func=cmd_replay)
-    return r
+    r.set_defaults(func=run)
 
 
-def cmd_replay(args) -> int:
-    from .replayer import replay_trace
+def run(args) -> int:
+    from ..replay.api import replay_trace
 
     if args.target is not None:
         return _cmd_replay_http(args)
@@ -117,7 +102,7 @@ def cmd_replay(args) -> int:
                            ("max_num_batched_tokens", args.max_batch_tokens)):
             if value is not None:
                 opts[key] = value
-    from .transformers_engine import quiet_transformers
+    from ..replay.local.transformers import quiet_transformers
 
     quiet_transformers()
     summary = replay_trace(args.trace, args.output, engine=args.engine, model=args.model, device=args.device,
@@ -140,7 +125,7 @@ def _finish(args, summary) -> int:
     if args.json:
         print(json.dumps(summary, indent=1))
     elif not args.quiet:
-        from .results import summary_text
+        from ..replay.results import summary_text
 
         print(summary_text(summary), end="")
         print(f"results in {args.output}", file=sys.stderr)
@@ -153,7 +138,7 @@ def _finish(args, summary) -> int:
 def _cmd_replay_http(args) -> int:
     import os
 
-    from .replayer import replay_http
+    from ..replay.api import replay_http
 
     summary = replay_http(args.trace, args.output, target=args.target, api=args.api, model_name=args.model_name,
                           server_type=args.server_type, prompt=args.prompt, vocab=args.vocab_size,

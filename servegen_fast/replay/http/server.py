@@ -29,9 +29,8 @@ import sys
 import time
 import zlib
 
-from .engine import CLOCK
-from .models import RESERVED_IDS
-from .prompts import WORDS
+from ..prompts import RESERVED_IDS, WORDS
+from ..timing import CLOCK
 
 DEFAULT_MAX_TOKENS = 16
 
@@ -52,12 +51,77 @@ def _error(status: int, message: str, kind: str = "BadRequestError"):
     return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
 
 
+def _prompt(body: dict, chat: bool, vocab: int) -> list[int]:
+    """Token ids of a completions prompt (text or ids) or of the joined chat message contents."""
+    if chat:
+        msgs = body.get("messages")
+        if not isinstance(msgs, list) or not msgs:
+            raise ValueError("'messages' must be a non-empty list")
+        parts = []
+        for m in msgs:
+            c = m.get("content") if isinstance(m, dict) else None
+            if isinstance(c, list):  # content parts: text only
+                for p in c:
+                    if not isinstance(p, dict) or p.get("type") != "text":
+                        raise ValueError("only text content parts are supported")
+                    parts.append(str(p.get("text", "")))
+            elif isinstance(c, str):
+                parts.append(c)
+        return word_ids(" ".join(parts), vocab)
+    p = body.get("prompt")
+    if isinstance(p, str):
+        return word_ids(p, vocab)
+    if isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
+        if min(p) < 0 or max(p) >= vocab:
+            raise ValueError(f"token ids must lie in [0, {vocab})")
+        return p
+    raise ValueError("'prompt' must be a string or a non-empty list of token ids (batches are not supported)")
+
+
+class Refused(Exception):
+    """A request answered with an error: args (HTTP status, message, OpenAI error type)."""
+
+
+def parse_request(body: dict, chat: bool, name: str, vocab: int, max_len: int) -> tuple[list[int], int]:
+    """(prompt token ids, max_tokens) of a completions or chat request body, or Refused."""
+    if body.get("model") not in (None, name):
+        raise Refused(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+    try:
+        ids = _prompt(body, chat, vocab)
+    except ValueError as e:
+        raise Refused(400, str(e), "BadRequestError") from None
+    if not ids:
+        raise Refused(400, "the prompt is empty", "BadRequestError")
+    n = body.get("max_completion_tokens") if chat and body.get("max_tokens") is None else body.get("max_tokens")
+    n = DEFAULT_MAX_TOKENS if n is None else n
+    if not isinstance(n, int) or n < 1:
+        raise Refused(400, "max_tokens must be a positive integer", "BadRequestError")
+    if len(ids) + n > max_len:
+        raise Refused(400, f"This model's maximum context length is {max_len} tokens. However, you requested "
+                           f"{len(ids) + n} tokens ({len(ids)} in the messages, {n} in the completion).",
+                      "BadRequestError")
+    return ids, n
+
+
+def _web():
+    from aiohttp import web  # the serve extra; imported when a server runs
+
+    return web
+
+
+def _sse(model: str, key: str, obj: str, created: int, choice: dict, usage_wanted: bool) -> bytes:
+    chunk = {"id": key, "object": obj, "created": created, "model": model, "choices": [choice]}
+    if usage_wanted:
+        chunk["usage"] = None
+    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+
 class ModelServer:
     """The engine behind an aiohttp application. `start()` loads and warms the model."""
 
     def __init__(self, model: str = "tiny", *, device: str = "cpu", seed: int = 0, served_name: str | None = None,
                  log_requests: int = 100_000, **engine_options):
-        from .transformers_engine import TransformersEngine, quiet_transformers
+        from ..local.transformers import TransformersEngine, quiet_transformers
 
         quiet_transformers()
         self.engine = TransformersEngine(model, device=device, seed=seed, **engine_options)
@@ -87,52 +151,21 @@ class ModelServer:
 
     # ---------------------------------------------------------------- handlers
     async def health(self, request):
-        from aiohttp import web
-
-        return web.Response(text="ok")
+        return _web().Response(text="ok")
 
     async def models(self, request):
-        from aiohttp import web
-
-        return web.json_response({"object": "list", "data": [
+        return _web().json_response({"object": "list", "data": [
             {"id": self.name, "object": "model", "owned_by": "servegen-fast", "max_model_len": self.max_len,
              "vocab_size": self.vocab}]})
 
     async def debug_requests(self, request):
-        from aiohttp import web
-
-        return web.json_response(self.timings)
+        return _web().json_response(self.timings)
 
     async def completions(self, request):
         return await self._generate(request, chat=False)
 
     async def chat(self, request):
         return await self._generate(request, chat=True)
-
-    def _prompt(self, body: dict, chat: bool) -> list[int]:
-        if chat:
-            msgs = body.get("messages")
-            if not isinstance(msgs, list) or not msgs:
-                raise ValueError("'messages' must be a non-empty list")
-            parts = []
-            for m in msgs:
-                c = m.get("content") if isinstance(m, dict) else None
-                if isinstance(c, list):  # content parts: text only
-                    for p in c:
-                        if not isinstance(p, dict) or p.get("type") != "text":
-                            raise ValueError("only text content parts are supported")
-                        parts.append(str(p.get("text", "")))
-                elif isinstance(c, str):
-                    parts.append(c)
-            return word_ids(" ".join(parts), self.vocab)
-        p = body.get("prompt")
-        if isinstance(p, str):
-            return word_ids(p, self.vocab)
-        if isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
-            if min(p) < 0 or max(p) >= self.vocab:
-                raise ValueError(f"token ids must lie in [0, {self.vocab})")
-            return p
-        raise ValueError("'prompt' must be a string or a non-empty list of token ids (batches are not supported)")
 
     async def _generate(self, request, chat: bool):
         from aiohttp import web
@@ -144,21 +177,10 @@ class ModelServer:
                 raise ValueError("the body must be a JSON object")
         except ValueError as e:
             return _error(400, f"invalid JSON body: {e}")
-        if body.get("model") not in (None, self.name):
-            return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
         try:
-            ids = self._prompt(body, chat)
-        except ValueError as e:
-            return _error(400, str(e))
-        if not ids:
-            return _error(400, "the prompt is empty")
-        n = body.get("max_completion_tokens") if chat and body.get("max_tokens") is None else body.get("max_tokens")
-        n = DEFAULT_MAX_TOKENS if n is None else n
-        if not isinstance(n, int) or n < 1:
-            return _error(400, "max_tokens must be a positive integer")
-        if len(ids) + n > self.max_len:
-            return _error(400, f"This model's maximum context length is {self.max_len} tokens. However, you "
-                               f"requested {len(ids) + n} tokens ({len(ids)} in the messages, {n} in the completion).")
+            ids, n = parse_request(body, chat, self.name, self.vocab, self.max_len)
+        except Refused as e:
+            return _error(*e.args)
         rid = request.headers.get("x-request-id") or f"req-{next(self._ids)}"
         key = f"{rid}#{next(self._ids)}"
         mgr = self.engine.manager
@@ -182,9 +204,8 @@ class ModelServer:
                 resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
                 await resp.prepare(request)
                 if chat:
-                    await resp.write(self._sse(key, obj, created, {"index": 0, "delta": {"role": "assistant",
-                                                                                         "content": ""},
-                                                                   "finish_reason": None}, usage_wanted))
+                    opening = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                    await resp.write(_sse(self.name, key, obj, created, opening, usage_wanted))
             while True:
                 out = await q.get()
                 if out.error is not None:
@@ -200,7 +221,7 @@ class ModelServer:
                         last = finished and j == len(new) - 1
                         choice = ({"index": 0, "delta": {"content": text}} if chat else {"index": 0, "text": text})
                         choice["finish_reason"] = "length" if last else None
-                        data = self._sse(key, obj, created, choice, usage_wanted)
+                        data = _sse(self.name, key, obj, created, choice, usage_wanted)
                         if "first_sent" not in rec:
                             rec["first_sent"] = CLOCK()  # stamped before the write: the client reads after it
                         if last:
@@ -239,11 +260,6 @@ class ModelServer:
         await resp.write_eof()
         return resp
 
-    def _sse(self, key: str, obj: str, created: int, choice: dict, usage_wanted: bool) -> bytes:
-        chunk = {"id": key, "object": obj, "created": created, "model": self.name, "choices": [choice]}
-        if usage_wanted:
-            chunk["usage"] = None
-        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 
 async def _serve(server: ModelServer, host: str, port: int, announce) -> None:
@@ -278,27 +294,3 @@ def serve(model: str = "tiny", *, host: str = "127.0.0.1", port: int = 8000, dev
         asyncio.run(_serve(server, host, port, announce))
     finally:
         server.stop()
-
-
-def add_parser(sub):
-    s = sub.add_parser("serve", help="serve a (random) model over a minimal OpenAI-compatible streaming API",
-                       description="A minimal OpenAI-compatible server (/v1/completions, /v1/chat/completions, "
-                                   "streaming) over the on-device engine, for testing HTTP replay on loopback. "
-                                   "See docs/replay.md.")
-    s.add_argument("--model", default="tiny", help="tiny, 1b, 8b (random Llama-style) or a checkpoint directory")
-    s.add_argument("--served-model-name", default=None, help="the model name clients send (default: --model)")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    s.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--num-blocks", type=int, default=None, help="KV-cache blocks")
-    s.set_defaults(func=cmd_serve)
-    return s
-
-
-def cmd_serve(args) -> int:
-    opts = {k: v for k, v in (("dtype", args.dtype), ("num_blocks", args.num_blocks)) if v is not None}
-    serve(args.model, host=args.host, port=args.port, device=args.device, seed=args.seed,
-          served_name=args.served_model_name, **opts)
-    return 0

@@ -1,6 +1,6 @@
 """A minimal OpenAI-style streaming server that answers at once, with injectable faults.
 
-For the HTTP client's tests and benchmark (not a model server: see `server.py` for that).
+For the HTTP sender's tests and benchmark (not a model server: see `servegen_fast.replay.http.server`).
 Raw asyncio protocol, HTTP/1.1 keep-alive, chunked event streams; each request gets
 ``min(max_tokens, max_events)`` token events written in one go, then a usage chunk and
 ``[DONE]``. The behaviour per request is its mode:
@@ -15,7 +15,7 @@ Raw asyncio protocol, HTTP/1.1 keep-alive, chunked event streams; each request g
   header (a server dropping kept-alive connections: the client must not lose requests to it);
 - ``mixed``: by request id (the ``x-request-id`` header) mod 5: ok, error500, close, stall, ok.
 
-    python -m servegen_fast.replay.fake_server --port 0 --mode ok     # prints "listening on URL"
+    python -m servegen_fast.testing.fake_server --port 0 --mode ok     # prints "listening on URL"
 """
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from ..model.fields import ITEM_FIELDS, REASON_RATIO
 from .atomic import temp_path, write_text
 from .prefetch import prefetch
 
@@ -25,8 +26,6 @@ FORMATS = ("parquet", "arrow")
 PARTITIONS = {"hour": 3600, "day": 86400}
 MANIFEST = "_manifest.json"
 ROW_GROUP_ROWS = 1 << 20
-_ITEM_FIELDS = ("image_tokens", "audio_tokens", "video_tokens")
-_COUNT_FIELDS = ("image_count", "audio_count", "video_count")
 
 
 def trace_schema(category: str, fields: Iterable[str], include_reason_ratio: bool = False,
@@ -36,16 +35,16 @@ def trace_schema(category: str, fields: Iterable[str], include_reason_ratio: boo
     cols = [pa.field("timestamp", pa.float64(), nullable=False), pa.field("client_id", pa.uint32(), nullable=False),
             pa.field("input_tokens", pa.uint32(), nullable=False),
             pa.field("output_tokens", pa.uint32(), nullable=False)]
-    if "reason_ratio" in fields:
+    if REASON_RATIO in fields:
         cols.append(pa.field("reasoning_tokens", pa.uint32(), nullable=False))
         if include_reason_ratio:
             cols.append(pa.field("reason_ratio", pa.float64(), nullable=False))
     if category == "multimodal" or "text_tokens" in fields:
         cols.append(pa.field("text_tokens", pa.uint32(), nullable=False))
-        for item in _ITEM_FIELDS:
+        for item in ITEM_FIELDS:
             if item in fields:
                 cols.append(pa.field(item, pa.list_(pa.uint32()), nullable=False))
-    known = {c.name for c in cols} | set(_COUNT_FIELDS) | {"reason_ratio"}
+    known = {c.name for c in cols} | set(ITEM_FIELDS.values()) | {REASON_RATIO}
     cols += [pa.field(f, pa.uint32(), nullable=False) for f in fields if f not in known]
     meta = {META_KEY: json.dumps(metadata).encode()} if metadata else None
     return pa.schema(cols, metadata=meta)

@@ -47,14 +47,22 @@ def expand_turns(seed, client, window, k, prof, turns, ts, fin, fout, values, cd
     cur_ts = ts.astype(np.float64).copy()
     cur_in = vals[:, fin].copy()
     cur_out = vals[:, fout].copy()
+    out_turn[:] = -1
+    out_ts[:] = 0.0
+    out_think[:] = 0.0
+    out_vals[:] = 0.0
+    alive = np.ones(len(turns), bool)
     for t in range(1, int(turns.max(initial=1))):
-        r = np.flatnonzero(turns > t)
+        r = np.flatnonzero((turns > t) & alive)
         p = prof[r]
         u_think, u_new = px.uniform2_attempt_np(seed, client[r], window[r], FIELD_TURN, k[r], t)
         ub, _ = px.uniform2_attempt_np(seed, client[r], window[r], FIELD_TURN_BASE, k[r], t)
         think = values[tab_index(cdf, off[p, 1], off[p, 2], u_think)]
         new = values[tab_index(cdf, off[p, 2], off[p, 3], u_new)]
         cur_ts[r] = cur_ts[r] + (par[p, 2] + par[p, 3] * cur_out[r]) + think
+        over = cur_ts[r] - ts[r] > par[p, 4]  # past the max span: the session ends here
+        alive[r[over]] = False
+        r, p, think, new, ub = r[~over], p[~over], think[~over], new[~over], ub[~over]
         row = toff[r] + t - 1
         for f in range(dist.shape[1]):
             d = dist[r, f]

@@ -10,7 +10,8 @@ Keyed draws (Philox, key = seed; see philox.py), for the request slot k of (clie
 * turn t >= 1 of that session: uniform2(FIELD_TURN, k, attempt t) = (u_think, u_new) and
   uniform(FIELD_TURN_BASE, k, attempt t) for the pool's base fields (one uniform for all);
   timestamp = previous + (ttft + tpot × previous output) + think,
-  input = previous input + previous output + new tokens.
+  input = previous input + previous output + new tokens; a turn more than max span after the
+  first ends the session (its rows get turn -1 and are dropped by the caller).
 * block ids (63-bit): a session is one growing token stream (prompt, turn 1's text, its
   answer, turn 2's new text, ...) and each turn's input is a prefix of it, so a full block's
   content depends only on (session, block index): id = hash(session id, b). Blocks fully inside
@@ -90,6 +91,14 @@ def make_session_bodies(jit, s, lookup):
             new = values[tab_index(cdf, off[p, 2], off[p, 3], u_new)]
             ts = ts + (par[p, 2] + par[p, 3] * outp) + think
             row = lo + t - 1
+            if ts - ts0 > par[p, 4]:  # past the session's max span: this turn and the rest are not made
+                for j in range(row, lo + turns - 1):
+                    out_turn[j] = -1
+                    out_ts[j] = 0.0
+                    out_think[j] = 0.0
+                    for f in range(nf):
+                        out_vals[j, f] = 0.0
+                return
             for f in range(nf):
                 d = dist[r, f]
                 out_vals[row, f] = lookup(pv, pc, guide, pdoff[d], pdoff[d + 1], goff[d], ub)

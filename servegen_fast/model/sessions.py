@@ -11,7 +11,10 @@ A profile says, for one client (or every client):
   shared system prompts, the prompts' lengths in tokens and their popularity (explicit
   ``weights``, or Zipf with exponent ``zipf`` over the listed order);
 * ``service``: the estimate of a turn's service time, ``ttft + tpot × output_tokens`` seconds,
-  that places the next turn's open-loop arrival (docs/sessions.md).
+  that places the next turn's open-loop arrival (docs/sessions.md);
+* ``max_span``: seconds; a turn that would arrive later than this after its session's first
+  turn is not generated, and neither are the turns after it (this bounds the look-back that
+  makes any part of a trace generable alone).
 
 Rates keep their meaning (requests per second, every turn counted): the arrival process gives
 request slots; a slot starts a session with probability 1 / E[turns] (turns of single requests
@@ -37,11 +40,12 @@ MAX_BLOCK_SIZE = 1 << 24
 DEFAULT_BLOCK_SIZE = 512    # Mooncake's block size
 DEFAULT_TTFT = 0.5          # s, see docs/sessions.md
 DEFAULT_TPOT = 0.025        # s per output token
+DEFAULT_MAX_SPAN = 7200.0   # s: turns later than this after their session's first are not generated
 BUILTIN = {"chat": "sessions_chat.json"}
 # table slots in SessionTables.off
 T_TURNS, T_THINK, T_NEW, T_PREFIX = 0, 1, 2, 3
 # per-profile scalars in SessionTables.par
-P_KEEP, P_PREFIX_SHARE, P_TTFT, P_TPOT = 0, 1, 2, 3
+P_KEEP, P_PREFIX_SHARE, P_TTFT, P_TPOT, P_SPAN = 0, 1, 2, 3, 4
 
 
 class ProfileError(ValueError):
@@ -81,6 +85,7 @@ class SessionProfile:
     prefix_weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
     ttft: float = DEFAULT_TTFT
     tpot: float = DEFAULT_TPOT
+    max_span: float = DEFAULT_MAX_SPAN
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "profile") -> "SessionProfile":
@@ -114,15 +119,18 @@ class SessionProfile:
         ttft, tpot = float(svc.get("ttft", DEFAULT_TTFT)), float(svc.get("tpot", DEFAULT_TPOT))
         if not (ttft >= 0 and tpot >= 0 and np.isfinite(ttft) and np.isfinite(tpot)):
             raise ProfileError(f"{where}: service.ttft and service.tpot must be finite and >= 0")
+        span = float(d.get("max_span", DEFAULT_MAX_SPAN))
+        if not (span > 0 and np.isfinite(span)):
+            raise ProfileError(f"{where}: max_span must be a positive number of seconds")
         return cls(share, turns, think, new, pshare, tokens.astype(np.int64), w / w.sum() if len(w) else w,
-                   ttft, tpot)
+                   ttft, tpot, span)
 
     def to_dict(self) -> dict:
         t = lambda vp: {"values": vp[0].tolist(), "probs": vp[1].tolist()}  # noqa: E731
         return {"session_share": self.session_share, "turns": t(self.turns), "think_time": t(self.think_time),
                 "new_tokens": t(self.new_tokens), "prefix_share": self.prefix_share,
                 "prefixes": {"tokens": self.prefix_tokens.tolist(), "weights": self.prefix_weights.tolist()},
-                "service": {"ttft": self.ttft, "tpot": self.tpot}}
+                "service": {"ttft": self.ttft, "tpot": self.tpot}, "max_span": self.max_span}
 
     def all_turns(self) -> tuple[np.ndarray, np.ndarray]:
         """Turns of every session, single requests included: (values 1.., probabilities).
@@ -218,13 +226,13 @@ class SessionTables:
 
     Profile p's table j (T_TURNS: turns of all sessions, 1 included; T_THINK; T_NEW; T_PREFIX:
     prefix lengths in tokens) is values[off[p, j]:off[p, j + 1]] with cumulative probabilities
-    cdf[...] (ending at exactly 1); par[p] = (keep probability, prefix share, ttft, tpot).
+    cdf[...] (ending at exactly 1); par[p] = (keep probability, prefix share, ttft, tpot, max span).
     `keys` (sorted client ids) and `index` map a client to its profile; `default` is the
     default's index, or -1 (no sessions)."""
     values: np.ndarray
     cdf: np.ndarray
     off: np.ndarray          # int64[P, 5]
-    par: np.ndarray          # float64[P, 4]
+    par: np.ndarray          # float64[P, 5]
     keys: np.ndarray         # uint32[K]
     index: np.ndarray        # int32[K]
     default: int
@@ -232,6 +240,7 @@ class SessionTables:
     max_think: float
     ttft_max: float
     tpot_max: float
+    span_max: float
 
     @classmethod
     def build(cls, profiles: SessionProfiles) -> "SessionTables":
@@ -251,14 +260,15 @@ class SessionTables:
                 pos += len(v)
                 row.append(pos)
             off.append(row)
-            par.append([pr.keep_probability(), pr.prefix_share if len(pr.prefix_tokens) else 0.0, pr.ttft, pr.tpot])
+            par.append([pr.keep_probability(), pr.prefix_share if len(pr.prefix_tokens) else 0.0, pr.ttft, pr.tpot,
+                        pr.max_span])
         keys = np.array(sorted(profiles.clients), np.uint32)
         first = 1 if profiles.default else 0
         return cls(np.concatenate(values), np.concatenate(cdf), np.array(off, np.int64).reshape(-1, 5),
-                   np.array(par, np.float64).reshape(-1, 4), keys,
+                   np.array(par, np.float64).reshape(-1, 5), keys,
                    np.arange(first, first + len(keys), dtype=np.int32), 0 if profiles.default else -1,
                    max(int(pr.turns[0][-1]) for pr in profs), max(float(pr.think_time[0][-1]) for pr in profs),
-                   max(pr.ttft for pr in profs), max(pr.tpot for pr in profs))
+                   max(pr.ttft for pr in profs), max(pr.tpot for pr in profs), max(pr.max_span for pr in profs))
 
     def profile_of(self, client: np.ndarray) -> np.ndarray:
         """int32 profile index per client id (-1: no sessions)."""
@@ -272,8 +282,10 @@ class SessionTables:
 
     def lookback(self, max_output: float) -> float:
         """Seconds by which a session's last turn can trail its first: (turns − 1) × the
-        longest gap (service estimate of the longest output + the longest think time)."""
-        return (self.max_turns - 1) * (self.ttft_max + self.tpot_max * max_output + self.max_think)
+        longest gap (service estimate of the longest output + the longest think time), at most
+        the longest max_span."""
+        return min((self.max_turns - 1) * (self.ttft_max + self.tpot_max * max_output + self.max_think),
+                   self.span_max)
 
 
 def profiles_summary(p: SessionProfiles) -> dict:

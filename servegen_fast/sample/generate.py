@@ -43,7 +43,7 @@ from ..model.units import Units
 from .backend import BACKENDS, Backend, load_backend
 from .batches import to_batch
 from .plan import DEFAULT_CHUNK_BYTES, chunk_units, plan_chunks, renewal_params, servegen_counts, window_range
-from .sessions import SessionExpander, resolve as resolve_sessions
+from .sessions import SessionExpander, prehistory_units, resolve as resolve_sessions
 from ..model.sessions import DEFAULT_BLOCK_SIZE
 
 MODES = ("servegen", "renewal", "poisson")
@@ -153,7 +153,7 @@ def _stream(kern, view, targets, aggregate, windows, schema, opts, include_reaso
     and writes chunk k; the other backends compute a chunk when it is read out."""
     done_rows = 0
     pending = None
-    if expander is not None and windows[0] > 0:
+    if expander is not None:
         _session_lookback(kern, view, targets, aggregate, windows[0], opts, expander)
     for span in [*plan_chunks(view, targets, aggregate, windows, opts.mode, opts.chunk_bytes), None]:
         job = None
@@ -189,11 +189,19 @@ def _window_end(view, w_end: int) -> float:
 
 
 def _session_lookback(kern, view, targets, aggregate, w_lo: int, opts, expander) -> None:
-    """Seed the carry of a part generated alone with the later turns of sessions started in
-    the windows before it that can still reach it (their rows before the part are dropped)."""
+    """Seed the carry with the later turns of sessions started before window w_lo that can
+    still reach it (their rows before it are dropped): sessions of the windows before it, and
+    before time 0 a stationary pre-history, window 0 repeated backwards (sample/sessions.py)."""
     t0 = float(view.window_start[w_lo])
+    back = expander.lookback_seconds()
+    length0 = float(view.window_len[0])
+    for m in range(int(np.ceil(max(back - t0, 0.0) / length0)), 0, -1):
+        u = prehistory_units(chunk_units(view, targets, 0, 1), m, length0, int(view.window_index.max()))
+        submitted = _submit_chunk(kern, view, u, 1, opts, expander)
+        cols = _finish_chunk(kern, view, opts, *submitted)
+        expander.process(cols, *cols.pop("_slots"), t0)
     ends = view.window_start[:w_lo] + view.window_len[:w_lo]
-    w_lb = int(np.searchsorted(ends, t0 - expander.lookback_seconds(), side="right"))
+    w_lb = int(np.searchsorted(ends, t0 - back, side="right"))
     for w0, w1 in plan_chunks(view, targets, aggregate, (w_lb, w_lo), opts.mode, opts.chunk_bytes):
         submitted = _submit_chunk(kern, view, chunk_units(view, targets, w0, w1), w1 - w0, opts, expander)
         cols = _finish_chunk(kern, view, opts, *submitted)

@@ -4,18 +4,23 @@ The arrival kernels give each chunk's request slots in time order with their fir
 lengths; `SessionExpander.process` asks the backend for each slot's role (thinned away, or a
 session of T turns with an optional shared prompt), expands the later turns (keyed draws:
 they do not depend on the chunking), keeps the rows that fall before the chunk's end and
-carries the rest to later chunks. A part of the trace generated alone (`only=`) first runs a
-look-back over the windows whose sessions can still reach it (`SessionTables.lookback`), so
-every part equals the same rows of the whole trace. Rows are ordered by (timestamp,
+carries the rest to later chunks. Every run first runs a look-back over the windows whose
+sessions can still reach its first window (`SessionTables.lookback`, at most the longest
+max_span): the windows before it, and before time 0 a stationary pre-history (window 0's
+units repeated backwards, keyed as windows 2**20 − m), so the trace starts with sessions in
+progress, as a log cut from a running service does, and every part generated alone
+(`only=`) equals the same rows of the whole trace. Rows are ordered by (timestamp,
 session_id, turn), a total order.
 
 Session ids pack (window, client, slot): window < 2**20, client < 2**22, slot < 2**22.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from ..model.sessions import MAX_BLOCK_SIZE, SessionProfiles, load_profiles
+from ..model.sessions import MAX_BLOCK_SIZE, T_PREFIX, SessionProfiles, load_profiles
 
 SID_SLOT_BITS, SID_CLIENT_BITS, SID_WINDOW_BITS = 22, 22, 20
 SESSION_COLUMNS = ("session_id", "turn", "think_time", "prefix_id")
@@ -30,6 +35,15 @@ def session_ids(client: np.ndarray, window: np.ndarray, k: np.ndarray) -> np.nda
                              f"(< {1 << bits})")
     return ((window.astype(np.uint64) << np.uint64(SID_SLOT_BITS + SID_CLIENT_BITS))
             | (client.astype(np.uint64) << np.uint64(SID_SLOT_BITS)) | k.astype(np.uint64))
+
+
+def prehistory_units(u, m: int, length0: float, max_window: int):
+    """Window 0's units moved m windows before time 0, keyed as window 2**20 − m: the sessions
+    of a stationary past, whose later turns reach into the trace's start."""
+    key = (1 << SID_WINDOW_BITS) - m
+    if key <= max_window:
+        raise ValueError(f"sessions: the pre-history needs window keys above the pool's ({max_window})")
+    return replace(u, window=np.full(len(u.window), key, np.uint32), start=u.start - m * length0)
 
 
 def resolve(sessions, block_size: int, view) -> SessionProfiles | None:
@@ -73,6 +87,10 @@ class SessionExpander:
                                                                           dist))
         ts = cols["timestamp"][keep]
         sid = session_ids(cid, window, k)
+        has = pid >= 0  # a session's first input holds its whole prompt: a shorter draw is raised to it
+        if has.any():
+            ptok = T.values[T.off[prof[has], T_PREFIX] + pid[has]]
+            vals[has, self.fin] = np.maximum(vals[has, self.fin], ptok)
         later = np.maximum(turns - 1, 0)
         toff = np.zeros(len(turns) + 1, np.int64)
         np.cumsum(later, out=toff[1:])
@@ -81,6 +99,8 @@ class SessionExpander:
             self.seed, cid, window, k, prof, turns, ts, self.fin, self.fout, T.values, T.cdf, T.off, T.par,
             np.ascontiguousarray(dist), np.ascontiguousarray(vals), d.values, d.cdf, d.offsets, guide, goff, toff)
         rep = np.repeat(np.arange(len(turns)), later)
+        made = e_turn >= 0  # turns past a session's max span are not made
+        rep, e_ts, e_vals, e_think, e_turn = rep[made], e_ts[made], e_vals[made], e_think[made], e_turn[made]
         rows = _concat([self.carry,
                         _rows(ts, cid, sid, np.zeros(len(ts), np.int64), np.zeros(len(ts)), pid, vals, self.base),
                         _rows(e_ts, cid[rep], sid[rep], e_turn, e_think, pid[rep], e_vals, self.base)])

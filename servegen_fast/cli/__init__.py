@@ -6,14 +6,14 @@ import argparse
 import sys
 
 from ..version import __version__
-from . import analyze, fit, generate, info
+from . import analyze, export, fit, generate, info
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="servegen-fast", description="Generate realistic LLM-serving workloads, fast.")
     p.add_argument("--version", action="version", version=f"servegen-fast {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for command in (generate, info, fit, analyze):
+    for command in (generate, info, fit, analyze, export):
         command.add_arguments(sub)
     from ..replay.cli import add_parser as add_replay_parser  # torch-free until a replay runs
     from ..replay.server import add_parser as add_serve_parser

@@ -6,7 +6,12 @@ import numpy as np
 
 from . import philox as px
 from .session_bodies import (FIELD_BLOCK, FIELD_PARTIAL_BLOCK, FIELD_PREFIX_BLOCK, FIELD_SESSION, FIELD_TURN,
-                             FIELD_TURN_BASE, PREFIX_WINDOW_WORD)
+                             PREFIX_WINDOW_WORD)
+
+
+def u32(w):
+    """Uniform in (0, 1] from a 32-bit word: (w + 1) / 2**32."""
+    return (w.astype(np.float64) + 1.0) * (1.0 / 4294967296.0)
 
 
 def tab_index(cdf, lo, hi, u):
@@ -25,12 +30,12 @@ def session_roles(seed, client, window, k, prof, values, cdf, off, par):
     pid = np.full(n, -1, np.int64)
     on = np.flatnonzero(prof >= 0)
     p = prof[on]
-    u_keep, u_turns = px.uniform2_attempt_np(seed, client[on], window[on], FIELD_SESSION, k[on], 0)
-    kept = u_keep <= par[p, 0]
+    w = px.philox_block_np(seed, client[on], window[on], FIELD_SESSION, k[on], 0)
+    kept = u32(w[0]) <= par[p, 0]
     turns[on[~kept]] = 0
-    on, p, u_turns = on[kept], p[kept], u_turns[kept]
+    on, p = on[kept], p[kept]
+    u_turns, u_share, u_pre = (u32(x[kept]) for x in w[1:])
     turns[on] = values[tab_index(cdf, off[p, 0], off[p, 1], u_turns)].astype(np.int64)
-    u_share, u_pre = px.uniform2_attempt_np(seed, client[on], window[on], FIELD_SESSION, k[on], 1)
     has = u_share <= par[p, 1]
     pid[on[has]] = tab_index(cdf, off[p[has], 3], off[p[has], 4], u_pre[has]) - off[p[has], 3]
     return turns, pid
@@ -55,8 +60,8 @@ def expand_turns(seed, client, window, k, prof, turns, ts, fin, fout, values, cd
     for t in range(1, int(turns.max(initial=1))):
         r = np.flatnonzero((turns > t) & alive)
         p = prof[r]
-        u_think, u_new = px.uniform2_attempt_np(seed, client[r], window[r], FIELD_TURN, k[r], t)
-        ub, _ = px.uniform2_attempt_np(seed, client[r], window[r], FIELD_TURN_BASE, k[r], t)
+        w = px.philox_block_np(seed, client[r], window[r], FIELD_TURN, k[r], t)
+        u_think, u_new, ub = u32(w[0]), u32(w[1]), u32(w[2])
         think = values[tab_index(cdf, off[p, 1], off[p, 2], u_think)]
         new = values[tab_index(cdf, off[p, 2], off[p, 3], u_new)]
         cur_ts[r] = cur_ts[r] + (par[p, 2] + par[p, 3] * cur_out[r]) + think

@@ -3,12 +3,14 @@ backends (`kernels/reference_sessions.py` is the NumPy twin).
 
 Keyed draws (Philox, key = seed; see philox.py), for the request slot k of (client, window):
 
-* role:  uniform2(FIELD_SESSION, k, attempt 0) = (u_keep, u_turns): the slot starts a session
-  when u_keep <= keep probability, with turns = the profile's turns table at u_turns;
-  uniform2(FIELD_SESSION, k, attempt 1) = (u_share, u_prefix): a shared prompt when
-  u_share <= prefix share, prompt index = the prefix table at u_prefix.
-* turn t >= 1 of that session: uniform2(FIELD_TURN, k, attempt t) = (u_think, u_new) and
-  uniform(FIELD_TURN_BASE, k, attempt t) for the pool's base fields (one uniform for all);
+Session draws use the four 32-bit words of one Philox block as four uniforms
+u = (word + 1) / 2**32 in (0, 1] (exact in float64; table lookups need no more resolution):
+
+* role: block (FIELD_SESSION, k) = (u_keep, u_turns, u_share, u_prefix): the slot starts a
+  session when u_keep <= keep probability, with turns = the profile's turns table at u_turns,
+  from a shared prompt when u_share <= prefix share, prompt index = the prefix table at u_prefix.
+* turn t >= 1 of that session: block (FIELD_TURN, k, attempt t) = (u_think, u_new, u_base, -):
+  think time, new tokens, and the pool's base fields (one uniform for all);
   timestamp = previous + (ttft + tpot × previous output) + think,
   input = previous input + previous output + new tokens; a turn more than max span after the
   first ends the session (its rows get turn -1 and are dropped by the caller).
@@ -32,7 +34,6 @@ FIELD_TURN = 8           # a later turn's think time and new tokens (attempt = t
 FIELD_BLOCK = 9          # a session's full KV block (index = block; counter words = session id)
 FIELD_PREFIX_BLOCK = 10  # a shared prompt's block (attempt = prefix id, client word = client)
 FIELD_PARTIAL_BLOCK = 11  # a session's last, partial block (attempt = tokens in it)
-FIELD_TURN_BASE = 80     # + base field number: a turn's base-field uniforms (attempt = turn)
 _FIELD_SESSION = FIELD_SESSION
 _FIELD_TURN = FIELD_TURN
 _FIELD_BLOCK = FIELD_BLOCK
@@ -44,9 +45,16 @@ _M31 = np.uint64(0x7FFFFFFF)
 _S32 = np.uint64(32)
 
 
+_TWO_POW_M32 = 1.0 / 4294967296.0
+
+
 def make_session_bodies(jit, s, lookup):
     """Compile the session bodies with `jit` over samplers `s` and the pool's `lookup` (bodies.py)."""
-    uniform2_attempt, philox_block = s.uniform2_attempt, s.philox_block
+    philox_block = s.philox_block
+
+    @jit
+    def u32(w):
+        return (np.float64(np.uint64(w) & _M32) + 1.0) * _TWO_POW_M32
 
     @jit
     def tab_index(cdf, lo, hi, u):
@@ -65,11 +73,12 @@ def make_session_bodies(jit, s, lookup):
         """(turns, prefix index) of a slot; turns 0: the slot is thinned away; p < 0: no sessions."""
         if p < 0:
             return 1, -1
-        u_keep, u_turns = uniform2_attempt(seed, client, window, _FIELD_SESSION, k, 0)
-        if u_keep > par[p, 0]:
+        w0, w1, w2, w3 = philox_block(seed, client, window, _FIELD_SESSION, k, 0)
+        if u32(w0) > par[p, 0]:
             return 0, -1
-        turns = int(values[tab_index(cdf, off[p, 0], off[p, 1], u_turns)])
-        u_share, u_pre = uniform2_attempt(seed, client, window, _FIELD_SESSION, k, 1)
+        turns = int(values[tab_index(cdf, off[p, 0], off[p, 1], u32(w1))])
+        u_share = u32(w2)
+        u_pre = u32(w3)
         pid = -1
         if u_share <= par[p, 1]:
             pid = tab_index(cdf, off[p, 3], off[p, 4], u_pre) - off[p, 3]
@@ -85,8 +94,10 @@ def make_session_bodies(jit, s, lookup):
         outp = vals[r, fout]
         nf = dist.shape[1]
         for t in range(1, turns):
-            u_think, u_new = uniform2_attempt(seed, client, window, _FIELD_TURN, k, t)
-            ub, unused = uniform2_attempt(seed, client, window, FIELD_TURN_BASE, k, t)
+            w0, w1, w2, w3 = philox_block(seed, client, window, _FIELD_TURN, k, t)
+            u_think = u32(w0)
+            u_new = u32(w1)
+            ub = u32(w2)
             think = values[tab_index(cdf, off[p, 1], off[p, 2], u_think)]
             new = values[tab_index(cdf, off[p, 2], off[p, 3], u_new)]
             ts = ts + (par[p, 2] + par[p, 3] * outp) + think

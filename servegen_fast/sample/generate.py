@@ -199,13 +199,13 @@ def _session_lookback(kern, view, targets, aggregate, w_lo: int, opts, expander)
         u = prehistory_units(chunk_units(view, targets, 0, 1), m, length0, int(view.window_index.max()))
         submitted = _submit_chunk(kern, view, u, 1, opts, expander)
         cols = _finish_chunk(kern, view, opts, *submitted)
-        expander.process(cols, *cols.pop("_slots"), t0)
+        expander.process(cols, *cols.pop("_slots"), t0, emit=False)
     ends = view.window_start[:w_lo] + view.window_len[:w_lo]
     w_lb = int(np.searchsorted(ends, t0 - back, side="right"))
     for w0, w1 in plan_chunks(view, targets, aggregate, (w_lb, w_lo), opts.mode, opts.chunk_bytes):
         submitted = _submit_chunk(kern, view, chunk_units(view, targets, w0, w1), w1 - w0, opts, expander)
         cols = _finish_chunk(kern, view, opts, *submitted)
-        expander.process(cols, *cols.pop("_slots"), t0)
+        expander.process(cols, *cols.pop("_slots"), t0, emit=False)
 
 
 def _submit_chunk(kern: Backend, view, u: Units, n_windows: int, opts: GenerateOptions, expander=None):

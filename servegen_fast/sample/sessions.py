@@ -20,6 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..kernels import rows as R
 from ..model.sessions import MAX_BLOCK_SIZE, T_PREFIX, SessionProfiles, load_profiles
 
 SID_SLOT_BITS, SID_CLIENT_BITS, SID_WINDOW_BITS = 22, 22, 20
@@ -72,53 +73,91 @@ class SessionExpander:
     def lookback_seconds(self) -> float:
         return self.tables.lookback(float(self.view.dists.values.max(initial=0.0)))
 
-    def process(self, cols: dict, window: np.ndarray, k: np.ndarray, dist: np.ndarray, chunk_end: float) -> dict:
-        """The chunk's rows with session columns, in order; later turns at or past `chunk_end` are carried."""
-        T, d = self.tables, self.view.dists
+    def process(self, cols: dict, window: np.ndarray, k: np.ndarray, dist: np.ndarray, chunk_end: float,
+                emit: bool = True) -> dict | None:
+        """The chunk's rows with session columns, in order; later turns at or past `chunk_end` are
+        carried. The kept slots (first turns) are already in time order; only the later turns are
+        sorted, then merged in (kernels/rows.py)."""
+        T = self.tables
         cid = cols["client_id"]
-        vals = np.stack([np.asarray(cols[f], np.float64) for f in self.base], axis=1) if len(cid) else \
-            np.zeros((0, len(self.base)))
         prof = T.profile_of(cid)
         window = window.astype(np.uint32)
         k = k.astype(np.uint64)
         turns, pid = self.kern.session_roles(self.seed, cid, window, k, prof, T.values, T.cdf, T.off, T.par)
-        keep = turns > 0
-        cid, window, k, prof, turns, pid, vals, dist = (a[keep] for a in (cid, window, k, prof, turns, pid, vals,
-                                                                          dist))
-        ts = cols["timestamp"][keep]
-        sid = session_ids(cid, window, k)
-        has = pid >= 0  # a session's first input holds its whole prompt: a shorter draw is raised to it
-        if has.any():
+        kept = np.flatnonzero(turns > 0)
+        sid = session_ids(cid[kept], window[kept], k[kept])
+        base = {f: np.asarray(cols[f], np.float64) for f in self.base}
+        has = kept[pid[kept] >= 0]  # a session's first input holds its whole prompt: a shorter draw is raised
+        if len(has):
             ptok = T.values[T.off[prof[has], T_PREFIX] + pid[has]]
-            vals[has, self.fin] = np.maximum(vals[has, self.fin], ptok)
-        later = np.maximum(turns - 1, 0)
-        toff = np.zeros(len(turns) + 1, np.int64)
+            base["input_tokens"][has] = np.maximum(base["input_tokens"][has], ptok)
+        later = self._later_turns(cols["timestamp"], cid, base, kept, sid, turns, pid, window, k, prof, dist)
+        rows = _concat([self.carry, later])
+        if rows is not None:
+            now = rows["timestamp"] < chunk_end
+            self.carry = {c: v[~now] for c, v in rows.items()}
+            rows = {c: v[now] for c, v in rows.items()}
+        if not emit:
+            return None
+        if rows is None:
+            rows = {c: np.zeros(0, d) for c, d in (("timestamp", np.float64), ("client_id", np.uint32),
+                                                   ("session_id", np.uint64), ("prefix_id", np.int64),
+                                                   ("turn", np.int64), ("think_time", np.float64),
+                                                   *((f, np.float64) for f in self.base))}
+        order = np.lexsort((rows["turn"], rows["session_id"], rows["timestamp"]))
+        rows = {c: v[order] for c, v in rows.items()}
+        kept, sid = _order_first(cols["timestamp"], kept, sid)
+        pos_a, pos_b = R.merge_positions(cols["timestamp"][kept], sid, rows["timestamp"], rows["session_id"])
+        n = len(pos_a) + len(pos_b)
+        out = {}
+        for c, src in (("timestamp", cols["timestamp"]), ("client_id", cid), ("prefix_id", pid), *base.items()):
+            out[c] = R.place_indexed(np.empty(n, src.dtype), pos_a, src, kept, pos_b, rows[c].astype(src.dtype))
+        out["session_id"] = R.place_direct(np.empty(n, np.uint64), pos_a, sid, pos_b, rows["session_id"])
+        for c, dt in (("turn", np.int64), ("think_time", np.float64)):
+            out[c] = R.place_direct(np.empty(n, dt), pos_a, np.zeros(len(kept), dt), pos_b, rows[c].astype(dt))
+        return out
+
+    def _later_turns(self, ts, cid_all, base, kept, sid, turns, pid, window, k, prof, dist) -> dict | None:
+        """Rows of turns 2, 3, ... of the multi-turn sessions started by the kept slots."""
+        T, d = self.tables, self.view.dists
+        multi = np.flatnonzero(turns[kept] > 1)
+        if len(multi) == 0:
+            return None
+        src = kept[multi]
+        vals = np.stack([base[f][src] for f in self.base], axis=1)
+        later = turns[src] - 1
+        toff = np.zeros(len(src) + 1, np.int64)
         np.cumsum(later, out=toff[1:])
         guide, goff = d.guide()
+        cid = cid_all[src]
         e_ts, e_vals, e_think, e_turn = self.kern.expand_turns(
-            self.seed, cid, window, k, prof, turns, ts, self.fin, self.fout, T.values, T.cdf, T.off, T.par,
-            np.ascontiguousarray(dist), np.ascontiguousarray(vals), d.values, d.cdf, d.offsets, guide, goff, toff)
-        rep = np.repeat(np.arange(len(turns)), later)
-        made = e_turn >= 0  # turns past a session's max span are not made
-        rep, e_ts, e_vals, e_think, e_turn = rep[made], e_ts[made], e_vals[made], e_think[made], e_turn[made]
-        rows = _concat([self.carry,
-                        _rows(ts, cid, sid, np.zeros(len(ts), np.int64), np.zeros(len(ts)), pid, vals, self.base),
-                        _rows(e_ts, cid[rep], sid[rep], e_turn, e_think, pid[rep], e_vals, self.base)])
-        now = rows["timestamp"] < chunk_end
-        self.carry = {c: v[~now] for c, v in rows.items()}
-        out = {c: v[now] for c, v in rows.items()}
-        order = np.lexsort((out["turn"], out["session_id"], out["timestamp"]))
-        return {c: v[order] for c, v in out.items()}
+            self.seed, cid, window[src], k[src], prof[src], turns[src], ts[src], self.fin, self.fout, T.values,
+            T.cdf, T.off, T.par, np.ascontiguousarray(dist[src]), vals, d.values, d.cdf, d.offsets, guide, goff, toff)
+        made = np.flatnonzero(e_turn >= 0)  # turns past a session's max span are not made
+        rep = np.repeat(np.arange(len(src)), later)[made]
+        out = {"timestamp": e_ts[made], "client_id": cid[rep], "session_id": sid[multi][rep],
+               "prefix_id": pid[src][rep]}
+        for f, name in enumerate(self.base):
+            out[name] = e_vals[made, f]
+        out["turn"], out["think_time"] = e_turn[made], e_think[made]
+        return out
 
 
-def _rows(ts, cid, sid, turn, think, pid, vals, base) -> dict:
-    out = {"timestamp": ts, "client_id": cid.astype(np.uint32), "session_id": sid, "turn": turn.astype(np.int64),
-           "think_time": think, "prefix_id": pid.astype(np.int64)}
-    for f, name in enumerate(base):
-        out[name] = vals[:, f]
-    return out
+def _order_first(ts: np.ndarray, kept: np.ndarray, sid: np.ndarray):
+    """First turns come in (time, slot) order; equal times (rare) are put in session-id order."""
+    t = ts[kept]
+    eq = np.flatnonzero(t[1:] == t[:-1]) if len(t) > 1 else np.zeros(0, np.int64)
+    if len(eq) == 0:
+        return kept, sid
+    pos = np.union1d(eq, eq + 1)  # the rows of tied runs (contiguous: t is sorted)
+    sub = pos[np.lexsort((sid[pos], t[pos]))]
+    kept, sid = kept.copy(), sid.copy()
+    kept[pos], sid[pos] = kept[sub], sid[sub]
+    return kept, sid
 
 
-def _concat(parts: list) -> dict:
+def _concat(parts: list) -> dict | None:
     parts = [p for p in parts if p is not None]
+    if len(parts) <= 1:
+        return parts[0] if parts else None
     return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}

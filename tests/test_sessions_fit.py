@@ -157,3 +157,11 @@ def test_cli_fit_sessions_out(shared_data, tmp_path):
     r = subprocess.run([sys.executable, "-m", "servegen_fast.cli", "fit", str(azure), "-o", str(tmp_path / "a.parquet"),
                         "--sessions-out", str(prof)], capture_output=True, text=True)
     assert r.returncode != 0 and "no KV block ids" in r.stderr
+
+
+def test_session_plots(mooncake, tmp_path):
+    pytest.importorskip("matplotlib")
+    from servegen_fast.characterize.plots import write_plots
+
+    paths = write_plots(mooncake[0], tmp_path)
+    assert (tmp_path / "sessions.png") in paths and (tmp_path / "sessions.png").stat().st_size > 10_000

@@ -2,8 +2,9 @@
 claim; issue 13 asks for at least 0.5), plus peak RSS, and the block-id storage choice: a list
 column stored in the file vs derived on read (size and time).
 
-Each timed run generates the whole span into memory (Arrow batches, consumed one at a time)
-after a warm-up run that loads the compiled kernels; the best of `--repeat` runs is kept.
+Each timed run generates the whole span into memory (Arrow batches, consumed one at a time),
+or into a zstd Parquet file, after a warm-up run that loads the compiled kernels; off and on
+runs alternate and the best of `--repeat` of each is kept.
 
     python benchmarks/bench_sessions.py [--duration 86400] [--rate 200] [--repeat 3]
 """
@@ -21,13 +22,16 @@ import pyarrow.parquet as pq
 from _common import machine, peak_rss_mib, servegen_root  # noqa: F401 (servegen_root: the data)
 
 
-def timed(fn, repeat):
-    best = float("inf")
+def timed_pair(off, on, repeat):
+    """Best times of `off` and `on`, run alternately (so a change in the host's load hits both)."""
+    best = [float("inf"), float("inf")]
+    rows = [0, 0]
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        rows = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, rows
+        for i, fn in enumerate((off, on)):
+            t0 = time.perf_counter()
+            rows[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best[0], rows[0], best[1], rows[1]
 
 
 def main() -> None:
@@ -45,17 +49,27 @@ def main() -> None:
     pool = open_pool("builtin")
     prof = load_profiles(args.sessions)
 
-    def run(sessions):
-        return sum(b.num_rows for b in generate(pool, args.rate, args.duration, seed=1, sessions=sessions))
+    from servegen_fast.io.trace import trace_schema, write_trace
 
-    run(None), run(prof)  # warm-up: compiled kernels loaded
-    t_off, n_off = timed(lambda: run(None), args.repeat)
-    t_on, n_on = timed(lambda: run(prof), args.repeat)
+    def run(sessions, sink):
+        batches = generate(pool, args.rate, args.duration, seed=1, sessions=sessions)
+        if sink == "memory":
+            return sum(b.num_rows for b in batches)
+        rows = [0]
+        with tempfile.TemporaryDirectory() as d:
+            schema = trace_schema(pool.category, pool.fields, sessions=sessions is not None)
+            write_trace(batches, os.path.join(d, "t.parquet"), schema, on_batch=lambda b: rows.__setitem__(
+                0, rows[0] + b.num_rows))
+        return rows[0]
+
+    run(None, "memory"), run(prof, "memory")  # warm-up: compiled kernels loaded
     print(f"machine: {machine()}")
-    print(f"pool builtin, {args.duration} s at {args.rate:g} req/s, profile {args.sessions!r}")
-    print(f"sessions off: {n_off:,} rows in {t_off:.2f} s ({n_off / t_off / 1e6:.2f} M req/s)")
-    print(f"sessions on:  {n_on:,} rows in {t_on:.2f} s ({n_on / t_on / 1e6:.2f} M req/s)")
-    print(f"speed ratio on/off (req/s): {(n_on / t_on) / (n_off / t_off):.2f}")
+    print(f"pool builtin, {args.duration} s at {args.rate:g} req/s, profile {args.sessions!r}, best of {args.repeat}")
+    for sink in ("memory", "parquet"):
+        t_off, n_off, t_on, n_on = timed_pair(lambda: run(None, sink), lambda: run(prof, sink), args.repeat)
+        print(f"{sink:8s} sessions off: {n_off:,} rows in {t_off:.2f} s ({n_off / t_off / 1e6:.2f} M req/s); "
+              f"on: {n_on:,} rows in {t_on:.2f} s ({n_on / t_on / 1e6:.2f} M req/s); "
+              f"ratio on/off (req/s) {(n_on / t_on) / (n_off / t_off):.2f}")
     print(f"peak RSS: {peak_rss_mib():.0f} MiB")
 
     # block ids: stored as a list column vs derived on read, on the first hour

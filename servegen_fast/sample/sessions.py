@@ -27,15 +27,13 @@ SID_SLOT_BITS, SID_CLIENT_BITS, SID_WINDOW_BITS = 22, 22, 20
 SESSION_COLUMNS = ("session_id", "turn", "think_time", "prefix_id")
 
 
-def session_ids(client: np.ndarray, window: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """uint64 (window << 44) | (client << 22) | slot, unique in a trace; raises when a part overflows."""
+def check_id_fields(client: np.ndarray, window: np.ndarray, k: np.ndarray) -> None:
+    """Raise when a part of the session id (window << 44) | (client << 22) | slot would overflow."""
     for name, a, bits in (("client id", client, SID_CLIENT_BITS), ("window index", window, SID_WINDOW_BITS),
                           ("requests of one client in one window", k, SID_SLOT_BITS)):
         if len(a) and int(a.max()) >= 1 << bits:
             raise ValueError(f"sessions: {name} reaches {int(a.max())}, above the session id's {bits}-bit field "
                              f"(< {1 << bits})")
-    return ((window.astype(np.uint64) << np.uint64(SID_SLOT_BITS + SID_CLIENT_BITS))
-            | (client.astype(np.uint64) << np.uint64(SID_SLOT_BITS)) | k.astype(np.uint64))
 
 
 def prehistory_units(u, m: int, length0: float, max_window: int):
@@ -85,27 +83,23 @@ class SessionExpander:
         k = k.astype(np.uint64)
         turns, pid = self.kern.session_roles(self.seed, cid, window, k, prof, T.values, T.cdf, T.off, T.par)
         kept = np.flatnonzero(turns > 0)
-        sid = session_ids(cid[kept], window[kept], k[kept])
+        check_id_fields(cid, window, k)
         base = {f: np.asarray(cols[f], np.float64) for f in self.base}
-        has = kept[pid[kept] >= 0]  # a session's first input holds its whole prompt: a shorter draw is raised
-        if len(has):
-            ptok = T.values[T.off[prof[has], T_PREFIX] + pid[has]]
-            base["input_tokens"][has] = np.maximum(base["input_tokens"][has], ptok)
-        later = self._later_turns(cols["timestamp"], cid, base, kept, sid, turns, pid, window, k, prof, dist)
-        rows = _concat([self.carry, later])
-        if rows is not None:
-            now = rows["timestamp"] < chunk_end
-            self.carry = {c: v[~now] for c, v in rows.items()}
-            rows = {c: v[now] for c, v in rows.items()}
-        if not emit:
-            return None
+        # session ids; a session's first input holds its whole prompt: a shorter draw is raised to it
+        sid = R.first_turns(kept, cid, window, k, prof, pid, np.ascontiguousarray(T.off[:, T_PREFIX]), T.values,
+                            base["input_tokens"], SID_SLOT_BITS, SID_CLIENT_BITS)
+        later = _sorted(self._later_turns(cols["timestamp"], cid, base, kept, sid, turns, pid, window, k, prof, dist))
+        rows = _merge(self.carry, later)  # the carry is kept sorted too
         if rows is None:
             rows = {c: np.zeros(0, d) for c, d in (("timestamp", np.float64), ("client_id", np.uint32),
                                                    ("session_id", np.uint64), ("prefix_id", np.int64),
                                                    ("turn", np.int64), ("think_time", np.float64),
                                                    *((f, np.float64) for f in self.base))}
-        order = np.lexsort((rows["turn"], rows["session_id"], rows["timestamp"]))
-        rows = {c: v[order] for c, v in rows.items()}
+        cut = int(np.searchsorted(rows["timestamp"], chunk_end, side="left"))
+        self.carry = {c: v[cut:] for c, v in rows.items()}
+        rows = {c: v[:cut] for c, v in rows.items()}
+        if not emit:
+            return None
         kept, sid = _order_first(cols["timestamp"], kept, sid)
         pos_a, pos_b = R.merge_positions(cols["timestamp"][kept], sid, rows["timestamp"], rows["session_id"])
         n = len(pos_a) + len(pos_b)
@@ -156,8 +150,28 @@ def _order_first(ts: np.ndarray, kept: np.ndarray, sid: np.ndarray):
     return kept, sid
 
 
-def _concat(parts: list) -> dict | None:
-    parts = [p for p in parts if p is not None]
-    if len(parts) <= 1:
-        return parts[0] if parts else None
-    return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+def _sorted(rows: dict | None) -> dict | None:
+    """Rows in (timestamp, session_id, turn) order: a sort by time, ties (rare) by the rest."""
+    if rows is None:
+        return None
+    t = rows["timestamp"]
+    order = np.argsort(t, kind="stable")
+    ts = t[order]
+    eq = np.flatnonzero(ts[1:] == ts[:-1]) if len(ts) > 1 else np.zeros(0, np.int64)
+    if len(eq):
+        pos = np.union1d(eq, eq + 1)
+        sub = order[pos]
+        order[pos] = sub[np.lexsort((rows["turn"][sub], rows["session_id"][sub], t[sub]))]
+    return {c: v[order] for c, v in rows.items()}
+
+
+def _merge(a: dict | None, b: dict | None) -> dict | None:
+    """Two row sets sorted by (timestamp, session_id, turn), merged in that order."""
+    if a is None or len(a["timestamp"]) == 0:
+        return b
+    if b is None or len(b["timestamp"]) == 0:
+        return a
+    pos_a, pos_b = R.merge_sorted(a["timestamp"], a["session_id"], a["turn"], b["timestamp"], b["session_id"],
+                                  b["turn"])
+    n = len(pos_a) + len(pos_b)
+    return {c: R.place_direct(np.empty(n, v.dtype), pos_a, v, pos_b, b[c].astype(v.dtype)) for c, v in a.items()}

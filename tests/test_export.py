@@ -100,3 +100,16 @@ def test_export_errors(trace, tmp_path):
                         "--to", "mooncake", "-o", str(tmp_path / "x.jsonl")], capture_output=True, text=True)
     assert r.returncode != 0 and "missing.parquet" in r.stderr
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_regenerate_from_metadata_with_sessions(trace, tmp_path):
+    """The metadata carries the profile and block size: --from-trace-metadata gives the same trace."""
+    from servegen_fast.sample.job import job_from_metadata
+
+    job = job_from_metadata(trace_metadata(trace))
+    assert job.sessions is not None and job.block_size == 64
+    pool = TS.pool(rate=2.0, windows=60, clients=3)
+    again = tmp_path / "again.parquet"
+    write(job, pool, again)
+    assert read_trace(again).equals(read_trace(trace))
+    assert again.read_bytes() == trace.read_bytes()

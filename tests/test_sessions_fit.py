@@ -165,3 +165,24 @@ def test_session_plots(mooncake, tmp_path):
 
     paths = write_plots(mooncake[0], tmp_path)
     assert (tmp_path / "sessions.png") in paths and (tmp_path / "sessions.png").stat().st_size > 10_000
+
+
+def test_sessions_from_a_burstgpt_session_id_column(tmp_path):
+    from servegen_fast.characterize.sessions import session_structure
+
+    p = tmp_path / "b.csv"
+    p.write_text("Timestamp,Session ID,Elapsed time,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                 "0,a,1,ChatGPT,100,20,120,Conversation log\n"
+                 "5,,1,ChatGPT,50,10,60,Conversation log\n"
+                 "30,a,1,ChatGPT,180,30,210,Conversation log\n"
+                 "40,b,1,ChatGPT,70,5,75,Conversation log\n"
+                 "41,,1,ChatGPT,50,10,60,Conversation log\n"
+                 "90,a,1,ChatGPT,260,10,270,Conversation log\n")
+    log = read_log(p)
+    st = session_structure(log)
+    assert st.parent.tolist() == [-1, -1, 0, -1, -1, 2] and st.turn.tolist() == [0, 0, 1, 0, 0, 2]
+    assert st.n_sessions == 4
+    prof, rep = fit_sessions(log, structure=st)
+    d = prof.default
+    assert d.turns[0].tolist() == [3.0] and d.session_share == pytest.approx(3 / 6) and d.prefix_share == 0.0
+    assert sorted(d.new_tokens[0].tolist()) == [50.0, 60.0]  # 180 - 100 - 20, 260 - 180 - 30

@@ -1,7 +1,9 @@
 """Sessions and shared prompts inferred from KV block ids, and a session profile fitted to them
 (docs/sessions.md states every rule used here).
 
-Block ids name prefix chains (Mooncake's `hash_ids`; our traces' derived ids): a request's
+Logs without block ids but with a session-id column (BurstGPT's `Session ID`) give sessions
+directly (`structure_from_session_ids`; no prompts). Block ids name prefix chains (Mooncake's
+`hash_ids`; our traces' derived ids): a request's
 leading blocks that some earlier request also had are a prefix it shares. For request i:
 
 * shared depth j: its leading blocks seen in earlier requests;
@@ -104,6 +106,48 @@ def infer_sessions(log: RequestLog) -> SessionStructure:
     return SessionStructure(parent, session, turn, shared, prompt, depth_of, uses + 1, bs)
 
 
+SESSION_ID_COLUMNS = ("Session ID", "session_id")  # BurstGPT v1.2+/v3; our traces
+
+
+def structure_from_session_ids(log: RequestLog, column: str) -> SessionStructure:
+    """Sessions named by a column (BurstGPT's `Session ID`): each request's previous turn is the
+    session's previous request; a blank id is a single request. No block ids: no prompts."""
+    key = np.asarray(log.columns[column]).astype(str)
+    n = len(key)
+    blank = np.char.str_len(np.char.strip(key)) == 0
+    _, code = np.unique(key, return_inverse=True)
+    code = np.where(blank, -1 - np.arange(n), code)  # every blank its own session
+    order = np.lexsort((np.arange(n), code))
+    parent = np.full(n, -1, np.int64)
+    same = code[order][1:] == code[order][:-1]
+    parent[order[1:][same]] = order[:-1][same]
+    turn = np.zeros(n, np.int64)
+    session = np.empty(n, np.int64)
+    n_sessions = 0
+    for i in range(n):  # in time order: a parent comes first
+        p = parent[i]
+        if p >= 0:
+            session[i], turn[i] = session[p], turn[p] + 1
+        else:
+            session[i] = n_sessions
+            n_sessions += 1
+    none = np.zeros(0, np.int64)
+    return SessionStructure(parent, session, turn, np.zeros(n, np.int64), np.full(n, -1, np.int64), none, none,
+                            int(log.block_size or 0))
+
+
+def session_structure(log: RequestLog) -> SessionStructure:
+    """From block ids when the log has them, else from a session-id column."""
+    if log.blocks is not None:
+        return infer_sessions(log)
+    for c in SESSION_ID_COLUMNS:
+        if c in log.columns:
+            return structure_from_session_ids(log, c)
+    raise ValueError(f"{log.report.path}: the log has no KV block ids (Mooncake hash_ids, or a trace made with "
+                     f"--sessions) and no session-id column ({', '.join(SESSION_ID_COLUMNS)}); sessions cannot be "
+                     "inferred")
+
+
 def _table(v: np.ndarray) -> dict:
     """Exact pmf with at most MAX_POINTS values, else MAX_POINTS equally weighted order statistics."""
     v = np.sort(np.asarray(v, np.float64))
@@ -147,7 +191,7 @@ def fit_sessions(log: RequestLog, client_index: np.ndarray | None = None, client
                  structure: SessionStructure | None = None, **kw) -> tuple[SessionProfiles, dict]:
     """Profiles of a log with block ids: the whole log's as the default, and per client (pool
     client id -> profile) for clients with later turns when `client_index` (row -> client) is given."""
-    st = structure or infer_sessions(log)
+    st = structure or session_structure(log)
     everything = np.ones(len(log), bool)
     default, info = profile_for(log, st, everything, **kw)
     out = SessionProfiles(default, {}, f"fit:{log.report.path}")

@@ -55,7 +55,7 @@ def run(args) -> int:
         from ..characterize.fit import client_index
 
         try:
-            st = S.infer_sessions(log)
+            st = S.session_structure(log)
         except ValueError as e:
             raise SystemExit(f"error: --sessions-out: {e}") from None
         result = fit_pool(log, args.client_key, opts, input_rows=S.first_turns(log, st))

@@ -23,15 +23,18 @@ from _common import machine, peak_rss_mib, servegen_root  # noqa: F401 (servegen
 
 
 def timed_pair(off, on, repeat):
-    """Best times of `off` and `on`, run alternately (so a change in the host's load hits both)."""
+    """Best wall and CPU (process, all threads) times of `off` and `on`, run alternately (so a
+    change in the host's load hits both); CPU time is the steadier figure on a shared host."""
     best = [float("inf"), float("inf")]
+    cpu = [float("inf"), float("inf")]
     rows = [0, 0]
     for _ in range(repeat):
         for i, fn in enumerate((off, on)):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             rows[i] = fn()
             best[i] = min(best[i], time.perf_counter() - t0)
-    return best[0], rows[0], best[1], rows[1]
+            cpu[i] = min(cpu[i], time.process_time() - c0)
+    return best[0], rows[0], best[1], rows[1], cpu
 
 
 def main() -> None:
@@ -66,10 +69,11 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"pool builtin, {args.duration} s at {args.rate:g} req/s, profile {args.sessions!r}, best of {args.repeat}")
     for sink in ("memory", "parquet"):
-        t_off, n_off, t_on, n_on = timed_pair(lambda: run(None, sink), lambda: run(prof, sink), args.repeat)
+        t_off, n_off, t_on, n_on, cpu = timed_pair(lambda: run(None, sink), lambda: run(prof, sink), args.repeat)
         print(f"{sink:8s} sessions off: {n_off:,} rows in {t_off:.2f} s ({n_off / t_off / 1e6:.2f} M req/s); "
               f"on: {n_on:,} rows in {t_on:.2f} s ({n_on / t_on / 1e6:.2f} M req/s); "
-              f"ratio on/off (req/s) {(n_on / t_on) / (n_off / t_off):.2f}")
+              f"ratio on/off (req/s) {(n_on / t_on) / (n_off / t_off):.2f}; CPU s {cpu[0]:.2f} vs {cpu[1]:.2f}, "
+              f"ratio {(n_on / cpu[1]) / (n_off / cpu[0]):.2f}")
     print(f"peak RSS: {peak_rss_mib():.0f} MiB")
 
     # block ids: stored as a list column vs derived on read, on the first hour

@@ -149,7 +149,8 @@ def test_shared_prompts_share_blocks_within_a_client_only():
             assert len(a) == nb or len(b) == nb or a[nb] != b[nb]
             checked += 1
     assert checked >= 6
-    assert (s["input_tokens"][first & (s["prefix_id"] >= 0)] >= tokens[s["prefix_id"][first & (s["prefix_id"] >= 0)]]).all()
+    with_prompt = first & (s["prefix_id"] >= 0)
+    assert (s["input_tokens"][with_prompt] >= tokens[s["prefix_id"][with_prompt]]).all()
     # different clients never share a block
     by_client = {}
     for c in np.unique(s["client_id"]):

@@ -147,7 +147,8 @@ def test_fit_our_own_trace_recovers_its_profile(tmp_path):
 
 def test_cli_fit_sessions_out(shared_data, tmp_path):
     prof = tmp_path / "s.json"
-    r = subprocess.run([sys.executable, "-m", "servegen_fast.cli", "fit", str(shared_data / "mooncake-conversation.jsonl"),
+    mc = shared_data / "mooncake-conversation.jsonl"
+    r = subprocess.run([sys.executable, "-m", "servegen_fast.cli", "fit", str(mc),
                         "-o", str(tmp_path / "p.parquet"), "--sessions-out", str(prof)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "shared prompts" in r.stdout

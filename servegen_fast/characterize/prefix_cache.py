@@ -41,7 +41,8 @@ def session_samples(log: RequestLog) -> dict:
 def _pct(v) -> dict:
     if len(v) == 0:
         return {}
-    return {"mean": float(np.mean(v)), **{f"p{q}": float(x) for q, x in zip((50, 90, 99), np.percentile(v, (50, 90, 99)))}}
+    q = np.percentile(v, (50, 90, 99))
+    return {"mean": float(np.mean(v)), **{f"p{p}": float(x) for p, x in zip((50, 90, 99), q)}}
 
 
 def summarize_sessions(log: RequestLog, sizes=LRU_SIZES) -> dict:

@@ -170,7 +170,8 @@ def profile_for(log: RequestLog, st: SessionStructure, rows: np.ndarray, *, ttft
     starts = rows & (st.parent < 0)
     pr = st.prompt[starts]
     info = {"requests": int(rows.sum()), "sessions": int(len(size)), "multi_turn_sessions": int((size > 1).sum()),
-            "later_turns": int(cont.sum()), "think_floored": int((think < 0).sum()), "new_floored": int((new < 0).sum()),
+            "later_turns": int(cont.sum()), "think_floored": int((think < 0).sum()),
+            "new_floored": int((new < 0).sum()),
             "sessions_with_prompt": int((pr >= 0).sum())}
     if info["later_turns"] == 0:
         return None, info

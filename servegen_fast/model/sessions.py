@@ -244,7 +244,8 @@ class SessionTables:
 
     @classmethod
     def build(cls, profiles: SessionProfiles) -> "SessionTables":
-        profs = ([profiles.default] if profiles.default else []) + [profiles.clients[k] for k in sorted(profiles.clients)]
+        profs = ([profiles.default] if profiles.default else []) + \
+            [profiles.clients[k] for k in sorted(profiles.clients)]
         values, cdf, off, par = [], [], [], []
         pos = 0
         for pr in profs:

@@ -248,8 +248,8 @@ def _finish_chunk(kern, view, opts: GenerateOptions, job, ctx) -> dict:
     ts, cid, vals, perm, unit = job.result()
     n = len(ts)
     cols = {"timestamp": ts, "client_id": cid}
-    if session_dist is not None:  # each slot's (window, index in its unit, base distributions)
-        cols["_slots"] = (u.window[unit], perm - offsets[unit], session_dist[unit])
+    if session_dist is not None:  # each slot's window, index in its unit, and unit (with the units' distributions)
+        cols["_slots"] = (u.window[unit], perm - offsets[unit], (unit, session_dist))
     for f, name in enumerate(base):
         cols[name] = vals[f]
     d = view.dists

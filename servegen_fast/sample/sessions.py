@@ -71,10 +71,11 @@ class SessionExpander:
     def lookback_seconds(self) -> float:
         return self.tables.lookback(float(self.view.dists.values.max(initial=0.0)))
 
-    def process(self, cols: dict, window: np.ndarray, k: np.ndarray, dist: np.ndarray, chunk_end: float,
+    def process(self, cols: dict, window: np.ndarray, k: np.ndarray, dist: tuple, chunk_end: float,
                 emit: bool = True) -> dict | None:
         """The chunk's rows with session columns, in order; later turns at or past `chunk_end` are
-        carried. The kept slots (first turns) are already in time order; only the later turns are
+        carried. `dist` = (each slot's unit, the units' base-field distribution ids). The kept
+        slots (first turns) are already in time order; only the later turns are
         sorted, then merged in (kernels/rows.py)."""
         T = self.tables
         cid = cols["client_id"]
@@ -88,8 +89,8 @@ class SessionExpander:
         # session ids; a session's first input holds its whole prompt: a shorter draw is raised to it
         sid = R.first_turns(kept, cid, window, k, prof, pid, np.ascontiguousarray(T.off[:, T_PREFIX]), T.values,
                             base["input_tokens"], SID_SLOT_BITS, SID_CLIENT_BITS)
-        later = _sorted(self._later_turns(cols["timestamp"], cid, base, kept, sid, turns, pid, window, k, prof, dist))
-        rows = _merge(self.carry, later)  # the carry is kept sorted too
+        later = self._later_turns(cols["timestamp"], cid, base, kept, sid, turns, pid, window, k, prof, dist)
+        rows = _merge(self.carry, later, _sort_order(later))  # the carry is kept sorted too
         if rows is None:
             rows = {c: np.zeros(0, d) for c, d in (("timestamp", np.float64), ("client_id", np.uint32),
                                                    ("session_id", np.uint64), ("prefix_id", np.int64),
@@ -105,10 +106,12 @@ class SessionExpander:
         n = len(pos_a) + len(pos_b)
         out = {}
         for c, src in (("timestamp", cols["timestamp"]), ("client_id", cid), ("prefix_id", pid), *base.items()):
-            out[c] = R.place_indexed(np.empty(n, src.dtype), pos_a, src, kept, pos_b, rows[c].astype(src.dtype))
+            b = rows[c].astype(src.dtype, copy=False)
+            out[c] = R.place_indexed(np.empty(n, src.dtype), pos_a, src, kept, pos_b, b)
         out["session_id"] = R.place_direct(np.empty(n, np.uint64), pos_a, sid, pos_b, rows["session_id"])
         for c, dt in (("turn", np.int64), ("think_time", np.float64)):
-            out[c] = R.place_direct(np.empty(n, dt), pos_a, np.zeros(len(kept), dt), pos_b, rows[c].astype(dt))
+            b = rows[c].astype(dt, copy=False)
+            out[c] = R.place_direct(np.empty(n, dt), pos_a, np.zeros(len(kept), dt), pos_b, b)
         return out
 
     def _later_turns(self, ts, cid_all, base, kept, sid, turns, pid, window, k, prof, dist) -> dict | None:
@@ -126,14 +129,16 @@ class SessionExpander:
         cid = cid_all[src]
         e_ts, e_vals, e_think, e_turn = self.kern.expand_turns(
             self.seed, cid, window[src], k[src], prof[src], turns[src], ts[src], self.fin, self.fout, T.values,
-            T.cdf, T.off, T.par, np.ascontiguousarray(dist[src]), vals, d.values, d.cdf, d.offsets, guide, goff, toff)
-        made = np.flatnonzero(e_turn >= 0)  # turns past a session's max span are not made
-        rep = np.repeat(np.arange(len(src)), later)[made]
-        out = {"timestamp": e_ts[made], "client_id": cid[rep], "session_id": sid[multi][rep],
-               "prefix_id": pid[src][rep]}
+            T.cdf, T.off, T.par, np.ascontiguousarray(dist[1][dist[0][src]]), vals, d.values, d.cdf, d.offsets,
+            guide, goff, toff)
+        rep = np.repeat(np.arange(len(src)), later)
+        if (e_turn < 0).any():  # turns past a session's max span are not made
+            made = np.flatnonzero(e_turn >= 0)
+            rep, e_ts, e_vals, e_turn, e_think = rep[made], e_ts[made], e_vals[made], e_turn[made], e_think[made]
+        out = {"timestamp": e_ts, "client_id": cid[rep], "session_id": sid[multi][rep], "prefix_id": pid[src][rep]}
         for f, name in enumerate(self.base):
-            out[name] = e_vals[made, f]
-        out["turn"], out["think_time"] = e_turn[made], e_think[made]
+            out[name] = e_vals[:, f]
+        out["turn"], out["think_time"] = e_turn, e_think
         return out
 
 
@@ -150,28 +155,31 @@ def _order_first(ts: np.ndarray, kept: np.ndarray, sid: np.ndarray):
     return kept, sid
 
 
-def _sorted(rows: dict | None) -> dict | None:
-    """Rows in (timestamp, session_id, turn) order: a sort by time, ties (rare) by the rest."""
+def _sort_order(rows: dict | None) -> np.ndarray | None:
+    """The permutation putting rows in (timestamp, session_id, turn) order: a sort by time, ties
+    (rare) by the rest."""
     if rows is None:
         return None
     t = rows["timestamp"]
-    order = np.argsort(t, kind="stable")
+    order = np.argsort(t)  # not stable: tied runs are put in order below
     ts = t[order]
     eq = np.flatnonzero(ts[1:] == ts[:-1]) if len(ts) > 1 else np.zeros(0, np.int64)
     if len(eq):
         pos = np.union1d(eq, eq + 1)
         sub = order[pos]
         order[pos] = sub[np.lexsort((rows["turn"][sub], rows["session_id"][sub], t[sub]))]
-    return {c: v[order] for c, v in rows.items()}
+    return order
 
 
-def _merge(a: dict | None, b: dict | None) -> dict | None:
-    """Two row sets sorted by (timestamp, session_id, turn), merged in that order."""
-    if a is None or len(a["timestamp"]) == 0:
-        return b
+def _merge(a: dict | None, b: dict | None, b_order: np.ndarray | None) -> dict | None:
+    """Rows a (sorted by (timestamp, session_id, turn)) and rows b taken in `b_order` (sorted by
+    the same key), merged in that order."""
     if b is None or len(b["timestamp"]) == 0:
         return a
-    pos_a, pos_b = R.merge_sorted(a["timestamp"], a["session_id"], a["turn"], b["timestamp"], b["session_id"],
-                                  b["turn"])
+    if a is None or len(a["timestamp"]) == 0:
+        return {c: v[b_order] for c, v in b.items()}
+    pos_a, pos_b = R.merge_sorted(a["timestamp"], a["session_id"], a["turn"], b["timestamp"][b_order],
+                                  b["session_id"][b_order], b["turn"][b_order])
     n = len(pos_a) + len(pos_b)
-    return {c: R.place_direct(np.empty(n, v.dtype), pos_a, v, pos_b, b[c].astype(v.dtype)) for c, v in a.items()}
+    return {c: R.place_indexed(np.empty(n, v.dtype), pos_b, b[c].astype(v.dtype, copy=False), b_order, pos_a, v)
+            for c, v in a.items()}

@@ -244,8 +244,10 @@ def trace_summary(path) -> dict:
         out["iat_cv"] = _cv(np.diff(ts))
         out["clients"] = int(len(pc.unique(table.column("client_id"))))
         fields = {}
+        if "session_id" in table.column_names:
+            out["sessions"] = int(len(pc.unique(table.column("session_id"))))
         for name in table.column_names:
-            if name in ("timestamp", "client_id"):
+            if name in ("timestamp", "client_id", "session_id"):
                 continue
             col = table.column(name)
             if pa.types.is_list(col.type):

@@ -80,8 +80,8 @@ class SessionExpander:
         T = self.tables
         cid = cols["client_id"]
         prof = T.profile_of(cid)
-        window = window.astype(np.uint32)
-        k = k.astype(np.uint64)
+        window = window.astype(np.uint32, copy=False)
+        k = k.astype(np.uint64, copy=False)
         turns, pid = self.kern.session_roles(self.seed, cid, window, k, prof, T.values, T.cdf, T.off, T.par)
         kept = np.flatnonzero(turns > 0)
         check_id_fields(cid, window, k)

@@ -232,3 +232,28 @@ def test_cli_generate_with_sessions(tmp_path):
     assert meta["sessions"]["block_size"] == 16 and (t.column("turn").to_numpy() > 0).any()
     r = subprocess.run(cmd[:-5] + ["--block-size", "0"], capture_output=True, text=True)
     assert r.returncode != 0 and "--block-size" in r.stderr
+
+
+def test_memory_stays_bounded_by_the_max_span(monkeypatch):
+    """The carry of later turns never holds more than max_span seconds of requests, and no turn
+    lands more than max_span after its session's first."""
+    from servegen_fast.sample import sessions as SS
+
+    prof = {**PROFILE, "default": {**PROFILE["default"], "max_span": 90.0}}
+    seen = []
+    orig = SS.SessionExpander.process
+
+    def spy(self, *a, **kw):
+        out = orig(self, *a, **kw)
+        seen.append(0 if self.carry is None else len(self.carry["timestamp"]))
+        return out
+
+    monkeypatch.setattr(SS.SessionExpander, "process", spy)
+    p = pool(rate=20.0, windows=60, clients=2)
+    t = table(p, sessions=prof, chunk_bytes=20000)
+    rate = t.num_rows / 3600
+    assert len(seen) > 20 and max(seen) < rate * 90
+    s = sessions_of(t)
+    first = {sid: ts for sid, ts, turn in zip(s["session_id"], s["timestamp"], s["turn"]) if turn == 0}
+    lag = [ts - first[sid] for sid, ts, turn in zip(s["session_id"], s["timestamp"], s["turn"]) if sid in first]
+    assert max(lag) <= 90.0 + 1e-9

@@ -14,6 +14,7 @@ from numba import prange
 from . import config
 from . import philox as px
 from .bodies import FIELD_ITEM, make_bodies
+from .session_bodies import make_session_bodies
 
 _pjit = config.njit_parallel
 _nbjit = config.njit
@@ -152,3 +153,47 @@ def gather_rows(perm, slot_unit, client, t, vals):
         for f in range(vals.shape[1]):
             out[f, j] = vals[src, f]
     return ts, cid, out
+
+
+# --------------------------------------------------------------------------- sessions
+_S = make_session_bodies(config.njit_inline, px._CPU, _B.lookup)
+_slot_role = _S.slot_role
+_expand_session = _S.expand_session
+_row_blocks = _S.row_blocks
+
+
+@_pjit
+def session_roles(seed, client, window, k, prof, values, cdf, off, par):
+    """(turns, prefix index) per request slot; turns 0: thinned away (kernels/session_bodies.py)."""
+    n = len(k)
+    turns = np.empty(n, np.int64)
+    pid = np.empty(n, np.int64)
+    for r in prange(n):
+        turns[r], pid[r] = _slot_role(seed, client[r], window[r], k[r], prof[r], values, cdf, off, par)
+    return turns, pid
+
+
+@_pjit
+def expand_turns(seed, client, window, k, prof, turns, ts, fin, fout, values, cdf, off, par, dist, vals, pv, pc,
+                 pdoff, guide, goff, toff):
+    """Later turns of the sessions started by these slots: rows toff[r] .. toff[r+1]-1 for slot r."""
+    m = toff[len(toff) - 1]
+    out_ts = np.empty(m, np.float64)
+    out_vals = np.empty((m, vals.shape[1]), np.float64)
+    out_think = np.empty(m, np.float64)
+    out_turn = np.empty(m, np.int64)
+    for r in prange(len(k)):
+        if turns[r] > 1:
+            _expand_session(seed, client[r], window[r], k[r], prof[r], turns[r], ts[r], fin, fout, values, cdf, off,
+                            par, dist, vals, r, pv, pc, pdoff, guide, goff, out_ts, out_vals, out_think, out_turn,
+                            toff[r])
+    return out_ts, out_vals, out_think, out_turn
+
+
+@_pjit
+def fill_block_ids(seed, sid, client, pid, ptok, inp, bs, boff):
+    """Block ids (int64) of every request's input, request r at boff[r] .. boff[r+1]-1."""
+    out = np.empty(boff[len(boff) - 1], np.int64)
+    for r in prange(len(sid)):
+        _row_blocks(seed, sid[r], client[r], pid[r], ptok[r], inp[r], bs, out, boff[r])
+    return out

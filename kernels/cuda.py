@@ -121,3 +121,7 @@ __all__ = ["count_renewal", "fill_arrivals", "window_order", "fill_base", "fill_
            "PendingChunk", "device_name", "SIMULATOR", "THREADS_PER_BLOCK",
            # kernels and launch helpers, for benchmarks/bench_cuda.py
            "_blocks", "_count_renewal_k", "_fill_arrivals_k", "_fill_base_k", "_gather_ordered_k", "_order"]
+
+from .cuda_sessions import expand_turns, fill_block_ids, session_roles  # noqa: E402,F401
+
+__all__ += ["session_roles", "expand_turns", "fill_block_ids"]

@@ -184,3 +184,6 @@ def fill_base(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, 
 def gather_rows(perm, slot_unit, client, t, vals):
     """Rows in time order: timestamp, client_id and base field values (field-major [F, N])."""
     return t[perm], client[slot_unit[perm]], np.ascontiguousarray(vals[perm].T)
+
+
+from .reference_sessions import expand_turns, fill_block_ids, session_roles  # noqa: E402,F401 (the contract)

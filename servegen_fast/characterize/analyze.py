@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..io.sources import RequestLog
+from . import prefix_cache as PC
 
 SCALES = (60, 600, 3600)
 IDC_SCALES = (1, 10, 60, 600)
@@ -127,6 +128,8 @@ def summarize(log: RequestLog, client_key: str | None = None, bin_s: float = 60.
         counts = np.sort(counts)[::-1]
         out["clients"] = {"key": key, "count": len(counts),
                           "top_share": {str(k): float(counts[:k].sum() / len(t)) for k in (1, 10, 100)}}
+    if log.blocks is not None:
+        out["sessions"] = PC.summarize_sessions(log)
     return out
 
 
@@ -150,6 +153,8 @@ def compare(trace: RequestLog, reference: RequestLog, bin_s: float = 60.0) -> di
            "idc_error_by_scale": {s: rel(a["idc_by_scale"][s], b["idc_by_scale"][s]) for s in a["idc_by_scale"]},
            "burstiness_difference": float(a["burstiness"] - b["burstiness"]),
            "io_spearman_difference": float(a["io_correlation"]["spearman"] - b["io_correlation"]["spearman"])}
+    if trace.blocks is not None and reference.blocks is not None:
+        fid["sessions"] = PC.compare_sessions(trace, reference, ks_2samp)
     return {"trace": a, "reference": b, "fidelity": fid}
 
 
@@ -178,6 +183,8 @@ def _rows(s: dict) -> list[tuple[str, object]]:
     if "clients" in s:
         rows.append((f"clients ({s['clients']['key']})", s["clients"]["count"]))
         rows += [(f"top {k} clients' share", v) for k, v in s["clients"]["top_share"].items()]
+    if "sessions" in s:
+        rows += PC.format_rows(s["sessions"])
     return rows
 
 
@@ -206,6 +213,13 @@ def format_comparison(c: dict) -> str:
     lines += [f"  {f'IDC error, {k} s bins':36s} {_fmt(v, 'pct'):>10s}" for k, v in f["idc_error_by_scale"].items()]
     lines += [f"  {'burstiness B difference':36s} {_fmt(f['burstiness_difference']):>10s}",
               f"  {'in/out Spearman difference':36s} {_fmt(f['io_spearman_difference']):>10s}"]
+    if "sessions" in f:
+        s = f["sessions"]
+        lines += [f"  {'block hit ratio difference, infinite':36s} {_fmt(s['hit_ratio_infinite_difference']):>10s}",
+                  f"  {'LRU hit ratio, largest |difference|':36s} {_fmt(s['hit_ratio_lru_max_abs_difference']):>10s}",
+                  f"  {'KS distance, turns per session':36s} {_fmt(s['ks_turns_per_session']):>10s}",
+                  f"  {'KS distance, inter-turn gap':36s} {_fmt(s['ks_inter_turn_gap']):>10s}",
+                  f"  {'KS distance, context growth':36s} {_fmt(s['ks_context_growth']):>10s}"]
     return "\n".join(lines)
 
 
@@ -230,8 +244,10 @@ def trace_summary(path) -> dict:
         out["iat_cv"] = _cv(np.diff(ts))
         out["clients"] = int(len(pc.unique(table.column("client_id"))))
         fields = {}
+        if "session_id" in table.column_names:
+            out["sessions"] = int(len(pc.unique(table.column("session_id"))))
         for name in table.column_names:
-            if name in ("timestamp", "client_id"):
+            if name in ("timestamp", "client_id", "session_id"):
                 continue
             col = table.column(name)
             if pa.types.is_list(col.type):

@@ -173,8 +173,11 @@ def client_index(log: RequestLog, client_key) -> tuple[np.ndarray, np.ndarray, l
 
 
 # --------------------------------------------------------------------------- fit
-def fit_pool(log: RequestLog, client_key=None, options: FitOptions | None = None, **kwargs) -> FitResult:
-    """Fit a ClientPool to `log`. `options` or keyword arguments set FitOptions fields."""
+def fit_pool(log: RequestLog, client_key=None, options: FitOptions | None = None, *, input_rows=None,
+             **kwargs) -> FitResult:
+    """Fit a ClientPool to `log`. `options` or keyword arguments set FitOptions fields.
+    `input_rows` (bool mask) limits the input-length distributions to those rows (with
+    sessions: the first turns, whose whole input the pool draws; later turns draw new text)."""
     opts = options or FitOptions(**kwargs)
     if options is not None and kwargs:
         raise TypeError("give either options or keyword options, not both")
@@ -195,7 +198,7 @@ def fit_pool(log: RequestLog, client_key=None, options: FitOptions | None = None
     arrival = _fit_arrivals(t, ci, wi, count, rate, wlen, log.resolution, opts)
     n_len = -(-span // opts.length_window)
     li = (t // opts.length_window).astype(np.int64)
-    dist_id, table = _fit_lengths(log, ci, li, n_clients, n_len, opts)
+    dist_id, table = _fit_lengths(log, ci, li, n_clients, n_len, opts, input_rows)
     pool = ClientPool(category="language", model=f"fit:{Path(log.report.path).stem}", client_ids=ids,
                       window_start=wstart, window_len=wlen.astype(np.int64), window_index=np.arange(n_win, dtype=np.int64),
                       length_index=(wstart // opts.length_window).astype(np.int32), rate=rate, cv=arrival["cv"],
@@ -282,15 +285,17 @@ def _stored(law, cv, mle_shape, rule):
 
 
 # --------------------------------------------------------------------------- lengths
-def _fit_lengths(log: RequestLog, ci, li, n_clients: int, n_len: int, opts: FitOptions):
+def _fit_lengths(log: RequestLog, ci_all, li_all, n_clients: int, n_len: int, opts: FitOptions, input_rows=None):
     """dist_id[C, D, F] and the table, with the fallback order window -> client -> log window -> log."""
     builder = DistTableBuilder()
     dist_id = np.full((n_clients, n_len, len(FIELDS)), -1, np.int32)
-    n_cd = np.bincount(ci * n_len + li, minlength=n_clients * n_len).reshape(n_clients, n_len)
-    n_c, n_d = n_cd.sum(axis=1), n_cd.sum(axis=0)
     enough = opts.min_length_samples
     for f, name in enumerate(FIELDS):
-        v = getattr(log, name).astype(np.float64)
+        sel = input_rows if (input_rows is not None and name == "input_tokens") else slice(None)
+        ci, li = ci_all[sel], li_all[sel]
+        n_cd = np.bincount(ci * n_len + li, minlength=n_clients * n_len).reshape(n_clients, n_len)
+        n_c, n_d = n_cd.sum(axis=1), n_cd.sum(axis=0)
+        v = getattr(log, name)[sel].astype(np.float64)
         whole = _compact(np.sort(v), opts.length_points, builder)
         by_window = _group_dists(v, li, n_len, n_d >= enough, opts.length_points, builder)
         by_client = _group_dists(v, ci, n_clients, n_c >= enough, opts.length_points, builder)

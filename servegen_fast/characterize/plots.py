@@ -84,4 +84,31 @@ def write_plots(trace: RequestLog, out_dir: str | os.PathLike, reference: Reques
         ax.pcolormesh(edges[0], edges[1], np.log10(1 + h).T, cmap="viridis")  # log shading: the tails stay visible
         ax.set(xlabel="log10(input tokens + 1)", ylabel="log10(output tokens + 1)", title=f"{name}: input vs output (log10(1 + count))")
     paths.append(_save(fig, Canvas, out / "input_output.png"))
+    with_blocks = [(log, name) for log, name in logs if log.blocks is not None]
+    if with_blocks:
+        paths += _session_plots(with_blocks, out, Figure, Canvas)
     return paths
+
+
+def _session_plots(logs, out: Path, Figure, Canvas) -> list[Path]:
+    """sessions.png: the LRU hit-ratio curve (infinite cache as a dashed line), turns per session
+    and inter-turn gaps, for the logs with block ids."""
+    from .prefix_cache import block_hits, session_samples
+
+    fig = Figure(layout="constrained", figsize=(14, 4))
+    axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
+    for log, name in logs:
+        h = block_hits(log)
+        sizes = [int(c) for c in h["hit_ratio_lru"]]
+        line, = axes[0].plot(sizes, list(h["hit_ratio_lru"].values()), marker="o", label=name)
+        axes[0].axhline(h["hit_ratio_infinite"], color=line.get_color(), linestyle="--")
+        s = session_samples(log)
+        _ecdf(axes[1], s["turns"], name)
+        _ecdf(axes[2], s["gaps"][s["gaps"] > 0], name)
+    axes[0].set(xscale="log", xlabel="LRU cache size (blocks)", ylabel="block hit ratio",
+                title="prefix-cache hit ratio (dashed: infinite)")
+    axes[1].set(xscale="log", xlabel="turns per session", ylabel="CDF", title="turns per session")
+    axes[2].set(xscale="log", xlabel="inter-turn gap (s)", ylabel="CDF", title="inter-turn gaps")
+    for ax in axes:
+        ax.legend()
+    return [_save(fig, Canvas, out / "sessions.png")]

@@ -29,6 +29,10 @@ def add_arguments(sub) -> None:
                    help="most support points of a length distribution (default: 256)")
     f.add_argument("--shape-rule", choices=("moments", "mle"), default="moments",
                    help="law shape: match the window's IAT CV (default) or the maximum-likelihood shape")
+    f.add_argument("--sessions-out", default=None, metavar="PROFILE",
+                   help="also fit a session profile (multi-turn sessions, shared prompts) from the log's KV block ids "
+                        "(Mooncake hash_ids, or a trace made with --sessions) and write it to this JSON file; the "
+                        "pool's input lengths are then the first turns' (docs/sessions.md)")
     f.add_argument("--report", default=None, help="also write the fit report as JSON to this file")
     f.add_argument("--quiet", "-q", action="store_true", help="print nothing")
     add_read_arguments(f)
@@ -38,20 +42,40 @@ def add_arguments(sub) -> None:
 
 def run(args) -> int:
     from ..characterize.fit import FitOptions, fit_pool
+    from ..io.atomic import write_text
     from ..io.pool_file import save_pool
 
     log = read(args.log, args.format, args)
     opts = FitOptions(window=args.window, length_window=args.length_window, min_requests=args.min_requests,
                       min_length_samples=args.min_length_samples, length_points=args.length_points,
                       shape_rule=args.shape_rule)
-    result = fit_pool(log, args.client_key, opts)
+    sessions = None
+    if args.sessions_out:
+        from ..characterize import sessions as S
+        from ..characterize.fit import client_index
+
+        try:
+            st = S.session_structure(log)
+        except ValueError as e:
+            raise SystemExit(f"error: --sessions-out: {e}") from None
+        result = fit_pool(log, args.client_key, opts, input_rows=S.first_turns(log, st))
+        ci, ids, _, _ = client_index(log, args.client_key)
+        profiles, sessions = S.fit_sessions(log, ci, ids, structure=st)
+        write_text(args.sessions_out, json.dumps(profiles.to_dict()))
+    else:
+        result = fit_pool(log, args.client_key, opts)
     save_pool(result.pool, args.output)
     if args.report:
-        from ..io.atomic import write_text
-
-        write_text(args.report, json.dumps({**result.summary(), "client_labels": result.labels}, indent=1))
+        summary = {**result.summary(), "client_labels": result.labels}
+        if sessions is not None:
+            summary["sessions"] = sessions
+        write_text(args.report, json.dumps(summary, indent=1))
     if not args.quiet:
         print(log.report.describe())
         print(result.describe())
+        if sessions is not None:
+            w = sessions["whole log"]
+            print(f"sessions: {w['sessions']:,} ({w['multi_turn_sessions']:,} multi-turn), {w['later_turns']:,} later "
+                  f"turns, {w.get('prompts', 0):,} shared prompts; wrote {args.sessions_out}")
         print(f"wrote {args.output}")
     return 0

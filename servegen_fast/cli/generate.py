@@ -41,6 +41,12 @@ def add_arguments(sub) -> None:
     sm.add_argument("--chunk-mb", type=positive(int), default=256,
                     help="memory budget of one generation chunk in MiB (default: 256)")
     sm.add_argument("--include-reason-ratio", action="store_true", help="also write reason_ratio (reasoning pools)")
+    ss = g.add_argument_group("sessions (docs/sessions.md)")
+    ss.add_argument("--sessions", metavar="PROFILE", default=None,
+                    help="multi-turn sessions and shared prompts: a profile file (servegen-fast fit --sessions-out) "
+                         "or the built-in 'chat' (default: none)")
+    ss.add_argument("--block-size", type=positive(int), default=512,
+                    help="tokens per KV block of the derived block ids (default: 512, as Mooncake)")
     fl = g.add_argument_group("fleet scale (docs/fleet-scale.md)")
     fl.add_argument("--clients", type=positive(int), default=None,
                     help="synthesize this many clients from the pool (its rate levels, profiles, laws, lengths)")
@@ -113,9 +119,16 @@ def _job(args, pool_duration_of):
     fleet = FleetOptions(clients=args.clients, mean_rate=args.mean_rate, rate_sigma=args.rate_sigma,
                          cv_sigma=args.cv_sigma, max_shift=args.max_shift, day_sigma=args.day_sigma,
                          growth=args.growth)
+    sessions = None
+    if args.sessions is not None:
+        from ..model.sessions import ProfileError, load_profiles
+        try:
+            sessions = load_profiles(args.sessions).to_dict()
+        except ProfileError as e:
+            raise SystemExit(f"error: {e}") from None
     return Job(pool_name=args.pool, start=args.start, duration=duration, rate=_rate(args), seed=args.seed,
                mode=args.mode, correlation=args.correlation, include_reason_ratio=args.include_reason_ratio,
-               fleet=fleet)
+               fleet=fleet, sessions=sessions, block_size=args.block_size)
 
 
 def run(args) -> int:

@@ -36,6 +36,8 @@ def run(args) -> int:
         print(f"peak rate  {s['peak_rate_1s']:,.0f} req/s (1 s bins), {s['peak_rate_60s']:,.2f} req/s (60 s bins)")
         print(f"IAT CV     {s['iat_cv']:.3f}")
         print(f"clients    {s['clients']:,}")
+        if "sessions" in s:
+            print(f"sessions   {s['sessions']:,} (block ids derived on read: docs/sessions.md)")
         print(f"{'field':24s} {'mean':>10s} {'p50':>9s} {'p90':>9s} {'p99':>9s} {'max':>9s}")
         for name, p in s["fields"].items():
             if p:

@@ -29,8 +29,9 @@ ROW_GROUP_ROWS = 1 << 20
 
 
 def trace_schema(category: str, fields: Iterable[str], include_reason_ratio: bool = False,
-                 metadata: dict | None = None) -> pa.Schema:
-    """Arrow schema of a trace generated from a pool with these fields (docs/trace-schema.md)."""
+                 metadata: dict | None = None, sessions: bool = False) -> pa.Schema:
+    """Arrow schema of a trace generated from a pool with these fields (docs/trace-schema.md);
+    `sessions` adds session_id, turn, think_time and prefix_id (null: no shared prompt)."""
     fields = tuple(fields)
     cols = [pa.field("timestamp", pa.float64(), nullable=False), pa.field("client_id", pa.uint32(), nullable=False),
             pa.field("input_tokens", pa.uint32(), nullable=False),
@@ -46,6 +47,9 @@ def trace_schema(category: str, fields: Iterable[str], include_reason_ratio: boo
                 cols.append(pa.field(item, pa.list_(pa.uint32()), nullable=False))
     known = {c.name for c in cols} | set(ITEM_FIELDS.values()) | {REASON_RATIO}
     cols += [pa.field(f, pa.uint32(), nullable=False) for f in fields if f not in known]
+    if sessions:
+        cols += [pa.field("session_id", pa.uint64(), nullable=False), pa.field("turn", pa.uint16(), nullable=False),
+                 pa.field("think_time", pa.float32(), nullable=False), pa.field("prefix_id", pa.uint32())]
     meta = {META_KEY: json.dumps(metadata).encode()} if metadata else None
     return pa.schema(cols, metadata=meta)
 

@@ -26,6 +26,11 @@ class Kernels(Protocol):
     def fill_items(self, seed, client, window, k, counts, dist, item_offsets, field_slot, values, cdf, offsets,
                    guide, goff, out) -> None: ...
     def gather_rows(self, perm, slot_unit, client, t, vals): ...
+    # sessions (kernels/session_bodies.py)
+    def session_roles(self, seed, client, window, k, prof, values, cdf, off, par): ...
+    def expand_turns(self, seed, client, window, k, prof, turns, ts, fin, fout, values, cdf, off, par, dist, vals, pv,
+                     pc, pdoff, guide, goff, toff): ...
+    def fill_block_ids(self, seed, sid, client, pid, ptok, inp, bs, boff) -> np.ndarray: ...
 
 
 class Backend:
@@ -43,6 +48,15 @@ class Backend:
 
     def fill_items(self, *args) -> None:
         self.kernels.fill_items(*args)
+
+    def session_roles(self, *args):
+        return self.kernels.session_roles(*args)
+
+    def expand_turns(self, *args):
+        return self.kernels.expand_turns(*args)
+
+    def fill_block_ids(self, *args) -> np.ndarray:
+        return self.kernels.fill_block_ids(*args)
 
     def submit(self, args: tuple):
         if self._submit_ordered is not None:

@@ -36,6 +36,15 @@ def to_batch(cols: dict, view: ClientPool, schema: pa.Schema, include_reason_rat
             out = cols["output_tokens"]
             # round half up, never above the output length
             arrays[name] = pa.array(u32(np.minimum(np.floor(cols["reason_ratio"] * out + 0.5), out)), pa.uint32())
+        elif name == "session_id":
+            arrays[name] = pa.array(cols[name], pa.uint64())
+        elif name == "turn":
+            arrays[name] = pa.array(cols[name].astype(np.uint16), pa.uint16())
+        elif name == "think_time":
+            arrays[name] = pa.array(cols[name].astype(np.float32), pa.float32())
+        elif name == "prefix_id":
+            pid = cols[name]
+            arrays[name] = pa.array(np.maximum(pid, 0).astype(np.uint32), pa.uint32(), mask=pid < 0)
         elif name == "reason_ratio":
             arrays[name] = pa.array(cols["reason_ratio"], pa.float64())
         else:

@@ -43,6 +43,8 @@ from ..model.units import Units
 from .backend import BACKENDS, Backend, load_backend
 from .batches import to_batch
 from .plan import DEFAULT_CHUNK_BYTES, chunk_units, plan_chunks, renewal_params, servegen_counts, window_range
+from .sessions import SessionExpander, prehistory_units, resolve as resolve_sessions
+from ..model.sessions import DEFAULT_BLOCK_SIZE
 
 MODES = ("servegen", "renewal", "poisson")
 
@@ -105,7 +107,8 @@ def generate(pool: ClientPool | Population, rate=None, duration: int | None = No
              seed: int = 0, mode: str | None = None, correlation="comonotone", backend: str = "cpu",
              chunk_bytes: int = DEFAULT_CHUNK_BYTES, include_reason_ratio: bool = False,
              metadata: dict | None = None, progress: Callable[[int, float], None] | None = None,
-             only: tuple[int, int] | None = None) -> Iterator[pa.RecordBatch]:
+             only: tuple[int, int] | None = None, sessions=None,
+             block_size: int = DEFAULT_BLOCK_SIZE) -> Iterator[pa.RecordBatch]:
     """Yield the trace of `pool` over [start, start + duration) as Arrow record batches in time order.
 
     `rate` is anything `rates.as_rate_fn` accepts (None: the pool's own rates). Timestamps
@@ -114,7 +117,9 @@ def generate(pool: ClientPool | Population, rate=None, duration: int | None = No
     the rows of [t0, t1), identical to those rows of the whole trace: rates are resolved
     over the whole span and every draw is keyed, so any part can be generated alone.
     `progress(rows_so_far, seconds_done)` is called after each chunk. Arguments are checked
-    when this is called, not when the first batch is drawn.
+    when this is called, not when the first batch is drawn. `sessions` (a SessionProfiles, a
+    profile file or a built-in name; None: off) adds multi-turn sessions and shared prompts
+    (sample/sessions.py); `block_size` is recorded for the block ids derived on read.
     """
     if mode is None:
         mode = default_mode(pool)
@@ -131,26 +136,35 @@ def generate(pool: ClientPool | Population, rate=None, duration: int | None = No
     else:
         targets = _rates.client_targets(view, aggregate)
     w_lo, w_hi = window_range(view, only)
-    schema = trace_schema(view.category, view.fields, include_reason_ratio, metadata)
+    profiles = resolve_sessions(sessions, block_size, view)
+    schema = trace_schema(view.category, view.fields, include_reason_ratio, metadata, sessions=profiles is not None)
     kern = load_backend(backend)
-    return _stream(kern, view, targets, aggregate, (w_lo, w_hi), schema, opts, include_reason_ratio, progress)
+    expander = None
+    if profiles is not None:
+        expander = SessionExpander(kern, view, profiles, opts.seed, [f for f in view.fields if f not in ITEM_FIELDS])
+    return _stream(kern, view, targets, aggregate, (w_lo, w_hi), schema, opts, include_reason_ratio, progress,
+                   expander)
 
 
 def _stream(kern, view, targets, aggregate, windows, schema, opts, include_reason_ratio,
-            progress) -> Iterator[pa.RecordBatch]:
+            progress, expander=None) -> Iterator[pa.RecordBatch]:
     """Chunks in order. Each chunk is submitted before the previous one is emitted, so with
     the cuda backend the GPU (and the copy back) works on chunk k+1 while the caller encodes
     and writes chunk k; the other backends compute a chunk when it is read out."""
     done_rows = 0
     pending = None
+    if expander is not None:
+        _session_lookback(kern, view, targets, aggregate, windows[0], opts, expander)
     for span in [*plan_chunks(view, targets, aggregate, windows, opts.mode, opts.chunk_bytes), None]:
         job = None
         if span is not None:
             w0, w1 = span
-            job = (_submit_chunk(kern, view, chunk_units(view, targets, w0, w1), w1 - w0, opts), w1)
+            job = (_submit_chunk(kern, view, chunk_units(view, targets, w0, w1), w1 - w0, opts, expander), w1)
         if pending is not None:
             submitted, end = pending
             cols = _finish_chunk(kern, view, opts, *submitted)
+            if expander is not None:
+                cols = expander.process(cols, *cols.pop("_slots"), _window_end(view, end))
             batch = to_batch(cols, view, schema, include_reason_ratio)
             done_rows += batch.num_rows
             if progress is not None:
@@ -164,12 +178,37 @@ def generate_table(pool: ClientPool, rate=None, duration: int | None = None, **k
     """The whole trace as one Arrow table (for small traces; `generate` streams)."""
     stream = generate(pool, rate, duration, **kwargs)  # checks the arguments first
     schema = trace_schema(pool.category, pool.fields, kwargs.get("include_reason_ratio", False),
-                          kwargs.get("metadata"))
+                          kwargs.get("metadata"), sessions=kwargs.get("sessions") is not None)
     batches = list(stream)
     return pa.Table.from_batches(batches, schema=schema)
 
 
-def _submit_chunk(kern: Backend, view, u: Units, n_windows: int, opts: GenerateOptions):
+def _window_end(view, w_end: int) -> float:
+    """End time of the chunk whose last window is w_end - 1."""
+    return float(view.window_start[w_end - 1] + view.window_len[w_end - 1])
+
+
+def _session_lookback(kern, view, targets, aggregate, w_lo: int, opts, expander) -> None:
+    """Seed the carry with the later turns of sessions started before window w_lo that can
+    still reach it (their rows before it are dropped): sessions of the windows before it, and
+    before time 0 a stationary pre-history, window 0 repeated backwards (sample/sessions.py)."""
+    t0 = float(view.window_start[w_lo])
+    back = expander.lookback_seconds()
+    length0 = float(view.window_len[0])
+    for m in range(int(np.ceil(max(back - t0, 0.0) / length0)), 0, -1):
+        u = prehistory_units(chunk_units(view, targets, 0, 1), m, length0, int(view.window_index.max()))
+        submitted = _submit_chunk(kern, view, u, 1, opts, expander)
+        cols = _finish_chunk(kern, view, opts, *submitted)
+        expander.process(cols, *cols.pop("_slots"), t0, emit=False)
+    ends = view.window_start[:w_lo] + view.window_len[:w_lo]
+    w_lb = int(np.searchsorted(ends, t0 - back, side="right"))
+    for w0, w1 in plan_chunks(view, targets, aggregate, (w_lb, w_lo), opts.mode, opts.chunk_bytes):
+        submitted = _submit_chunk(kern, view, chunk_units(view, targets, w0, w1), w1 - w0, opts, expander)
+        cols = _finish_chunk(kern, view, opts, *submitted)
+        expander.process(cols, *cols.pop("_slots"), t0, emit=False)
+
+
+def _submit_chunk(kern: Backend, view, u: Units, n_windows: int, opts: GenerateOptions, expander=None):
     """Start the backend on a chunk's units; see _finish_chunk."""
     seed = np.uint64(opts.seed)
     law = u.law
@@ -195,20 +234,22 @@ def _submit_chunk(kern: Backend, view, u: Units, n_windows: int, opts: GenerateO
                          f"{int(u.start[bad[0]])} s of the view")
     d = view.dists
     guide, goff = d.guide()
-    want_units = any(item in view.fields for item in ITEM_FIELDS)
+    want_units = any(item in view.fields for item in ITEM_FIELDS) or expander is not None
     # windows are disjoint in time: order within each window, windows in sequence
     first_unit = np.searchsorted(u.wi, np.arange(n_windows + 1))
     mode = MODE_SERVEGEN if opts.mode == "servegen" else MODE_RENEWAL
     args = (mode, seed, u.client, u.window, u.start, u.length, law, k, scale, offsets, first_unit, corr_mode, rho, dist, (d.values, d.cdf, d.offsets, guide, goff), want_units)
-    return kern.submit(args), (seed, u, offsets, base)
+    return kern.submit(args), (seed, u, offsets, base, dist if expander is not None else None)
 
 
 def _finish_chunk(kern, view, opts: GenerateOptions, job, ctx) -> dict:
     """Columns of a submitted chunk, with the multimodal item lists drawn for its rows."""
-    seed, u, offsets, base = ctx
+    seed, u, offsets, base, session_dist = ctx
     ts, cid, vals, perm, unit = job.result()
     n = len(ts)
     cols = {"timestamp": ts, "client_id": cid}
+    if session_dist is not None:  # each slot's window, index in its unit, and unit (with the units' distributions)
+        cols["_slots"] = (u.window[unit], perm - offsets[unit], (unit, session_dist))
     for f, name in enumerate(base):
         cols[name] = vals[f]
     d = view.dists

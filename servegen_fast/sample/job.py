@@ -13,6 +13,7 @@ from ..version import __version__
 from ..io.trace import PARTITIONS, trace_schema, write_partitions, write_trace
 from ..model import population as P
 from ..model import rates as R
+from ..model.sessions import DEFAULT_BLOCK_SIZE
 from .generate import DEFAULT_CHUNK_BYTES, default_mode, generate
 
 
@@ -41,6 +42,8 @@ class Job:
     correlation: object = "comonotone"
     include_reason_ratio: bool = False
     fleet: FleetOptions = FleetOptions()
+    sessions: dict | None = None               # a session profile (model/sessions.py), as its dict
+    block_size: int = DEFAULT_BLOCK_SIZE
 
 
 def source_for(pool, job: Job):
@@ -67,6 +70,8 @@ def metadata(job: Job, source) -> dict:
             "start": job.start, "duration": job.duration, "include_reason_ratio": job.include_reason_ratio}
     if getattr(source, "params", None):
         meta["population"] = source.params
+    if job.sessions is not None:
+        meta["sessions"] = {"profiles": job.sessions, "block_size": job.block_size}
     return meta
 
 
@@ -85,7 +90,8 @@ def job_from_metadata(meta: dict, origin: str = "the trace") -> Job:
     return Job(pool_name=meta["pool"], start=meta["start"], duration=meta["duration"],
                rate=R.from_description(meta["rate"]), seed=meta["seed"], mode=meta["mode"],
                correlation=meta["correlation"], include_reason_ratio=meta.get("include_reason_ratio", False),
-               fleet=fleet)
+               fleet=fleet, sessions=(meta.get("sessions") or {}).get("profiles"),
+               block_size=(meta.get("sessions") or {}).get("block_size", DEFAULT_BLOCK_SIZE))
 
 
 @dataclass
@@ -106,7 +112,7 @@ def write(job: Job, source, output: str | os.PathLike, *, fmt: str | None = None
     those partitions, each byte-identical to the same partition of the whole run."""
     meta = metadata(job, source)
     view = source.span(job.start, job.start + job.duration)
-    schema = trace_schema(view.category, view.fields, job.include_reason_ratio, meta)
+    schema = trace_schema(view.category, view.fields, job.include_reason_ratio, meta, sessions=job.sessions is not None)
     rows = 0
 
     def count(batch: pa.RecordBatch) -> None:
@@ -117,7 +123,7 @@ def write(job: Job, source, output: str | os.PathLike, *, fmt: str | None = None
         return generate(source, job.rate, job.duration, start=job.start, seed=job.seed, mode=meta["mode"],
                         correlation=job.correlation, backend=backend, chunk_bytes=chunk_bytes,
                         include_reason_ratio=job.include_reason_ratio, metadata=meta, progress=report,
-                        only=only_span)
+                        only=only_span, sessions=job.sessions, block_size=job.block_size)
 
     if only is not None and not partition:
         raise ValueError("only= (--only) needs a partition (--partition hour|day)")

@@ -60,6 +60,8 @@ class RequestLog:
     report: ReadReport
     duration: float | None = None  # known span (a trace's metadata), else None
     start_text: str | None = None   # the original first timestamp as written, where it is a date
+    blocks: object = None          # pyarrow list<int64> of KV block ids per request (Mooncake hash_ids), or None
+    block_size: int | None = None   # tokens per block of `blocks`
 
     def __len__(self) -> int:
         return len(self.timestamp)

@@ -1,6 +1,6 @@
 """Mooncake JSONL logs: one object a line with timestamp (ms), input_length, output_length,
-hash_ids. pyarrow's JSON reader reads the file; only when it fails does a line-by-line pass
-run, to name the bad lines."""
+hash_ids (ids of 512-token KV blocks; `RequestLog.blocks`). pyarrow's JSON reader reads the
+file; only when it fails does a line-by-line pass run, to name the bad lines."""
 from __future__ import annotations
 
 import io
@@ -15,6 +15,8 @@ import pyarrow.json as pajson
 from .base import LogFormatError, ReadReport, RequestLog, Rows, finish, nonblank, select, split_lines
 
 MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length")
+MOONCAKE_BLOCK_SIZE = 512
+_HASH_TYPE = pa.list_(pa.int64())
 
 
 def read_mooncake(path: str | os.PathLike, *, on_error: str = "raise", sort: bool = False) -> RequestLog:
@@ -27,7 +29,7 @@ def read_mooncake(path: str | os.PathLike, *, on_error: str = "raise", sort: boo
     if len(starts) == 0:
         raise LogFormatError(f"{path}: empty file; expected one JSON object a line with {', '.join(MOONCAKE_FIELDS)}")
     report = ReadReport(str(path), "mooncake", rows_read=len(starts))
-    schema = pa.schema([(f, pa.float64()) for f in MOONCAKE_FIELDS])
+    schema = pa.schema([(f, pa.float64()) for f in MOONCAKE_FIELDS] + [("hash_ids", _HASH_TYPE)])
     try:
         table = pajson.read_json(io.BytesIO(select(buf, starts, ends)), parse_options=pajson.ParseOptions(
             explicit_schema=schema, unexpected_field_behavior="ignore"))
@@ -37,15 +39,19 @@ def read_mooncake(path: str | os.PathLike, *, on_error: str = "raise", sort: boo
         for f in MOONCAKE_FIELDS:
             missing |= table.column(f).is_null().to_numpy(zero_copy_only=False)
         values = {f: table.column(f).fill_null(0).to_numpy() for f in MOONCAKE_FIELDS}
-        bad_json = np.zeros(len(starts), bool)
+        hashes = table.column("hash_ids").combine_chunks()
+        bad_json = bad_hash = np.zeros(len(starts), bool)
     except pa.ArrowInvalid:
-        values, missing, bad_json = _mooncake_slow(buf, starts, ends)
-    rows = Rows(path, "mooncake", on_error, pa.table({**values, "missing": missing, "bad_json": bad_json}),
+        values, missing, bad_json, hashes, bad_hash = _mooncake_slow(buf, starts, ends)
+    rows = Rows(path, "mooncake", on_error, pa.table({**values, "missing": missing, "bad_json": bad_json,
+                                                      "bad_hash": bad_hash, "_row": np.arange(len(starts))}),
                  line_no, report)
     col = lambda name: rows.column(name).to_numpy()  # noqa: E731
     rows.reject(col("bad_json"), "malformed (not a JSON object with numbers)",
                 lambda i: f"not a JSON object with numeric {', '.join(MOONCAKE_FIELDS)}")
     rows.reject(col("missing"), "missing field", lambda i: f"missing one of {list(MOONCAKE_FIELDS)}")
+    rows.reject(col("bad_hash"), "hash_ids not a list of integers",
+                lambda i: "hash_ids is not a list of whole numbers (KV block ids)")
     for f in ("input_length", "output_length"):
         rows.reject(col(f) != np.round(col(f)), "unparseable length",
                     lambda i, f=f: f"{f} is {col(f)[i]!r}; expected a whole number")
@@ -54,7 +60,12 @@ def read_mooncake(path: str | os.PathLike, *, on_error: str = "raise", sort: boo
     lengths = {"input_tokens": col("input_length").astype(np.int64),
                "output_tokens": col("output_length").astype(np.int64)}
     resolution = 1e-3 if np.all(t_ms == np.round(t_ms)) else 0.0
-    return finish(rows, t_ms / 1000.0, lengths, {}, sort, resolution=resolution)
+    log = finish(rows, t_ms / 1000.0, lengths, {"_row": col("_row")}, sort, resolution=resolution)
+    kept = log.columns.pop("_row")
+    if hashes.null_count < len(hashes):  # the log carries block ids (a row without them has none)
+        log.blocks = hashes.take(pa.array(kept)).fill_null(pa.scalar([], _HASH_TYPE))
+        log.block_size = MOONCAKE_BLOCK_SIZE
+    return log
 
 
 def _mooncake_slow(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
@@ -63,6 +74,8 @@ def _mooncake_slow(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
     values = {f: np.zeros(n) for f in MOONCAKE_FIELDS}
     missing = np.zeros(n, bool)
     bad = np.zeros(n, bool)
+    bad_hash = np.zeros(n, bool)
+    hashes = [None] * n
     data = buf.tobytes()
     for i in range(n):
         try:
@@ -81,4 +94,11 @@ def _mooncake_slow(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
                 bad[i] = True
             else:
                 values[f][i] = float(v)
-    return values, missing, bad
+        h = obj.get("hash_ids")
+        if h is not None:
+            if isinstance(h, list) and all(isinstance(x, int) and not isinstance(x, bool) and -2 ** 63 <= x < 2 ** 63
+                                           for x in h):
+                hashes[i] = h
+            else:
+                bad_hash[i] = True
+    return values, missing, bad, pa.array(hashes, _HASH_TYPE), bad_hash

@@ -30,7 +30,12 @@ def read_trace_log(path: str | os.PathLike) -> RequestLog:
         cols["client_id"] = table.column("client_id").to_numpy().astype(np.int64)
     meta = trace_metadata(table.schema)
     duration = meta.get("duration")
-    return RequestLog(timestamp=t, input_tokens=table.column("input_tokens").to_numpy().astype(np.int64),
-                      output_tokens=table.column("output_tokens").to_numpy().astype(np.int64), columns=cols,
-                      start=0.0, resolution=0.0, report=report,
-                      duration=float(duration) if duration else None)
+    log = RequestLog(timestamp=t, input_tokens=table.column("input_tokens").to_numpy().astype(np.int64),
+                     output_tokens=table.column("output_tokens").to_numpy().astype(np.int64), columns=cols,
+                     start=0.0, resolution=0.0, report=report,
+                     duration=float(duration) if duration else None)
+    if meta.get("sessions") and "session_id" in table.column_names:  # block ids derived on read
+        from ..blocks import BlockSpec, hash_ids
+        spec = BlockSpec.from_metadata(meta, str(path))
+        log.blocks, log.block_size = hash_ids(table, spec), spec.block_size
+    return log

@@ -38,8 +38,12 @@ def add_arguments(sub) -> None:
 
 def run(args) -> int:
     from ..characterize.fit import FitOptions, fit_pool
+    from ..io.atomic import check_output
     from ..io.pool_file import save_pool
 
+    check_output(args.output, "file", "--output")  # before any work
+    if args.report:
+        check_output(args.report, "file", "--report")
     log = read(args.log, args.format, args)
     opts = FitOptions(window=args.window, length_window=args.length_window, min_requests=args.min_requests,
                       min_length_samples=args.min_length_samples, length_points=args.length_points,

@@ -122,9 +122,12 @@ def run(args) -> int:
     from ..io.pool_file import open_pool
     from ..sample.job import source_for, write
 
+    from ..io.atomic import check_output
+
     only = _parse_only(args.only)
     if only is not None and not args.partition:
         raise SystemExit("error: --only needs --partition hour|day")
+    check_output(args.output, "dir" if args.partition else "file", "--output")  # before any work
     pools = {}
 
     def pool_named(name):

@@ -25,8 +25,14 @@ from servegen_fast.sample.estimate import estimate
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["generate", "--pool", "builtin", "--duration", "10m", "--rate", "5", "-q"]
-AZURE = Path(os.environ.get("SERVEGEN_FAST_REFERENCE", ROOT.parent.parent / "shared" / "data")) / \
-    "azure-llm-2023-conv.csv"
+
+
+@pytest.fixture
+def azure(shared_data) -> Path:
+    path = shared_data / "azure-llm-2023-conv.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} absent (docs/data.md)")
+    return path
 
 
 def run_cli(capsys, *argv) -> tuple[int, str]:
@@ -85,15 +91,14 @@ def unwritable_dirs(tmp_path) -> list[Path]:
     return dirs
 
 
-@pytest.mark.skipif(not AZURE.is_file(), reason=f"{AZURE} absent (docs/data.md)")
-def test_unwritable_outputs_every_command(tmp_path, capsys):
+def test_unwritable_outputs_every_command(tmp_path, capsys, azure):
     dirs = unwritable_dirs(tmp_path)
     assert dirs, "no unwritable folder to test with here"
     for d in dirs:
         for argv, arg in ((SMALL + ["-o", d / "t.parquet"], "--output"),
                           (SMALL + ["--partition", "hour", "-o", d / "parts"], "--output"),
-                          (["fit", AZURE, "-o", d / "p.parquet", "-q"], "--output"),
-                          (["analyze", AZURE, "--plots", d / "plots"], "--plots")):
+                          (["fit", azure, "-o", d / "p.parquet", "-q"], "--output"),
+                          (["analyze", azure, "--plots", d / "plots"], "--plots")):
             rc, err = run_cli(capsys, *argv)
             line = one_error_line(err)
             assert rc == 2 and arg in line and "cannot write" in line, (argv, err)
@@ -247,9 +252,8 @@ def test_missing_replay_extra_gives_the_install_hint(tmp_path, argv):
 
 
 # --------------------------------------------------------------------------- row 12: fit from too little
-@pytest.mark.skipif(not AZURE.is_file(), reason=f"{AZURE} absent (docs/data.md)")
-def test_fit_from_too_few_requests(tmp_path, capsys):
-    lines = AZURE.read_text().splitlines()
+def test_fit_from_too_few_requests(tmp_path, capsys, azure):
+    lines = azure.read_text().splitlines()
     one, three = tmp_path / "one.csv", tmp_path / "three.csv"
     one.write_text("\n".join(lines[:2]) + "\n")
     three.write_text("\n".join(lines[:4]) + "\n")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from .args import positive
 from .logs import add_read_arguments, read
@@ -45,8 +46,6 @@ def run(args) -> int:
     if args.report:
         check_output(args.report, "file", "--report")
     log = read(args.log, args.format, args)
-    if len(log) < 2:
-        raise ValueError(f"{args.log}: {len(log)} request(s) read: a fit needs at least 2 (an inter-arrival time)")
     opts = FitOptions(window=args.window, length_window=args.length_window, min_requests=args.min_requests,
                       min_length_samples=args.min_length_samples, length_points=args.length_points,
                       shape_rule=args.shape_rule)
@@ -56,9 +55,10 @@ def run(args) -> int:
         from ..io.atomic import write_text
 
         write_text(args.report, json.dumps({**result.summary(), "client_labels": result.labels}, indent=1))
-    if result.summary()["servegen_mode_requests"] == 0:
-        print(f"warning: {args.output} generates no requests in servegen mode (too few per window); generate "
-              "from it with --mode renewal, or fit a longer log", file=sys.stderr)
+    if len(log) < 2 or result.summary()["servegen_mode_requests"] == 0:
+        print(f"warning: {args.log} has {len(log):,} request(s): {args.output} generates no requests in servegen "
+              "mode (ceil(rate x window) - 1 per window); generate from it with --mode renewal, or fit a longer log",
+              file=sys.stderr)
     if not args.quiet:
         print(log.report.describe())
         print(result.describe())

@@ -56,8 +56,18 @@ def trace_schema(category: str, fields: Iterable[str], include_reason_ratio: boo
 def trace_metadata(path_or_schema) -> dict:
     """The generation parameters stored in a trace (empty dict if none)."""
     schema = path_or_schema if isinstance(path_or_schema, pa.Schema) else read_schema(path_or_schema)
+    return _metadata(schema, "the trace" if isinstance(path_or_schema, pa.Schema) else path_or_schema)
+
+
+def _metadata(schema: pa.Schema, where) -> dict:
     raw = (schema.metadata or {}).get(META_KEY)
-    return json.loads(raw) if raw else {}
+    try:
+        meta = json.loads(raw) if raw else {}
+    except ValueError as e:
+        raise ValueError(f"{where}: unreadable generation metadata ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{where}: unreadable generation metadata (not a JSON object)")
+    return meta
 
 
 # --------------------------------------------------------------------------- writers
@@ -221,7 +231,7 @@ def _intact(directory: Path, entry: dict, fmt: str) -> bool:
             return pq.ParquetFile(f).metadata.num_rows == entry["rows"]
         with ipc.open_file(f) as r:
             return r.schema is not None
-    except (pa.ArrowInvalid, OSError):
+    except (pa.ArrowException, OSError, UnicodeDecodeError):
         return False
 
 
@@ -315,19 +325,20 @@ def read_schema(path: str | os.PathLike) -> pa.Schema:
                 schema = r.schema
         else:
             schema = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as e:
+        names = schema.names  # (decodes the column names)
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not a readable Parquet or Arrow IPC trace ({e})") from None
-    _check_columns(schema, path)
+    _check_columns(schema, path, names)
+    _metadata(schema, path)  # readable, or an error naming the file
     return schema
 
 
-def _check_columns(schema: pa.Schema, path) -> None:
+def _check_columns(schema: pa.Schema, path, names: list) -> None:
     """A trace has numeric timestamp, client_id, input_tokens and output_tokens columns."""
-    missing = [c for c in REQUIRED if c not in schema.names]
+    missing = [c for c in REQUIRED if c not in names]
     if missing:
         raise ValueError(f"{path}: not a trace: no {', '.join(missing)} column{'s' if len(missing) > 1 else ''} "
-                         f"(its columns: {', '.join(schema.names[:8]) or 'none'}"
-                         f"{', ...' if len(schema.names) > 8 else ''})")
+                         f"(its columns: {', '.join(names[:8]) or 'none'}{', ...' if len(names) > 8 else ''})")
     for c in REQUIRED:
         t = schema.field(c).type
         if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
@@ -358,16 +369,30 @@ def trace_span(path: str | os.PathLike) -> tuple[float, float] | None:
 
 def iter_batches(path: str | os.PathLike) -> Iterator[pa.RecordBatch]:
     """Stream a trace's record batches in order (file or partitioned directory)."""
-    for file in _files(Path(path)):
+    files = _files(Path(path))
+    first = None
+    for file in files:
         try:
             if _is_arrow(file):
                 with ipc.open_file(file) as r:
+                    first = _same_schema(r.schema, first, file, files)
                     for i in range(r.num_record_batches):
                         yield r.get_batch(i)
             else:
-                yield from pq.ParquetFile(file).iter_batches(batch_size=ROW_GROUP_ROWS)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise ValueError(f"{file}: not a readable Parquet or Arrow IPC trace ({e})") from None
+                pf = pq.ParquetFile(file)
+                first = _same_schema(pf.schema_arrow, first, file, files)
+                yield from pf.iter_batches(batch_size=ROW_GROUP_ROWS)
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"{file}: not a readable Parquet or Arrow IPC trace ({' '.join(str(e).split())})") from None
+
+
+def _same_schema(schema: pa.Schema, first: pa.Schema | None, file: Path, files: list) -> pa.Schema:
+    """The parts of a partitioned trace share one schema (a damaged or foreign part names itself)."""
+    if first is not None and not schema.equals(first):
+        diff = [f"{f.name}: {f.type}" for f in schema if f.name not in first.names or first.field(f.name) != f]
+        raise ValueError(f"{file}: its columns differ from {files[0].name}'s ({', '.join(diff[:4]) or 'order'}): "
+                         "a damaged or foreign part")
+    return schema
 
 
 def read_trace(path: str | os.PathLike) -> pa.Table:

@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def commands(block: str) -> list[str]:
         line = re.sub(r"\s+#.*$", "", line).strip()
         if not line or line.startswith("#"):
             continue
-        out += [c.strip() for c in line.split("&&")]
+        out += [" ".join(c.split()) for c in line.split("&&")]
     return out
 
 
@@ -45,7 +46,7 @@ def python_block(text: str) -> str:
 def test_readme_blocks_are_what_this_test_runs():
     text = README.read_text()
     cmds = [c for b in bash_blocks(text) for c in commands(b)]
-    assert all(c.startswith(("servegen-fast ", "pip install ")) for c in cmds), cmds
+    assert all(c.startswith(("servegen-fast ", "pip install ")) or c == "pytest" for c in cmds), cmds
     assert any(k in " ".join(cmds) for k in SHORTER)  # a shortened command still exists as written
 
 
@@ -58,7 +59,7 @@ def test_readme_commands_run_as_written(tmp_path, servegen_root, shared_data):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2")
     ran = []
     for cmd in (c for b in bash_blocks(text) for c in commands(b)):
-        if cmd.startswith("pip install "):
+        if cmd.startswith("pip install ") or cmd == "pytest":  # test_install.py's; this suite itself
             continue
         if cmd.startswith("servegen-fast replay") and not has_replay:
             continue
@@ -82,5 +83,7 @@ def test_readme_python_runs_as_written(tmp_path, servegen_root, monkeypatch):
     code = python_block(README.read_text()).replace("/path/to/ServeGen/data", str(servegen_root))
     code = code.replace("    ...\n", "    break\n")  # the loop body the README leaves to the reader
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md (python block)", "exec"), {})
+    with warnings.catch_warnings():  # this copy of the data lacks some clients' dataset files (docs/data.md)
+        warnings.filterwarnings("ignore", message=".*have no dataset file.*")
+        exec(compile(code, "README.md (python block)", "exec"), {})
     assert (tmp_path / "m-large.pool.parquet").is_file()

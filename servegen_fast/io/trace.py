@@ -350,21 +350,16 @@ def trace_span(path: str | os.PathLike) -> tuple[float, float] | None:
     for one partition file of a partitioned directory, that partition (from the manifest
     beside it). None when its metadata records no duration."""
     path = Path(path)
-    meta = trace_metadata(path)
-    duration = meta.get("duration")
+    duration = trace_metadata(path).get("duration")
     if duration is None:
         return None
-    if path.is_file():
-        try:
-            manifest = read_manifest(path.parent) or {}
-            entry = next((e for e in manifest.get("parts", []) if e.get("file") == path.name), None)
-            span = PARTITIONS[manifest["partition"]] if entry is not None else 0
-        except (ValueError, KeyError, TypeError):
-            entry = None
-        if entry is not None:
-            i = int(entry["index"])
-            return float(i * span), float(min((i + 1) * span, duration))
-    return 0.0, float(duration)
+    try:
+        manifest = (read_manifest(path.parent) if path.is_file() else None) or {}
+        entry = next(e for e in manifest.get("parts", []) if e.get("file") == path.name)
+        i, span = int(entry["index"]), PARTITIONS[manifest["partition"]]
+        return float(i * span), float(min((i + 1) * span, duration))
+    except (StopIteration, ValueError, KeyError, TypeError):  # not a listed partition: the whole trace
+        return 0.0, float(duration)
 
 
 def iter_batches(path: str | os.PathLike) -> Iterator[pa.RecordBatch]:

@@ -30,7 +30,7 @@ def _trace(n: int, span: float) -> pa.Table:
 @pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("concurrency", [1024, 2])
 @pytest.mark.parametrize("mode", ["ok", "slow"])
-def test_server_dying_mid_run_ends_the_replay(tmp_path, loop, concurrency, mode):
+def test_server_dying_mid_run_ends_the_replay(tmp_path, capfd, loop, concurrency, mode):
     n, span, kill_after, timeout = 120, 3.0, 30, 2.0
     srv = FakeServer(mode, delay=0.02)
     url = srv.__enter__()
@@ -46,7 +46,7 @@ def test_server_dying_mid_run_ends_the_replay(tmp_path, loop, concurrency, mode)
     faulthandler.dump_traceback_later(120, exit=True)  # a hang fails the run with every thread's stack
     try:
         s = replay_http(_trace(n, span), tmp_path / "o", target=url, timeout=timeout, concurrency=concurrency,
-                        loop=loop)
+                        loop=loop, progress=True)
     finally:
         faulthandler.cancel_dump_traceback_later()
         killer.join()
@@ -58,5 +58,7 @@ def test_server_dying_mid_run_ends_the_replay(tmp_path, loop, concurrency, mode)
     assert min(c.values()) >= 0  # no negative counts
     assert c["completed"] > 0 and c["failed"] > 0  # some before the death, the rest recorded as failures
     assert set(d["status"]) <= {"completed", "failed", "abandoned", "not_released"}
+    shown = capfd.readouterr().err
+    assert "released" in shown and "in flight -" not in shown  # the progress line's count stays >= 0
     kinds = {k for k in d["error_kind"] if k}
     assert kinds <= {"connect_error", "connection_closed", "timeout", "stream_error", "protocol_error"}, kinds

@@ -9,6 +9,7 @@ Dependencies come from this interpreter's environment (a .pth file), so nothing 
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -42,7 +43,10 @@ def test_install_run_then_editable_install_run(tmp_path):
     work.mkdir()
     cli = venv / "bin" / "servegen-fast"
 
-    _run([*pip, str(ROOT)], env, work)  # the README's first command ...
+    src = tmp_path / "src"  # pip builds in the source tree (build/): a copy keeps the checkout clean
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".*", "build", "dist", "out", "*.egg-info",
+                                                             "__pycache__", "venv"))
+    _run([*pip, str(src)], env, work)  # the README's first command ...
     assert (sp / "servegen_fast" / "__init__.py").is_file()
     _run([cli, "generate", "--pool", "builtin", "--duration", "10m", "--rate", "5", "-o", "t.parquet", "-q"], env, work)
     _run([cli, "info", "t.parquet"], env, work)

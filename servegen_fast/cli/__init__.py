@@ -26,7 +26,8 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # e.g. piped into head
         return 0
     except errors.Terminated:
-        print("\nterminated (SIGTERM): temporary files removed, no partial file left at the output path", file=sys.stderr)
+        print("\nterminated (SIGTERM): temporary files removed, no partial file left at the output path",
+              file=sys.stderr)
         return 143
     except KeyboardInterrupt:
         print("\ninterrupted: no partial file was left at the output path", file=sys.stderr)

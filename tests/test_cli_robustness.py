@@ -282,3 +282,9 @@ def test_a_bug_shows_its_traceback_and_asks_for_a_report(monkeypatch, capsys):
 def test_oserror_is_one_line_naming_the_file(tmp_path, capsys):
     rc, err = run_cli(capsys, "info", tmp_path / "absent.parquet")
     assert rc == 2 and "absent.parquet" in one_error_line(err)
+
+
+def test_main_restores_the_sigterm_handler(tmp_path, capsys):
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["info", "--backends"]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before

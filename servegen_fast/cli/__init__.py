@@ -20,7 +20,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    errors.install_sigterm()
+    previous = errors.install_sigterm()
+    try:
+        return _run(args)
+    finally:
+        errors.restore_sigterm(previous)  # main() called from Python leaves the process as it was
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except BrokenPipeError:  # e.g. piped into head

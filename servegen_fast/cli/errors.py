@@ -22,11 +22,17 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
-def install_sigterm() -> None:
+def install_sigterm():
+    """Handle SIGTERM like Ctrl-C; returns the handler it replaced (None if it could not)."""
     try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        return signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread (the CLI called from a thread): leave it
-        pass
+        return None
+
+
+def restore_sigterm(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def missing_module_hint(e: ModuleNotFoundError) -> str:

@@ -78,7 +78,9 @@ def main(argv=None) -> int:
             print(p.stderr, file=sys.stderr)
             return p.returncode
         rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-        manifest = json.loads((out / "_manifest.json").read_text())
+        from servegen_fast.io.manifest import read_manifest
+
+        manifest = read_manifest(out)
         rows = sum(e["rows"] for e in manifest["parts"])
         size = sum(e["bytes"] for e in manifest["parts"])
 

@@ -1,6 +1,6 @@
 """JIT and launch options of every kernel module, in one place.
 
-CPU kernels are compiled with `cache=True` (beside the installed package), `nogil=True` (the
+CPU kernels are compiled with `cache=True` (see `CACHE_DIR` for where), `nogil=True` (the
 writer thread encodes while a kernel runs) and `error_model="numpy"` (no ZeroDivisionError
 checks in the loops). Samplers are inlined at Numba-IR level into their callers, which makes
 the Philox chain about 5x faster. CUDA launch sizes come from the environment, so tests can
@@ -15,9 +15,51 @@ import numba
 
 _CPU = dict(cache=True, nogil=True, error_model="numpy")
 
-njit = numba.njit(**_CPU)                               # serial kernels
-njit_parallel = numba.njit(parallel=True, **_CPU)       # prange kernels
-njit_inline = functools.partial(numba.njit, inline="always", **_CPU)  # scalar bodies and samplers
+
+def _cache_dir() -> str | None:
+    """Where Numba caches the compiled kernels: beside the sources in a checkout (numba's
+    default); for a package installed into site-packages, a per-user folder instead
+    (~/.cache/servegen-fast/numba/<install path>), since cache files written into the package
+    are not in pip's record: uninstalling leaves them, and the folder they keep then shadows a
+    later editable install (`cannot import name '__version__' ... (unknown location)`). A
+    NUMBA_CACHE_DIR set by the user is left to numba."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return None
+    here = os.path.dirname(os.path.abspath(__file__)).split(os.sep)
+    if "site-packages" not in here and "dist-packages" not in here:
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "servegen-fast", "numba")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
+
+
+CACHE_DIR = _cache_dir()
+
+
+def _cached(decorate):
+    """`decorate` with numba's cache in CACHE_DIR: numba fixes a function's cache folder when it
+    is decorated, so numba.config.CACHE_DIR is set only meanwhile (other users of numba in the
+    process keep their own setting)."""
+    if CACHE_DIR is None:
+        return decorate
+
+    def wrap(func):
+        old = numba.config.CACHE_DIR
+        numba.config.CACHE_DIR = CACHE_DIR
+        try:
+            return decorate(func)
+        finally:
+            numba.config.CACHE_DIR = old
+    return wrap
+
+
+njit = _cached(numba.njit(**_CPU))                              # serial kernels
+njit_parallel = _cached(numba.njit(parallel=True, **_CPU))      # prange kernels
+njit_inline = _cached(functools.partial(numba.njit, inline="always", **_CPU))  # scalar bodies and samplers
 
 # Ordering: a bucket above this many arrivals (clustered times) leaves insertion sort for
 # an n log n sort (merge sort on the CPU, heap sort on the GPU).

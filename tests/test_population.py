@@ -15,7 +15,8 @@ from servegen_fast.sample.generate import generate, generate_table
 from servegen_fast.model.fields import LAW_GAMMA
 from servegen_fast.io.pool_file import open_pool
 from servegen_fast.model.rates import Scaled
-from servegen_fast.io.trace import MANIFEST, read_trace, trace_schema, write_partitions, write_trace
+from servegen_fast.io.manifest import read_manifest
+from servegen_fast.io.trace import read_trace, trace_schema, write_partitions, write_trace
 
 DAY = 86400
 
@@ -286,7 +287,7 @@ def test_cli_clients_partition_only_and_resume(tmp_path):
     run("--partition", "day", "-o", str(tmp_path / "full"))
     run("--partition", "day", "--only", "1", "-o", str(tmp_path / "one"))
     assert (tmp_path / "full/part-00001.parquet").read_bytes() == (tmp_path / "one/part-00001.parquet").read_bytes()
-    meta = json.loads((tmp_path / "full" / MANIFEST).read_text())["metadata"]
+    meta = read_manifest(tmp_path / "full")["metadata"]
     assert meta["population"]["n_clients"] == 3000 and meta["mode"] == "renewal"
     t = read_trace(tmp_path / "full")
     assert t.num_rows / (2 * DAY) == pytest.approx(4.0, rel=0.05)

@@ -218,7 +218,7 @@ def replay_error(capsys, tmp_path, trace, *extra):
 def test_malformed_traces_give_clear_errors(tmp_path, capsys):
     t = make_trace()
     pq.write_table(t.drop_columns(["output_tokens"]), tmp_path / "no_out.parquet")
-    assert "missing column(s) output_tokens" in replay_error(capsys, tmp_path, tmp_path / "no_out.parquet")
+    assert "not a trace: no output_tokens column" in replay_error(capsys, tmp_path, tmp_path / "no_out.parquet")
     rev = t.take(pa.array(np.arange(t.num_rows)[::-1]))
     pq.write_table(rev, tmp_path / "unsorted.parquet")
     assert "not in time order" in replay_error(capsys, tmp_path, tmp_path / "unsorted.parquet")

@@ -15,7 +15,9 @@ from servegen_fast.model.distributions import DistTableBuilder
 from servegen_fast.sample.generate import generate, generate_table
 from servegen_fast.model.fields import LAW_GAMMA, LAW_IDLE
 from servegen_fast.model.pool import ClientPool, regular_grid
-from servegen_fast.io.trace import (MANIFEST, iter_batches, read_schema, read_trace, trace_metadata, trace_schema,
+from servegen_fast.io.atomic import OutputError
+from servegen_fast.io.manifest import manifest_name, read_manifest
+from servegen_fast.io.trace import (iter_batches, read_schema, read_trace, trace_metadata, trace_schema,
                                  write_trace)
 
 DISTS = {
@@ -143,8 +145,8 @@ def test_partitioned_by_hour(tmp_path, fmt):
     ts = want.column("timestamp").to_numpy()
     hours = sorted(set((ts // 3600).astype(int)))
     assert hours == [0, 1, 2, 3]
-    assert files_in(out) == [MANIFEST] + [f"part-{h:05d}.{ext}" for h in hours]
-    manifest = json.loads((out / MANIFEST).read_text())
+    assert files_in(out) == [manifest_name(fmt)] + [f"part-{h:05d}.{ext}" for h in hours]
+    manifest = read_manifest(out)
     assert manifest["partition"] == "hour" and manifest["format"] == fmt and manifest["metadata"] == META
     assert [p["index"] for p in manifest["parts"]] == hours
     assert sum(p["rows"] for p in manifest["parts"]) == want.num_rows
@@ -163,7 +165,7 @@ def test_partitioned_by_hour(tmp_path, fmt):
 def test_partitioned_skips_empty_hours(tmp_path):
     pool = hours_pool()
     out = write_trace(stream(pool), tmp_path / "p", schema_of(pool), partition="hour")
-    manifest = json.loads((out / MANIFEST).read_text())
+    manifest = read_manifest(out)
     assert [p["index"] for p in manifest["parts"]] == [0, 1, 3]  # hour 2 is idle
     assert read_trace(out).equals(generate_table(pool, None, seed=9, mode="renewal", metadata=META))
 
@@ -171,7 +173,7 @@ def test_partitioned_skips_empty_hours(tmp_path):
 def test_partitioned_by_day(tmp_path):
     pool = hours_pool()
     out = write_trace(stream(pool, chunk_bytes=1), tmp_path / "d", schema_of(pool), partition="day")
-    assert files_in(out) == [MANIFEST, "part-00000.parquet"]
+    assert files_in(out) == ["_manifest.parquet", "part-00000.parquet"]
     assert read_trace(out).equals(generate_table(pool, None, seed=9, mode="renewal", metadata=META))
 
 
@@ -241,16 +243,16 @@ def test_error_mid_stream_partitioned(tmp_path):
         # per-window chunks: the failure comes in the second hour
         write_trace(failing(stream(pool, chunk_bytes=1), 8), out, schema_of(pool), partition="hour")
     names = files_in(out)
-    assert MANIFEST not in names and not [n for n in names if n.endswith(".tmp")]
+    assert "_manifest.parquet" not in names and not [n for n in names if n.endswith(".tmp")]
     assert names == ["part-00000.parquet"]  # the completed hour stays, and is valid
     assert read_trace(out / names[0]).num_rows > 0
-    with pytest.raises(ValueError, match="without _manifest.json"):
+    with pytest.raises(ValueError, match="without a manifest"):
         read_trace(out)
 
 
 def test_missing_output_directory(tmp_path):
     pool = make_pool(np.full((1, 1), 0.5))
-    with pytest.raises(FileNotFoundError, match="output directory does not exist"):
+    with pytest.raises(OutputError, match="folder .* does not exist"):
         write_trace(stream(pool), tmp_path / "nope" / "t.parquet", schema_of(pool))
     assert files_in(tmp_path) == []
 
@@ -279,17 +281,17 @@ def test_reading_missing_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="trace not found"):
         read_schema(tmp_path / "absent.arrow")
     (tmp_path / "dir").mkdir()
-    with pytest.raises(ValueError, match="without _manifest.json"):
+    with pytest.raises(ValueError, match="without a manifest"):
         read_trace(tmp_path / "dir")
-    with pytest.raises(ValueError, match="without _manifest.json"):
+    with pytest.raises(ValueError, match="without a manifest"):
         trace_metadata(tmp_path / "dir")
 
 
 def test_partitioned_directory_without_manifest(tmp_path):
     pool = hours_pool()
     out = write_trace(stream(pool), tmp_path / "p", schema_of(pool), partition="hour")
-    (out / MANIFEST).unlink()
-    with pytest.raises(ValueError, match=r"p: partitioned trace without _manifest.json"):
+    (out / "_manifest.parquet").unlink()
+    with pytest.raises(ValueError, match=r"p: partitioned trace without a manifest"):
         read_trace(out)
-    with pytest.raises(ValueError, match="without _manifest.json"):
+    with pytest.raises(ValueError, match="without a manifest"):
         list(iter_batches(out))

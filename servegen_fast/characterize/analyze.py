@@ -229,13 +229,14 @@ def trace_summary(path) -> dict:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ..io.trace import read_trace, trace_metadata
+    from ..io.trace import read_trace, trace_metadata, trace_span
 
     table = read_trace(path)
     meta = trace_metadata(table.schema)
     n = table.num_rows
     ts = table.column("timestamp").to_numpy() if n else np.zeros(0)
-    duration = float(meta.get("duration") or (ts[-1] if n else 0.0))
+    span = trace_span(path)  # one partition file: its own hour or day, not the whole trace's
+    duration = span[1] - span[0] if span else float(ts[-1] if n else 0.0)
     out = {"path": str(path), "requests": n, "duration_s": duration,
            "mean_rate": n / duration if duration > 0 else 0.0}
     if n:

@@ -25,6 +25,11 @@ def _matplotlib():
     return Figure, FigureCanvasAgg
 
 
+def require_matplotlib() -> None:
+    """Raise the install hint now, before any work, if the plot extra is missing."""
+    _matplotlib()
+
+
 def _save(fig, canvas_cls, path: Path) -> Path:
     canvas_cls(fig)
     with atomic_path(path) as tmp:

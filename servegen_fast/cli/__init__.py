@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..version import __version__
-from . import analyze, export, fit, generate, info, replay, serve
+from . import analyze, errors, export, fit, generate, info, replay, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,13 +20,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    previous = errors.install_sigterm()
+    try:
+        return _run(args)
+    finally:
+        errors.restore_sigterm(previous)  # main() called from Python leaves the process as it was
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:  # user errors, raised with a message
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # e.g. piped into head
         return 0
+    except errors.Terminated:
+        print("\nterminated (SIGTERM): temporary files removed, no partial file left at the output path",
+              file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("\ninterrupted: no partial file was left at the output path", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:  # an optional dependency: the extra that installs it
+        hint = errors.missing_module_hint(e)
+        if not hint:
+            errors.bug_report(e)
+            return 1
+        print(hint, file=sys.stderr)
+        return 2
+    except (ValueError, OSError, RuntimeError) as e:  # user errors (bad input, paths), raised with a message
+        print(f"error: {errors.one_line(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory (lower --chunk-mb, or generate partitions with --partition)", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: the traceback, and a request to report it
+        errors.bug_report(e)
+        return 1

@@ -30,6 +30,12 @@ def add_arguments(sub) -> None:
 def run(args) -> int:
     from ..characterize import analyze as A
 
+    if args.plots:  # before any work: the plot extra, and a directory that can be written
+        from ..characterize.plots import require_matplotlib
+        from ..io.atomic import check_output
+
+        require_matplotlib()
+        check_output(args.plots, "dir", "--plots")
     trace = read(args.trace, args.format, args)
     ref = read(args.against, args.against_format, args) if args.against else None
     if ref is None:

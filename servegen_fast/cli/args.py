@@ -38,7 +38,9 @@ def _number(kind, text: str, allow_zero: bool):
         v = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") from None
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    if v < 0 or (v == 0 and not allow_zero):
         raise argparse.ArgumentTypeError(f"must be {'non-negative' if allow_zero else 'positive'}, got {text}")
     return v
 

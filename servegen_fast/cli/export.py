@@ -20,8 +20,11 @@ def add_arguments(sub) -> None:
 
 
 def run(args) -> int:
+    from ..io.atomic import check_output
     from ..io.export import export_trace
     from ..progress import ProgressLine
+
+    check_output(args.output, "file", "--output")  # before any work
 
     line = ProgressLine(not args.quiet and sys.stderr.isatty() or args.progress)
     t0 = time.perf_counter()

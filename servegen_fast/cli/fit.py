@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from .args import positive
 from .logs import add_read_arguments, read
@@ -39,12 +40,16 @@ def add_arguments(sub) -> None:
     f.set_defaults(func=run)
 
 
-
 def run(args) -> int:
     from ..characterize.fit import FitOptions, fit_pool
-    from ..io.atomic import write_text
+    from ..io.atomic import check_output, write_text
     from ..io.pool_file import save_pool
 
+    check_output(args.output, "file", "--output")  # before any work
+    if args.report:
+        check_output(args.report, "file", "--report")
+    if args.sessions_out:
+        check_output(args.sessions_out, "file", "--sessions-out")
     log = read(args.log, args.format, args)
     opts = FitOptions(window=args.window, length_window=args.length_window, min_requests=args.min_requests,
                       min_length_samples=args.min_length_samples, length_points=args.length_points,
@@ -70,6 +75,10 @@ def run(args) -> int:
         if sessions is not None:
             summary["sessions"] = sessions
         write_text(args.report, json.dumps(summary, indent=1))
+    if len(log) < 2 or result.summary()["servegen_mode_requests"] == 0:
+        print(f"warning: {args.log} has {len(log):,} request(s): {args.output} generates no requests in servegen "
+              "mode (ceil(rate x window) - 1 per window); generate from it with --mode renewal, or fit a longer log",
+              file=sys.stderr)
     if not args.quiet:
         print(log.report.describe())
         print(result.describe())

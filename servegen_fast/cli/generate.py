@@ -96,7 +96,7 @@ def _parse_only(text: str | None):
     for part in text.split(","):
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not m:
-            raise SystemExit(f"error: --only {text!r}: expected partition indices such as 3, 0-6 or 1,4")
+            raise ValueError(f"--only {text!r}: expected partition indices such as 3, 0-6 or 1,4")
         a, b = int(m.group(1)), int(m.group(2) or m.group(1))
         out.update(range(a, b + 1))
     return sorted(out)
@@ -109,12 +109,12 @@ def _job(args, pool_duration_of):
     if args.from_trace_metadata:
         return job_from_metadata(trace_metadata(args.from_trace_metadata), args.from_trace_metadata)
     if args.mean_rate is not None and not args.clients:
-        raise SystemExit("error: --mean-rate needs --clients (use --rate for a constant aggregate rate)")
+        raise ValueError("--mean-rate needs --clients (use --rate for a constant aggregate rate)")
     duration = args.duration if args.duration is not None else pool_duration_of() - args.start
     if duration <= 0:
-        raise SystemExit(f"error: --duration must be positive (--start {args.start} s, pool ends at "
+        raise ValueError(f"--duration must be positive (--start {args.start} s, pool ends at "
                          f"{pool_duration_of()} s)" if args.duration is not None else
-                         f"error: nothing to generate: the pool covers {pool_duration_of()} s and --start is "
+                         f"nothing to generate: the pool covers {pool_duration_of()} s and --start is "
                          f"{args.start} s")
     fleet = FleetOptions(clients=args.clients, mean_rate=args.mean_rate, rate_sigma=args.rate_sigma,
                          cv_sigma=args.cv_sigma, max_shift=args.max_shift, day_sigma=args.day_sigma,
@@ -131,13 +131,27 @@ def _job(args, pool_duration_of):
                fleet=fleet, sessions=sessions, block_size=args.block_size)
 
 
+def _announce(job, source, args) -> None:
+    from ..sample.estimate import estimate, free_bytes
+
+    e = estimate(source, job.start, job.duration, job.rate, job.mode, args.backend)
+    print(f"generating {job.duration:,} s into {args.output}: {e.describe()}", file=sys.stderr, flush=True)
+    free = free_bytes(args.output)
+    if free is not None and e.bytes > free:
+        print(f"warning: the trace may need about {e.bytes / 2**30:,.1f} GiB and {free / 2**30:,.1f} GiB are free "
+              f"where it goes", file=sys.stderr, flush=True)
+
+
 def run(args) -> int:
     from ..io.pool_file import open_pool
     from ..sample.job import source_for, write
 
+    from ..io.atomic import check_output
+
     only = _parse_only(args.only)
     if only is not None and not args.partition:
-        raise SystemExit("error: --only needs --partition hour|day")
+        raise ValueError("--only needs --partition hour|day")
+    check_output(args.output, "dir" if args.partition else "file", "--output")  # before any work
     pools = {}
 
     def pool_named(name):
@@ -151,6 +165,8 @@ def run(args) -> int:
 
     job = _job(args, lambda: pool_named(args.pool).duration)
     source = source_for(pool_named(job.pool_name), job)
+    if not args.quiet:  # before the work: what it will make, and for how long (also without a terminal)
+        _announce(job, source, args)
     progress = RowsProgress(job.duration, enabled=not args.quiet and sys.stderr.isatty() or args.progress)
     t0 = time.perf_counter()
     done = write(job, source, args.output, fmt=args.format, partition=args.partition, only=only,
@@ -164,6 +180,10 @@ def run(args) -> int:
         if m is not None and not m["complete"]:
             print(f"{len(m['parts'])} of {m['expected_parts']} partitions present; run without --only "
                   f"to finish the trace", file=sys.stderr)
+        if done.total_rows == 0:
+            print("warning: the trace has no requests: the pool's rates over this span give none (in servegen "
+                  "mode a window yields ceil(rate x 600 s) - 1; try --mode renewal, a higher --rate-scale or a "
+                  "longer span)", file=sys.stderr)
         print(f"wrote {done.rows:,} requests over {job.duration:,} s to {done.path} in {el:.1f} s "
               f"({done.rows / max(el, 1e-9) / 1e6:.2f} M req/s)", file=sys.stderr)
     return 0

@@ -21,7 +21,7 @@ def run(args) -> int:
             print(f"{name:6s} {status}")
         return 0
     if not args.trace:
-        raise SystemExit("error: give a TRACE path, or --backends")
+        raise ValueError("give a TRACE path, or --backends")
     from ..characterize.analyze import trace_summary
 
     s = trace_summary(args.trace)

@@ -86,7 +86,10 @@ def add_arguments(sub) -> None:
 
 
 def run(args) -> int:
+    from ..io.atomic import check_output
     from ..replay.api import replay_trace
+
+    check_output(args.output, "dir", "--output")
 
     if args.target is not None:
         return _cmd_replay_http(args)

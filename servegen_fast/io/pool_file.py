@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import atomic_path
+from .atomic import atomic_path, check_output
 from ..model.distributions import DistTable
 from ..model.pool import ClientPool
 
@@ -48,6 +48,7 @@ def save_pool(pool: ClientPool, path: str | os.PathLike) -> Path:
             "length_window_size": pool.length_window_size, "origin": pool.origin, "arrays": shapes}
     table = pa.table(cols).replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_output(path, "file")
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return path

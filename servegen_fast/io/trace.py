@@ -3,7 +3,8 @@
 A trace's schema metadata (key ``servegen_fast``) records how it was made (package
 version, seed, pool, mode, correlation, rate function, start, duration), so it can be
 regenerated exactly. Every file is written under a temporary name and renamed when
-complete; a partitioned trace is a directory whose ``_manifest.json`` is written last.
+complete; a partitioned trace is a directory whose manifest (``_manifest.parquet``, see
+manifest.py) is written last.
 """
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from ..model.fields import ITEM_FIELDS, REASON_RATIO
-from .atomic import temp_path, write_text
+from .atomic import check_output, clean_stale, temp_path
+from .manifest import read_manifest, remove_manifest, write_manifest
 from .prefetch import prefetch
 
 META_KEY = b"servegen_fast"
 FORMATS = ("parquet", "arrow")
 PARTITIONS = {"hour": 3600, "day": 86400}
-MANIFEST = "_manifest.json"
+REQUIRED = ("timestamp", "client_id", "input_tokens", "output_tokens")
 ROW_GROUP_ROWS = 1 << 20
 
 
@@ -57,8 +59,18 @@ def trace_schema(category: str, fields: Iterable[str], include_reason_ratio: boo
 def trace_metadata(path_or_schema) -> dict:
     """The generation parameters stored in a trace (empty dict if none)."""
     schema = path_or_schema if isinstance(path_or_schema, pa.Schema) else read_schema(path_or_schema)
+    return _metadata(schema, "the trace" if isinstance(path_or_schema, pa.Schema) else path_or_schema)
+
+
+def _metadata(schema: pa.Schema, where) -> dict:
     raw = (schema.metadata or {}).get(META_KEY)
-    return json.loads(raw) if raw else {}
+    try:
+        meta = json.loads(raw) if raw else {}
+    except ValueError as e:
+        raise ValueError(f"{where}: unreadable generation metadata ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{where}: unreadable generation metadata (not a JSON object)")
+    return meta
 
 
 # --------------------------------------------------------------------------- writers
@@ -142,9 +154,8 @@ def write_trace(batches: Iterable[pa.RecordBatch], path: str | os.PathLike, sche
         raise ValueError(f"unknown trace format {fmt!r}; expected one of {FORMATS}")
     if partition is not None and partition not in PARTITIONS:
         raise ValueError(f"unknown partition {partition!r}; expected one of {tuple(PARTITIONS)}")
+    check_output(path, "file" if partition is None else "dir")
     if partition is None:
-        if not path.parent.is_dir():
-            raise FileNotFoundError(f"output directory does not exist: {path.parent}")
         _write_file(_FileSink(path, schema, fmt), batches, on_batch)
         return path
     return _write_partitioned(batches, path, schema, fmt, partition, on_batch)
@@ -169,7 +180,8 @@ def partition_file(directory: Path, index: int, fmt: str) -> Path:
 
 def _write_partitioned(batches, directory: Path, schema, fmt, partition, on_batch) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / MANIFEST).unlink(missing_ok=True)
+    clean_stale(directory)
+    remove_manifest(directory)
     span = PARTITIONS[partition]
     sink, current, parts = None, None, []
     try:
@@ -207,7 +219,7 @@ def _write_manifest(directory: Path, partition: str, fmt: str, schema: pa.Schema
                 "parts": sorted(parts, key=lambda e: e["index"]), "metadata": trace_metadata(schema)}
     if expected is not None:
         manifest["expected_parts"] = expected
-    write_text(directory / MANIFEST, json.dumps(manifest, indent=1))
+    write_manifest(directory, manifest, schema, fmt)
     return manifest
 
 
@@ -222,7 +234,7 @@ def _intact(directory: Path, entry: dict, fmt: str) -> bool:
             return pq.ParquetFile(f).metadata.num_rows == entry["rows"]
         with ipc.open_file(f) as r:
             return r.schema is not None
-    except (pa.ArrowInvalid, OSError):
+    except (pa.ArrowException, OSError, UnicodeDecodeError):
         return False
 
 
@@ -252,19 +264,15 @@ def write_partitions(make_batches: Callable[[int, int], Iterable[pa.RecordBatch]
     if bad:
         raise ValueError(f"partition {bad[0]} is out of range: the trace has {n_parts} {partition} partitions "
                          f"(0 to {n_parts - 1})")
-    if directory.exists() and not directory.is_dir():
-        raise ValueError(f"{directory} exists and is not a directory")
+    check_output(directory, "dir")
     directory.mkdir(parents=True, exist_ok=True)
+    clean_stale(directory)  # what a killed run left (kept partitions included)
     parts: dict[int, dict] = {}
-    mpath = directory / MANIFEST
-    if mpath.is_file():
-        try:
-            old = json.loads(mpath.read_text())
-        except ValueError as e:
-            raise ValueError(f"{mpath}: unreadable manifest ({e}); remove it to start over") from None
+    old = read_manifest(directory)
+    if old is not None:
         if old.get("metadata") != trace_metadata(schema) or old.get("format") != fmt or \
                 old.get("partition") != partition:
-            raise ValueError(f"{directory} holds a different trace (its {MANIFEST} records other generation "
+            raise ValueError(f"{directory} holds a different trace (its manifest records other generation "
                              f"parameters, format or partitioning); choose another output or remove it")
         parts = {e["index"]: e for e in old.get("parts", []) if _intact(directory, e, fmt)}
     for i in todo:
@@ -285,9 +293,10 @@ def write_partitions(make_batches: Callable[[int, int], Iterable[pa.RecordBatch]
 # --------------------------------------------------------------------------- readers
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
-        if not (path / MANIFEST).is_file():
-            raise ValueError(f"{path}: partitioned trace without {MANIFEST} (incomplete or not a trace)")
-        manifest = json.loads((path / MANIFEST).read_text())
+        manifest = read_manifest(path)
+        if manifest is None:
+            raise ValueError(f"{path}: partitioned trace without a manifest (_manifest.parquet; incomplete or "
+                             "not a trace)")
         if manifest.get("complete") is False:
             raise ValueError(f"{path}: incomplete partitioned trace ({len(manifest['parts'])} of "
                              f"{manifest.get('expected_parts', '?')} partitions); re-run the command that wrote it "
@@ -308,7 +317,7 @@ def read_schema(path: str | os.PathLike) -> pa.Schema:
     if path.is_dir():
         files = _files(path)
         if not files:
-            meta = json.loads((path / MANIFEST).read_text())["metadata"]
+            meta = read_manifest(path)["metadata"]
             return pa.schema([], metadata={META_KEY: json.dumps(meta).encode()})
         path = files[0]
     elif not path.is_file():
@@ -316,24 +325,72 @@ def read_schema(path: str | os.PathLike) -> pa.Schema:
     try:
         if _is_arrow(path):
             with ipc.open_file(path) as r:
-                return r.schema
-        return pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as e:
+                schema = r.schema
+        else:
+            schema = pq.read_schema(path)
+        names = schema.names  # (decodes the column names)
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not a readable Parquet or Arrow IPC trace ({e})") from None
+    _check_columns(schema, path, names)
+    _metadata(schema, path)  # readable, or an error naming the file
+    return schema
+
+
+def _check_columns(schema: pa.Schema, path, names: list) -> None:
+    """A trace has numeric timestamp, client_id, input_tokens and output_tokens columns."""
+    missing = [c for c in REQUIRED if c not in names]
+    if missing:
+        raise ValueError(f"{path}: not a trace: no {', '.join(missing)} column{'s' if len(missing) > 1 else ''} "
+                         f"(its columns: {', '.join(names[:8]) or 'none'}{', ...' if len(names) > 8 else ''})")
+    for c in REQUIRED:
+        t = schema.field(c).type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+            raise ValueError(f"{path}: not a trace: column {c} is {t}, expected numbers")
+
+
+def trace_span(path: str | os.PathLike) -> tuple[float, float] | None:
+    """The [start, end) seconds (from the trace start) a trace file covers: the whole trace, or
+    for one partition file of a partitioned directory, that partition (from the manifest
+    beside it). None when its metadata records no duration."""
+    path = Path(path)
+    duration = trace_metadata(path).get("duration")
+    if duration is None:
+        return None
+    try:
+        manifest = (read_manifest(path.parent) if path.is_file() else None) or {}
+        entry = next(e for e in manifest.get("parts", []) if e.get("file") == path.name)
+        i, span = int(entry["index"]), PARTITIONS[manifest["partition"]]
+        return float(i * span), float(min((i + 1) * span, duration))
+    except (StopIteration, ValueError, KeyError, TypeError):  # not a listed partition: the whole trace
+        return 0.0, float(duration)
 
 
 def iter_batches(path: str | os.PathLike) -> Iterator[pa.RecordBatch]:
     """Stream a trace's record batches in order (file or partitioned directory)."""
-    for file in _files(Path(path)):
+    files = _files(Path(path))
+    first = None
+    for file in files:
         try:
             if _is_arrow(file):
                 with ipc.open_file(file) as r:
+                    first = _same_schema(r.schema, first, file, files)
                     for i in range(r.num_record_batches):
                         yield r.get_batch(i)
             else:
-                yield from pq.ParquetFile(file).iter_batches(batch_size=ROW_GROUP_ROWS)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise ValueError(f"{file}: not a readable Parquet or Arrow IPC trace ({e})") from None
+                pf = pq.ParquetFile(file)
+                first = _same_schema(pf.schema_arrow, first, file, files)
+                yield from pf.iter_batches(batch_size=ROW_GROUP_ROWS)
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"{file}: not a readable Parquet or Arrow IPC trace ({' '.join(str(e).split())})") from None
+
+
+def _same_schema(schema: pa.Schema, first: pa.Schema | None, file: Path, files: list) -> pa.Schema:
+    """The parts of a partitioned trace share one schema (a damaged or foreign part names itself)."""
+    if first is not None and not schema.equals(first):
+        diff = [f"{f.name}: {f.type}" for f in schema if f.name not in first.names or first.field(f.name) != f]
+        raise ValueError(f"{file}: its columns differ from {files[0].name}'s ({', '.join(diff[:4]) or 'order'}): "
+                         "a damaged or foreign part")
+    return schema
 
 
 def read_trace(path: str | os.PathLike) -> pa.Table:

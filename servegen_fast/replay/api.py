@@ -149,7 +149,8 @@ def replay_http(trace, output, *, target: str, api: str = "completions", model_n
                                            f"({opts.workers} sending process{'es' if opts.workers > 1 else ''})"))
     if bar is not None:
         done = sum(1 for x in r["status"] if x not in ("in_flight", "not_released"))
-        show_progress(bar, int(np.isfinite(r["released"]).sum()), done, len(plan), r["end"], span, final=True)
+        show_progress(bar, int(np.isfinite(r["released"]).sum()), done, len(plan), r["end"], span, final=True,
+                      in_flight=0)  # all ended (a request can fail before it is written: not released - done)
     interrupted = stop.is_set()
     n = len(plan)
     extra = [

@@ -64,8 +64,11 @@ def release_wait(target: float, pacing: Pacing) -> tuple[str, float] | None:
 
 
 def show_progress(line: ProgressLine, released: int, done: int, total: int, elapsed: float, span: float,
-                  final: bool = False) -> None:
-    """The replayers' progress line: released and done of total, in flight, elapsed vs. the schedule."""
+                  final: bool = False, in_flight: int | None = None) -> None:
+    """The replayers' progress line: released and done of total, in flight (default released - done;
+    HTTP replay passes its own count, since a request can fail before it is written), elapsed vs.
+    the schedule."""
     frac = done / total if total else 1.0
-    line.show(frac, f"released {released:,}/{total:,}  done {done:,}  in flight {released - done:,}  "
+    in_flight = released - done if in_flight is None else in_flight
+    line.show(frac, f"released {released:,}/{total:,}  done {done:,}  in flight {in_flight:,}  "
                     f"{elapsed:7.1f}s of {span:.1f}s", final)

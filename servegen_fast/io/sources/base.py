@@ -79,6 +79,9 @@ class RequestLog:
 
 # --------------------------------------------------------------------------- entry points
 
+MAX_LENGTH = 2 ** 32 - 1  # traces store token counts as uint32
+
+
 class Rows:
     """Rows of a log with their line numbers, narrowed as bad rows are dropped."""
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from .base import LogFormatError, ReadReport, RequestLog, Rows, finish, nonblank, select, split_lines
+from .base import MAX_LENGTH, LogFormatError, ReadReport, RequestLog, Rows, finish, nonblank, select, split_lines
 
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 BURSTGPT_COLUMNS = ("Timestamp", "Request tokens", "Response tokens")  # required; others are keys
@@ -53,17 +53,43 @@ def _read_csv(path: Path, fmt: str, required: tuple, on_error: str) -> Rows:
                                  f"on_error='drop' / --on-bad-row drop to skip and count such rows)")
         report.drop("malformed (wrong number of fields)", line_no[bad])
         starts, ends, line_no = starts[~bad], ends[~bad], line_no[~bad]
-    if len(starts):
-        table = pacsv.read_csv(io.BytesIO(select(buf, starts, ends)),
-                               read_options=pacsv.ReadOptions(column_names=header),
-                               parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
-                               convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
-                                                                    strings_can_be_null=False))
-    else:
-        table = pa.table({c: pa.array([], pa.string()) for c in header})
-    if table.num_rows != len(starts):  # pragma: no cover - guards the line bookkeeping
+    try:
+        table = _parse(buf, starts, ends, header)
+    except pa.ArrowInvalid as e:  # text that is not UTF-8: name its line, or drop such lines
+        utf8 = np.array([_is_utf8(buf[a:b]) for a, b in zip(starts, ends)], dtype=bool)
+        if utf8.all():
+            raise LogFormatError(f"{path}: unreadable CSV ({e})") from None
+        if on_error == "raise":
+            i = int(np.flatnonzero(~utf8)[0])
+            raise LogFormatError(f"{path}, line {int(line_no[i])}: not UTF-8 text: "
+                                 f"{buf[starts[i]:ends[i]].tobytes()[:200]!r} (pass on_error='drop' / "
+                                 "--on-bad-row drop to skip and count such rows)") from None
+        report.drop("malformed (not UTF-8 text)", line_no[~utf8])
+        starts, ends, line_no = starts[utf8], ends[utf8], line_no[utf8]
+        try:
+            table = _parse(buf, starts, ends, header)
+        except pa.ArrowInvalid as e:
+            raise LogFormatError(f"{path}: unreadable CSV ({e})") from None
+    if table.num_rows != len(starts):  # pragma: no cover - guards the line bookkeeping (no quoting: one row a line)
         raise LogFormatError(f"{path}: parsed {table.num_rows} rows from {len(starts)} lines (quoted fields?)")
     return Rows(path, fmt, on_error, table, line_no, report)
+
+
+def _parse(buf, starts, ends, header) -> pa.Table:
+    if not len(starts):
+        return pa.table({c: pa.array([], pa.string()) for c in header})
+    return pacsv.read_csv(io.BytesIO(select(buf, starts, ends)), read_options=pacsv.ReadOptions(column_names=header),
+                          parse_options=pacsv.ParseOptions(ignore_empty_lines=False, quote_char=False),
+                          convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
+                                                               strings_can_be_null=False))
+
+
+def _is_utf8(line: np.ndarray) -> bool:
+    try:
+        line.tobytes().decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _text(rows: Rows, name: str, i: int) -> str:
@@ -80,6 +106,9 @@ def _lengths(rows: Rows, names: dict) -> dict:
     for col, name in names.items():
         v = pc.cast(pc.utf8_trim_whitespace(rows.column(col)), pa.float64()).to_numpy()
         rows.reject(v < 0, "negative length", lambda i, c=col: f"{c} is {_text(rows, c, i)}; lengths must not be negative")
+        v = pc.cast(pc.utf8_trim_whitespace(rows.column(col)), pa.float64()).to_numpy()
+        rows.reject(v > MAX_LENGTH, "length too large",
+                    lambda i, c=col: f"{c} is {_text(rows, c, i)}; lengths must be at most {MAX_LENGTH}")
     for col, name in names.items():
         values[name] = pc.cast(pc.utf8_trim_whitespace(rows.column(col)), pa.float64()).to_numpy().astype(np.int64)
     return values

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.json as pajson
 
-from .base import LogFormatError, ReadReport, RequestLog, Rows, finish, nonblank, select, split_lines
+from .base import MAX_LENGTH, LogFormatError, ReadReport, RequestLog, Rows, finish, nonblank, select, split_lines
 
 MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length")
 MOONCAKE_BLOCK_SIZE = 512
@@ -56,6 +56,8 @@ def read_mooncake(path: str | os.PathLike, *, on_error: str = "raise", sort: boo
         rows.reject(col(f) != np.round(col(f)), "unparseable length",
                     lambda i, f=f: f"{f} is {col(f)[i]!r}; expected a whole number")
         rows.reject(col(f) < 0, "negative length", lambda i, f=f: f"{f} is {col(f)[i]!r}; lengths must not be negative")
+        rows.reject(~(col(f) <= MAX_LENGTH), "length too large",
+                    lambda i, f=f: f"{f} is {col(f)[i]!r}; lengths must be at most {MAX_LENGTH}")
     t_ms = col("timestamp")
     lengths = {"input_tokens": col("input_length").astype(np.int64),
                "output_tokens": col("output_length").astype(np.int64)}

@@ -23,7 +23,7 @@ def read_trace_log(path: str | os.PathLike) -> RequestLog:
     if table.num_rows == 0:
         raise LogFormatError(f"{path}: no requests")
     t = table.column("timestamp").to_numpy().astype(np.float64)
-    if np.any(np.diff(t) < 0) or not np.all(np.isfinite(t)) or t[0] < 0:
+    if not np.all(np.isfinite(t)) or t[0] < 0 or np.any(np.diff(t) < 0):
         raise LogFormatError(f"{path}: trace timestamps must be finite, non-negative and ascending")
     cols = {}
     if "client_id" in table.column_names:

@@ -90,6 +90,9 @@ class Outcomes:
         i = req.i
         if self.status[i] != "in_flight":
             return
+        if kind == "connect_error":  # a failed connection is an attempt (else a request never written
+            req.attempt += 1        # would be retried forever while a server is down)
+            self.attempts[i] = req.attempt
         if req.conn is not None and req.conn.req is req:  # mid-response (a timeout): drop the connection
             req.conn.req = None
             req.conn.close()

@@ -56,8 +56,7 @@ class Pool:
             self.owner.write(conn, req, data)
         else:
             self.waiting.append((req, data))
-            if self.open < self.limit:
-                self._open_one()
+            self._serve_waiters()
         self._top_up()
 
     def unqueue(self, req: _Req, data: bytes) -> None:
@@ -80,6 +79,7 @@ class Pool:
         self.open -= 1
         if conn.req is None and conn in self.idle:
             self.idle.remove(conn)
+        self._serve_waiters()  # a busy connection lost (a server gone): its slot serves the queue
 
     def close_idle(self, now: float, older_than: float = IDLE_CLOSE) -> None:
         while self.idle and now - self.idle[0].idle_since > older_than:
@@ -109,9 +109,18 @@ class Pool:
                 req, _ = self.waiting.popleft()
                 self.owner.on_failure(req, "connect_error", f"cannot connect to {self.ep.host}:{self.ep.port}: "
                                       f"{e or type(e).__name__}", CLOCK())
+            self._serve_waiters()  # the next waiter tries (and fails fast, if the server is gone)
             return
         self.connecting -= 1
         self.give_back(conn)
+
+    def _serve_waiters(self) -> None:
+        """Every waiting request has a connection opening for it, up to the limit: a waiter is
+        never left without one on its way (connections free up, open or fail, which ends it)."""
+        if self.loop is None:
+            return
+        for _ in range(min(len(self.waiting) - self.connecting, self.limit - self.open)):
+            self._open_one()
 
     def _take(self) -> _Conn | None:
         while self.idle:

@@ -93,7 +93,8 @@ def send_plan(plan, options: HttpOptions, meta: dict, *, should_stop=lambda: Fal
 
                 async def report():
                     while True:
-                        show_progress(progress, w.out.sent, w.out.done, n, CLOCK() - w.t0, span)
+                        show_progress(progress, w.out.sent, w.out.done, n, CLOCK() - w.t0, span,
+                                      in_flight=w.out.active)
                         await asyncio.sleep(0.25)
                 prog = asyncio.get_running_loop().create_task(report())
             try:

@@ -9,6 +9,7 @@ run tiny blocks under the simulator and exercise block edges.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 
 import numba
@@ -16,20 +17,36 @@ import numba
 _CPU = dict(cache=True, nogil=True, error_model="numpy")
 
 
+def _sources_key(folder: str) -> str:
+    """A hash of every kernel source: numba checks only the stamp of the file that defines a
+    kernel, not of the files it inlines (bodies.py, philox.py), so a cache keyed by all of them
+    can never serve machine code compiled from older sources."""
+    h = hashlib.sha1()
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as f:
+                h.update(name.encode() + b"\0" + f.read())
+    return h.hexdigest()[:16]
+
+
 def _cache_dir() -> str | None:
-    """Where Numba caches the compiled kernels: beside the sources in a checkout (numba's
-    default); for a package installed into site-packages, a per-user folder instead
-    (~/.cache/servegen-fast/numba/<install path>), since cache files written into the package
-    are not in pip's record: uninstalling leaves them, and the folder they keep then shadows a
-    later editable install (`cannot import name '__version__' ... (unknown location)`). A
-    NUMBA_CACHE_DIR set by the user is left to numba."""
+    """Where Numba caches the compiled kernels: a folder named by `_sources_key`, under
+    `.cache/numba` of a checkout, or for a package installed into site-packages under a per-user
+    folder (~/.cache/servegen-fast/numba), since cache files written into the package are not in
+    pip's record: uninstalling leaves them, and the folder they keep then shadows a later
+    editable install (`cannot import name '__version__' ... (unknown location)`). A
+    NUMBA_CACHE_DIR set by the user is left to numba; an unwritable folder falls back to numba's
+    default."""
     if os.environ.get("NUMBA_CACHE_DIR"):
         return None
-    here = os.path.dirname(os.path.abspath(__file__)).split(os.sep)
-    if "site-packages" not in here and "dist-packages" not in here:
-        return None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "servegen-fast", "numba")
+    folder = os.path.dirname(os.path.abspath(__file__))
+    parts = folder.split(os.sep)
+    if "site-packages" in parts or "dist-packages" in parts:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "servegen-fast", "numba")
+    else:
+        root = os.path.join(os.path.dirname(folder), ".cache", "numba")
+    path = os.path.join(root, _sources_key(folder))
     try:
         os.makedirs(path, exist_ok=True)
     except OSError:

@@ -163,6 +163,15 @@ def partition_file(directory: Path, index: int, fmt: str) -> Path:
     return directory / f"part-{index:05d}.{'parquet' if fmt == 'parquet' else 'arrow'}"
 
 
+def write_partition_file(batches: Iterable[pa.RecordBatch], directory: str | os.PathLike, index: int,
+                         schema: pa.Schema, fmt: str = "parquet", on_batch=None) -> dict:
+    """One partition's file in `directory` (temporary name, then renamed), exactly as
+    `write_partitions` writes it; returns its manifest entry. The caller owns the manifest."""
+    sink = _FileSink(partition_file(Path(directory), index, fmt), schema, fmt)
+    _write_file(sink, batches, on_batch)
+    return sink.entry(index)
+
+
 def _write_partitioned(batches, directory: Path, schema, fmt, partition, on_batch) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MANIFEST).unlink(missing_ok=True)
@@ -197,12 +206,19 @@ def _write_partitioned(batches, directory: Path, schema, fmt, partition, on_batc
     return directory
 
 
-def _write_manifest(directory: Path, partition: str, fmt: str, schema: pa.Schema, parts: list, complete: bool,
-                    expected: int | None = None) -> dict:
+def manifest_dict(partition: str, fmt: str, schema: pa.Schema, parts: list, complete: bool,
+                  expected: int | None = None) -> dict:
+    """A partitioned trace's manifest (written as ``json.dumps(manifest, indent=1)``)."""
     manifest = {"partition": partition, "format": fmt, "complete": complete,
                 "parts": sorted(parts, key=lambda e: e["index"]), "metadata": trace_metadata(schema)}
     if expected is not None:
         manifest["expected_parts"] = expected
+    return manifest
+
+
+def _write_manifest(directory: Path, partition: str, fmt: str, schema: pa.Schema, parts: list, complete: bool,
+                    expected: int | None = None) -> dict:
+    manifest = manifest_dict(partition, fmt, schema, parts, complete, expected)
     write_text(directory / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 

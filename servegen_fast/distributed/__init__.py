@@ -12,4 +12,6 @@ from .cluster import connect
 from .generate import generate_on_ray
 
 
-__all__ = ["connect", "generate_on_ray"]
+from .replay import RaySend, client_shares
+
+__all__ = ["connect", "generate_on_ray", "RaySend", "client_shares"]

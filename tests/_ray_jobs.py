@@ -32,6 +32,16 @@ def same_files(a: Path, b: Path) -> list[str]:
                                            and (a / n).read_bytes() == (b / n).read_bytes()))
 
 
+def init_local_ray():
+    """ray.init with 2 CPUs, token authentication off (as on the two-node test cluster: a driver
+    process keeps its first cluster's authentication mode across ray.shutdown)."""
+    import ray
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False)
+    return ray
+
+
 class KillOnce:
     """The worker process running partition `index` dies (os._exit) the first time only."""
 
@@ -66,4 +76,17 @@ class Hang:
             time.sleep(self.seconds)
 
 
-__all__ = ["JOB", "MANIFEST", "source", "reference", "same_files", "KillOnce", "FailAlways", "Hang"]
+class RecordNode:
+    """Each task notes the node it ran on."""
+
+    def __init__(self, directory: Path):
+        self.directory = str(directory)
+
+    def __call__(self, index: int) -> None:
+        import ray
+
+        Path(self.directory, f"{index}.node").write_text(ray.get_runtime_context().get_node_id())
+
+
+__all__ = ["init_local_ray", "RecordNode", "JOB", "MANIFEST", "source", "reference", "same_files", "KillOnce",
+           "FailAlways", "Hang"]

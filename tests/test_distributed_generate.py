@@ -20,8 +20,7 @@ ray.cloudpickle.register_pickle_by_value(J)  # the fault hooks travel to the wor
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False)
-    yield ray
+    yield J.init_local_ray()
     ray.shutdown()
 
 

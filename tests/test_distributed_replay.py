@@ -13,6 +13,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the distributed extra (ray) is part of the test extra")
 
+import _ray_jobs as J  # noqa: E402
 from servegen_fast import cli  # noqa: E402
 from servegen_fast.distributed import RaySend, client_shares  # noqa: E402
 from servegen_fast.distributed.replay import START_DELAY  # noqa: E402
@@ -32,8 +33,7 @@ def make_trace(n=120, span=1.5, clients=12, seed=3) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False)
-    yield ray
+    yield J.init_local_ray()
     ray.shutdown()
 
 

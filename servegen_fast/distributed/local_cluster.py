@@ -38,9 +38,9 @@ class LocalCluster:
     def _start(self, *args: str) -> subprocess.Popen:
         cmd = [self._ray, "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}", "--num-gpus=0",
                f"--object-store-memory={self.store}", "--disable-usage-stats", *args]
-        log = open(os.path.join(self.tmp, f"node-{len(self.procs)}.log"), "wb")
-        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                             env=dict(os.environ, RAY_ADDRESS="", RAY_AUTH_MODE="disabled"))  # loopback only
+        with open(os.path.join(self.tmp, f"node-{len(self.procs)}.log"), "wb") as log:
+            p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                 env=dict(os.environ, RAY_ADDRESS="", RAY_AUTH_MODE="disabled"))  # loopback only
         self.procs.append(p)
         return p
 

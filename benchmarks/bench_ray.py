@@ -14,6 +14,7 @@ One process (`replay_http`) vs `RaySend(workers=2)` on the same cluster.
 
     python benchmarks/bench_ray.py                     # both parts
     python benchmarks/bench_ray.py --skip-sender --hours 8 --rate 40
+    python benchmarks/bench_ray.py --address HEAD:6379 --skip-generation   # a real cluster's nodes
 """
 from __future__ import annotations
 
@@ -111,24 +112,31 @@ def main(argv=None) -> int:
     p.add_argument("--rate", type=float, default=40.0, help="aggregate req/s of the generated trace")
     p.add_argument("--rates", type=float, nargs="+", default=[1000, 2000, 3000, 4000, 5000, 6000])
     p.add_argument("--duration", type=float, default=5.0, help="seconds of trace per sender rate")
+    p.add_argument("--address", default=None,
+                   help="an existing Ray cluster (HOST:PORT) instead of the local two-node one")
     p.add_argument("--skip-generation", action="store_true")
     p.add_argument("--skip-sender", action="store_true")
     a = p.parse_args(argv)
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # the loopback test cluster's mode
     import ray
 
     from servegen_fast.distributed.local_cluster import LocalCluster
 
     print(f"# {machine()}, {time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.2f}")
-    with LocalCluster(nodes=2, cpus=1) as cluster:
-        ray.init(address=cluster.address, log_to_driver=False)
-        try:
-            if not a.skip_generation:
-                generation(a, cluster.address)
-            if not a.skip_sender:
-                sender(a, cluster.address)
-        finally:
-            ray.shutdown()
+    cluster = None
+    if a.address is None:
+        os.environ["RAY_AUTH_MODE"] = "disabled"  # the loopback cluster's mode
+        cluster = LocalCluster(nodes=2, cpus=1).start()
+    address = a.address or cluster.address
+    try:
+        ray.init(address=address, log_to_driver=False)
+        if not a.skip_generation:
+            generation(a, address)
+        if not a.skip_sender:
+            sender(a, address)
+    finally:
+        ray.shutdown()
+        if cluster is not None:
+            cluster.stop()
     return 0
 
 

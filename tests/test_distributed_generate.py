@@ -98,6 +98,15 @@ def test_cli_unreachable_address_is_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_cli_generate_on_ray(local_ray, expected, tmp_path, capsys):
+    from servegen_fast import cli
+
+    rc = cli.main(["generate", "--duration", "4h", "--rate", "4", "--seed", "7", "--partition", "hour", "--ray",
+                   "-o", str(tmp_path / "t")])
+    assert rc == 0 and "wrote" in capsys.readouterr().err
+    assert J.same_files(expected, tmp_path / "t") == []  # the CLI's job is JOB: same bytes
+
+
 def test_cli_ray_needs_partition(tmp_path):
     r = subprocess.run([sys.executable, "-m", "servegen_fast.cli", "generate", "--duration", "2h", "--rate", "1",
                         "--ray", "-o", str(tmp_path / "t.parquet"), "-q"], capture_output=True, text=True, timeout=120)

@@ -125,3 +125,19 @@ def test_cli_several_targets_need_ray(tmp_path, capsys):
     with pytest.raises(SystemExit, match="several --target URLs need --ray"):
         cli.main(["replay", str(trace), "--target", "http://127.0.0.1:1,http://127.0.0.1:2", "-o",
                   str(tmp_path / "r")])
+
+
+def test_cli_unreachable_address_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    trace = tmp_path / "t.arrow"
+    table = make_trace(n=10)
+    write_trace(table.to_batches(), trace, table.schema)
+    with FakeServer("ok") as url:
+        r = subprocess.run([sys.executable, "-m", "servegen_fast.cli", "replay", str(trace), "--target", url, "--ray",
+                            "127.0.0.1:1", "--workers", "2", "-o", str(tmp_path / "r"), "-q"],
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == [r.stderr.strip().splitlines()[-1]]  # one line
+    assert r.stderr.startswith("error: Ray cluster at 127.0.0.1:1 is unreachable")

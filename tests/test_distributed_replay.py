@@ -118,6 +118,14 @@ def test_cli_several_targets(local_ray, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["counts"]["completed"] == 60
 
 
+def test_a_dead_second_target_is_refused_before_sending(local_ray, tmp_path):
+    table = make_trace(n=10)
+    with FakeServer("ok") as url:
+        with pytest.raises(RuntimeError, match=r"target http://127\.0\.0\.1:1 does not answer"):
+            replay_http(table, tmp_path / "r", target=url, loop="asyncio",
+                        send=RaySend(workers=2, targets=[url, "http://127.0.0.1:1"]))
+
+
 def test_cli_several_targets_need_ray(tmp_path, capsys):
     trace = tmp_path / "t.arrow"
     table = make_trace(n=10)

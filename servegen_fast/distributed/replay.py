@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from ..replay.http.options import probe
 from .cluster import connect
 from .senders import SenderActor
 
@@ -84,6 +85,9 @@ class RaySend:
         workers = max(1, min(self.workers, len(np.unique(plan.client_id))))
         shares = client_shares(plan.client_id, workers)
         targets = self.targets or [options.target]
+        for t in targets:  # replay_http probed the first; each must answer before anything is sent
+            if t != options.target:
+                probe(dataclasses.replace(options, target=t))
         per = max(1, -(-options.concurrency // workers))
         cls = ray.remote(num_cpus=1, max_concurrency=4, max_restarts=0)(SenderActor)
         actors = [cls.options(scheduling_strategy="SPREAD").remote(

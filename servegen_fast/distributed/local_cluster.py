@@ -6,6 +6,7 @@ stop`, which ends every Ray process on the machine).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -59,7 +60,7 @@ class LocalCluster:
         while time.monotonic() < end:
             for p in self.procs:
                 if p.poll() is not None:
-                    self.stop()
+                    self.stop(keep_logs=True)
                     raise RuntimeError(f"a ray node exited at start (logs in {self.tmp})")
             try:
                 if ready():
@@ -67,14 +68,14 @@ class LocalCluster:
             except Exception:  # noqa: BLE001 - not up yet
                 pass
             time.sleep(0.5)
-        self.stop()
+        self.stop(keep_logs=True)
         raise RuntimeError(f"the local Ray cluster did not start in {START_TIMEOUT:.0f} s (logs in {self.tmp})")
 
     def kill_node(self, k: int) -> None:
         """Stop node `k` (0 is the head) at once, as a machine failing."""
         _signal_group(self.procs[k], signal.SIGKILL)
 
-    def stop(self) -> None:
+    def stop(self, keep_logs: bool = False) -> None:
         for p in reversed(self.procs):  # workers first, then the head
             _signal_group(p, signal.SIGTERM)
             try:
@@ -83,6 +84,8 @@ class LocalCluster:
                 _signal_group(p, signal.SIGKILL)
                 p.wait()
         self.procs.clear()
+        if not keep_logs:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self) -> "LocalCluster":
         return self.start()

@@ -21,8 +21,9 @@ LAYERS = {
     "characterize": 4,
     "compat": 5, "replay": 5,
     "testing": 6,
-    "cli": 7,
-    "": 8, "generate": 8, "pool_file": 8,   # the package root and its re-export shims
+    "distributed": 7,
+    "cli": 8,
+    "": 9, "generate": 9, "pool_file": 9,   # the package root and its re-export shims
 }
 MAX_MODULE_LINES = 400
 MAX_CLASS_LINES = 150
@@ -123,6 +124,20 @@ def test_the_checker_sees_imports():
     assert "servegen_fast.model.pool" in GRAPH["servegen_fast.io.pool_file"]
     assert "servegen_fast.kernels.philox" in GRAPH["servegen_fast.model.population"]
     assert "servegen_fast.sample.plan" in GRAPH["servegen_fast.characterize.fit"]  # a lazy import
+
+
+def test_only_distributed_imports_ray():
+    def imports_ray(path: Path) -> bool:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "ray" for a in node.names):
+                return True
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "ray":
+                return True
+        return False
+
+    users = sorted(n for n, p in MODULES.items() if imports_ray(p))
+    assert users, "the checker should see distributed/'s ray imports"
+    assert all(n.startswith("servegen_fast.distributed") for n in users), users
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

@@ -2,7 +2,6 @@
 from them, and partitions generated alone or resumed (trace.write_partitions, CLI)."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from servegen_fast.characterize.analyze import compare, ks_2samp

@@ -2,7 +2,6 @@
 partitioning by hour or day, empty traces, atomic writes and clear errors on bad input."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 

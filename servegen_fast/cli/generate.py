@@ -74,6 +74,11 @@ def add_arguments(sub) -> None:
                           "byte-identical to the same partition of the whole run")
     out.add_argument("--from-trace-metadata", metavar="TRACE", default=None,
                      help="take pool, time, rate, mode, correlation and seed from TRACE's metadata (regenerate it)")
+    out.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                     help="with --partition: one Ray task per partition on the cluster at ADDRESS (host:port, "
+                          "ray://host:port; alone: RAY_ADDRESS, a local `ray start`, else a new local one); "
+                          "--output may then be a pyarrow filesystem URL (s3://...). Needs the distributed "
+                          "extra (docs/distributed.md)")
     out.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     out.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     g.set_defaults(func=run)
@@ -142,6 +147,19 @@ def _announce(job, source, args) -> None:
               f"where it goes", file=sys.stderr, flush=True)
 
 
+def _on_ray(args, job, source, only, progress):
+    from ..distributed import generate_on_ray
+
+    if not args.partition:
+        raise SystemExit("error: --ray needs --partition hour|day (one task per partition)")
+    try:
+        return generate_on_ray(job, args.output, partition=args.partition, fmt=args.format or "parquet", only=only,
+                               backend=args.backend, chunk_bytes=args.chunk_mb << 20, address=args.ray or None,
+                               source=source, progress=progress)
+    except (ConnectionError, PermissionError, RuntimeError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
 def run(args) -> int:
     from ..io.pool_file import open_pool
     from ..sample.job import source_for, write
@@ -169,8 +187,11 @@ def run(args) -> int:
         _announce(job, source, args)
     progress = RowsProgress(job.duration, enabled=not args.quiet and sys.stderr.isatty() or args.progress)
     t0 = time.perf_counter()
-    done = write(job, source, args.output, fmt=args.format, partition=args.partition, only=only,
-                 backend=args.backend, chunk_bytes=args.chunk_mb << 20, progress=progress)
+    if args.ray is not None:
+        done = _on_ray(args, job, source, only, progress)
+    else:
+        done = write(job, source, args.output, fmt=args.format, partition=args.partition, only=only,
+                     backend=args.backend, chunk_bytes=args.chunk_mb << 20, progress=progress)
     progress(done.total_rows, job.duration, final=True)
     el = time.perf_counter() - t0
     if not args.quiet:

@@ -63,6 +63,13 @@ def add_arguments(sub) -> None:
                         "429, 5xx); default 0")
     h.add_argument("--workers", type=int, default=1,
                    help="sending processes, each with its own event loop (requests round-robin; default 1)")
+    h.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="send from --workers Ray actors on the cluster at ADDRESS (alone: RAY_ADDRESS, a local "
+                        "`ray start`, else a new local one), each a share of the clients; --target may then list "
+                        "several URLs, comma-separated (actor k sends to URL k mod count). docs/distributed.md")
+    h.add_argument("--clock-tolerance", type=parse_seconds, default=0.005,
+                   help="with --ray: refuse to start if a sender's clock is further than this from the driver's "
+                        "(default 5ms)")
     h.add_argument("--api-key", default=None, help="bearer token (default: $OPENAI_API_KEY if set)")
     h.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                    help="event loop of the sender (default: uvloop where installed, else asyncio)")
@@ -139,17 +146,41 @@ def _finish(args, summary) -> int:
 
 
 def _cmd_replay_http(args) -> int:
+    target, send = args.target, None
+    if args.ray is not None:
+        send, target = _ray_send(args)
+    elif "," in args.target:
+        raise SystemExit("error: several --target URLs need --ray (one sender actor per share of the clients)")
+    try:
+        summary = _replay_http(args, target, send)
+    except OSError as e:  # with --ray: an unreachable cluster, a sender never ready
+        if send is None:
+            raise
+        raise SystemExit(f"error: {e}") from None
+    return _finish(args, summary)
+
+
+def _replay_http(args, target, send):
     import os
 
     from ..replay.api import replay_http
 
-    summary = replay_http(args.trace, args.output, target=args.target, api=args.api, model_name=args.model_name,
-                          server_type=args.server_type, prompt=args.prompt, vocab=args.vocab_size,
-                          concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
-                          workers=args.workers, loop=args.loop, api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
-                          seed=args.seed, time_scale=args.time_scale, start=args.start, end=args.end,
-                          clients=args.clients, max_requests=args.max_requests, afap=args.afap,
-                          max_model_len=args.max_model_len, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
-                          plot=args.plot, log=_log(args),
-                          progress=not args.quiet and (sys.stderr.isatty() or args.progress))
-    return _finish(args, summary)
+    return replay_http(args.trace, args.output, target=target, api=args.api, model_name=args.model_name,
+                       server_type=args.server_type, prompt=args.prompt, vocab=args.vocab_size,
+                       concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
+                       workers=args.workers, loop=args.loop, api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
+                       seed=args.seed, time_scale=args.time_scale, start=args.start, end=args.end,
+                       clients=args.clients, max_requests=args.max_requests, afap=args.afap,
+                       max_model_len=args.max_model_len, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
+                       plot=args.plot, log=_log(args), send=send,
+                       progress=not args.quiet and (sys.stderr.isatty() or args.progress))
+
+
+def _ray_send(args):
+    from ..distributed import RaySend
+
+    targets = [t.strip() for t in args.target.split(",") if t.strip()]
+    if not targets:
+        raise SystemExit("error: --target: no URL given")
+    return RaySend(args.ray or None, workers=args.workers, targets=targets, tolerance=args.clock_tolerance,
+                   log=_log(args)), targets[0]

@@ -19,15 +19,15 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from ..model.fields import ITEM_FIELDS, REASON_RATIO
-from .atomic import check_output, clean_stale, temp_path
+from .atomic import check_output, clean_stale
 from .manifest import read_manifest, remove_manifest, write_manifest
 from .prefetch import prefetch
+from .sink import ROW_GROUP_ROWS, FileSink, write_file
 
 META_KEY = b"servegen_fast"
 FORMATS = ("parquet", "arrow")
 PARTITIONS = {"hour": 3600, "day": 86400}
 REQUIRED = ("timestamp", "client_id", "input_tokens", "output_tokens")
-ROW_GROUP_ROWS = 1 << 20
 
 
 def trace_schema(category: str, fields: Iterable[str], include_reason_ratio: bool = False,
@@ -74,69 +74,6 @@ def _metadata(schema: pa.Schema, where) -> dict:
 
 
 # --------------------------------------------------------------------------- writers
-class _FileSink:
-    """One trace file, written to a temporary name and renamed on `close(ok=True)`.
-
-    Rows are regrouped into fixed blocks of ROW_GROUP_ROWS (one Parquet row group or Arrow
-    record batch each) whatever batches arrive, so the bytes of a file depend only on its
-    rows: a partition generated alone equals the same partition of a whole run.
-    """
-
-    def __init__(self, path: Path, schema: pa.Schema, fmt: str):
-        self.path = path
-        self.tmp = temp_path(path)
-        self.schema = schema
-        self.rows = 0
-        self.pending: list[pa.RecordBatch] = []
-        self.pending_rows = 0
-        if fmt == "parquet":
-            # use_compliant_nested_type=False keeps list children named "item", so a trace
-            # read back has exactly the schema it was written with (list<item: uint32>)
-            self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd", use_dictionary=False,
-                                           write_statistics=["timestamp", "client_id"],
-                                           use_compliant_nested_type=False)
-        else:
-            self.writer = ipc.new_file(str(self.tmp), schema,
-                                       options=ipc.IpcWriteOptions(compression="zstd"))
-        self.fmt = fmt
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        self.pending.append(batch)
-        self.pending_rows += batch.num_rows
-        self.rows += batch.num_rows
-        while self.pending_rows >= ROW_GROUP_ROWS:
-            self._flush(ROW_GROUP_ROWS)
-
-    def _flush(self, n: int) -> None:
-        table = pa.Table.from_batches(self.pending, schema=self.schema)
-        block = table.slice(0, n).combine_chunks()
-        rest = table.slice(n)
-        self.pending = rest.to_batches()
-        self.pending_rows = rest.num_rows
-        if self.fmt == "parquet":
-            self.writer.write_table(block, row_group_size=ROW_GROUP_ROWS)
-        else:
-            self.writer.write_table(block, max_chunksize=ROW_GROUP_ROWS)
-
-    def close(self, ok: bool) -> None:
-        try:
-            if ok and self.pending_rows:
-                self._flush(self.pending_rows)
-        except BaseException:
-            ok = False
-            raise
-        finally:
-            self.writer.close()
-            if ok:
-                os.replace(self.tmp, self.path)
-            else:
-                self.tmp.unlink(missing_ok=True)
-
-    def entry(self, index: int) -> dict:
-        """This (closed) partition's manifest entry."""
-        return {"index": index, "file": self.path.name, "rows": self.rows, "bytes": self.path.stat().st_size}
-
-
 def write_trace(batches: Iterable[pa.RecordBatch], path: str | os.PathLike, schema: pa.Schema, *,
                 fmt: str | None = None, partition: str | None = None,
                 on_batch: Callable[[pa.RecordBatch], None] | None = None) -> Path:
@@ -156,26 +93,22 @@ def write_trace(batches: Iterable[pa.RecordBatch], path: str | os.PathLike, sche
         raise ValueError(f"unknown partition {partition!r}; expected one of {tuple(PARTITIONS)}")
     check_output(path, "file" if partition is None else "dir")
     if partition is None:
-        _write_file(_FileSink(path, schema, fmt), batches, on_batch)
+        write_file(FileSink(path, schema, fmt), batches, on_batch)
         return path
     return _write_partitioned(batches, path, schema, fmt, partition, on_batch)
 
 
-def _write_file(sink: _FileSink, batches: Iterable[pa.RecordBatch], on_batch) -> None:
-    """All of `batches` into `sink`; the file appears under its name only if all were written."""
-    try:
-        for batch in prefetch(batches):
-            sink.write(batch)
-            if on_batch:
-                on_batch(batch)
-    except BaseException:
-        sink.close(ok=False)
-        raise
-    sink.close(ok=True)
-
-
 def partition_file(directory: Path, index: int, fmt: str) -> Path:
     return directory / f"part-{index:05d}.{'parquet' if fmt == 'parquet' else 'arrow'}"
+
+
+def write_partition_file(batches: Iterable[pa.RecordBatch], directory: str | os.PathLike, index: int,
+                         schema: pa.Schema, fmt: str = "parquet", on_batch=None) -> dict:
+    """One partition's file in `directory` (temporary name, then renamed), exactly as
+    `write_partitions` writes it; returns its manifest entry. The caller owns the manifest."""
+    sink = FileSink(partition_file(Path(directory), index, fmt), schema, fmt)
+    write_file(sink, batches, on_batch)
+    return sink.entry(index)
 
 
 def _write_partitioned(batches, directory: Path, schema, fmt, partition, on_batch) -> Path:
@@ -196,7 +129,7 @@ def _write_partitioned(batches, directory: Path, schema, fmt, partition, on_batc
                     if sink is not None:
                         sink.close(ok=True)
                         parts.append(sink.entry(current))
-                    sink, current = _FileSink(partition_file(directory, p, fmt), schema, fmt), p
+                    sink, current = FileSink(partition_file(directory, p, fmt), schema, fmt), p
                 sink.write(batch.slice(lo, hi - lo))
                 lo = hi
             if on_batch:
@@ -206,19 +139,26 @@ def _write_partitioned(batches, directory: Path, schema, fmt, partition, on_batc
             sink.close(ok=False)
         raise
     if sink is None:  # no rows: one empty part keeps the schema readable
-        sink, current = _FileSink(partition_file(directory, 0, fmt), schema, fmt), 0
+        sink, current = FileSink(partition_file(directory, 0, fmt), schema, fmt), 0
     sink.close(ok=True)
     parts.append(sink.entry(current))
     _write_manifest(directory, partition, fmt, schema, parts, complete=True)
     return directory
 
 
-def _write_manifest(directory: Path, partition: str, fmt: str, schema: pa.Schema, parts: list, complete: bool,
-                    expected: int | None = None) -> dict:
+def manifest_dict(partition: str, fmt: str, schema: pa.Schema, parts: list, complete: bool,
+                  expected: int | None = None) -> dict:
+    """A partitioned trace's manifest (io/manifest.py writes it)."""
     manifest = {"partition": partition, "format": fmt, "complete": complete,
                 "parts": sorted(parts, key=lambda e: e["index"]), "metadata": trace_metadata(schema)}
     if expected is not None:
         manifest["expected_parts"] = expected
+    return manifest
+
+
+def _write_manifest(directory: Path, partition: str, fmt: str, schema: pa.Schema, parts: list, complete: bool,
+                    expected: int | None = None) -> dict:
+    manifest = manifest_dict(partition, fmt, schema, parts, complete, expected)
     write_manifest(directory, manifest, schema, fmt)
     return manifest
 
@@ -280,8 +220,8 @@ def write_partitions(make_batches: Callable[[int, int], Iterable[pa.RecordBatch]
             if on_partition:
                 on_partition(parts[i], True)
             continue
-        sink = _FileSink(partition_file(directory, i, fmt), schema, fmt)
-        _write_file(sink, make_batches(i * span, min((i + 1) * span, int(duration))), on_batch)
+        sink = FileSink(partition_file(directory, i, fmt), schema, fmt)
+        write_file(sink, make_batches(i * span, min((i + 1) * span, int(duration))), on_batch)
         parts[i] = sink.entry(i)
         complete = len(parts) == n_parts
         _write_manifest(directory, partition, fmt, schema, list(parts.values()), complete, n_parts)

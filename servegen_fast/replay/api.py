@@ -111,9 +111,11 @@ def replay_http(trace, output, *, target: str, api: str = "completions", model_n
                 time_scale: float = 1.0, start: float | None = None, end: float | None = None, clients=None,
                 max_requests: int | None = None, afap: bool = False, max_model_len: int | None = None,
                 slo_ttft: float | None = None, slo_tpot: float | None = None, plot: bool = False,
-                progress: bool = False, log=None) -> dict:
+                progress: bool = False, log=None, send=None) -> dict:
     """Replay `trace` (a path or an Arrow table) against an OpenAI-compatible server at `target`;
-    write the same results as on-device replay to `output` (plus HTTP columns); return the summary."""
+    write the same results as on-device replay to `output` (plus HTTP columns); return the summary.
+    `send`: what releases the plan (default `http.workers.send_plan`, this machine's processes;
+    `servegen_fast.distributed.RaySend` for actors on a cluster), same signature and result."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -121,6 +123,7 @@ def replay_http(trace, output, *, target: str, api: str = "completions", model_n
     from .http.options import HttpOptions, probe
     from .http.workers import send_plan
 
+    send = send or send_plan
     log = log or (lambda msg: None)
     table, source = _read(trace)
     for name in ITEM_FIELDS:  # the multimodal item-token columns
@@ -144,14 +147,14 @@ def replay_http(trace, output, *, target: str, api: str = "completions", model_n
     span = float(plan.scheduled.max())
     bar = ProgressLine(True) if progress and opts.workers == 1 else None  # one line: one sending process
     with _sigint_stops() as stop:
-        r = send_plan(plan, opts, meta, should_stop=stop.is_set, progress=bar,
+        r = send(plan, opts, meta, should_stop=stop.is_set, progress=bar,
                       on_start=lambda: log(f"replay started: {len(plan)} requests over {span:.1f} s to {target} "
                                            f"({opts.workers} sending process{'es' if opts.workers > 1 else ''})"))
     if bar is not None:
         done = sum(1 for x in r["status"] if x not in ("in_flight", "not_released"))
         show_progress(bar, int(np.isfinite(r["released"]).sum()), done, len(plan), r["end"], span, final=True,
                       in_flight=0)  # all ended (a request can fail before it is written: not released - done)
-    interrupted = stop.is_set()
+    interrupted = stop.is_set() or bool(r.get("incomplete"))  # e.g. a sender lost on a cluster
     n = len(plan)
     extra = [
         (pa.field("http_status", pa.int32(), nullable=False), r["http_status"]),  # 0: no response
@@ -170,7 +173,7 @@ def replay_http(trace, output, *, target: str, api: str = "completions", model_n
                            "api": api, "server_type": server_type, "prompt": opts.prompt},
                 "options": dict(plan.options, seed=seed, concurrency=concurrency, timeout=timeout, retries=retries,
                                 workers=opts.workers, loop=opts.loop),
-                "clock": {"name": "time.perf_counter", "run_start": r["t0"]},
+                "clock": r.get("clock") or {"name": "time.perf_counter", "run_start": r["t0"]},
                 "interrupted": interrupted}
     summary = write_results(out, rec, metadata=metadata, slo_ttft=slo_ttft, slo_tpot=slo_tpot)
     if plot:

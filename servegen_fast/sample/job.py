@@ -103,6 +103,30 @@ class Written:
     manifest: dict | None = None
 
 
+def trace_schema_of(job: Job, source) -> pa.Schema:
+    """The schema (with the generation metadata) of `job`'s trace from `source`."""
+    view = source.span(job.start, job.start + job.duration)
+    return trace_schema(view.category, view.fields, job.include_reason_ratio, metadata(job, source),
+                        sessions=job.sessions is not None)
+
+
+def job_batches(job: Job, source, *, span: tuple[int, int] | None = None, backend: str = "cpu",
+                chunk_bytes: int = DEFAULT_CHUNK_BYTES, progress: Callable[..., None] | None = None):
+    """The record batches of `job` (or of the trace times [span[0], span[1]) only)."""
+    meta = metadata(job, source)
+    return generate(source, job.rate, job.duration, start=job.start, seed=job.seed, mode=meta["mode"],
+                    correlation=job.correlation, backend=backend, chunk_bytes=chunk_bytes,
+                    include_reason_ratio=job.include_reason_ratio, metadata=meta, progress=progress,
+                    only=span, sessions=job.sessions, block_size=job.block_size)
+
+
+def check_partition(job: Job, source, partition: str) -> None:
+    """Partitions must fall on the pool's window boundaries (so each generates alone)."""
+    span = PARTITIONS.get(partition)
+    if span is not None and (job.start % source.window_size or span % source.window_size):
+        raise ValueError(f"--partition needs --start on a {source.window_size}-s window boundary")
+
+
 def write(job: Job, source, output: str | os.PathLike, *, fmt: str | None = None, partition: str | None = None,
           only: list[int] | None = None, backend: str = "cpu", chunk_bytes: int = DEFAULT_CHUNK_BYTES,
           progress: Callable[..., None] | None = None) -> Written:
@@ -110,9 +134,7 @@ def write(job: Job, source, output: str | os.PathLike, *, fmt: str | None = None
 
     `progress(rows, seconds_done)` follows the whole job; `only` limits a partitioned run to
     those partitions, each byte-identical to the same partition of the whole run."""
-    meta = metadata(job, source)
-    view = source.span(job.start, job.start + job.duration)
-    schema = trace_schema(view.category, view.fields, job.include_reason_ratio, meta, sessions=job.sessions is not None)
+    schema = trace_schema_of(job, source)
     rows = 0
 
     def count(batch: pa.RecordBatch) -> None:
@@ -120,19 +142,14 @@ def write(job: Job, source, output: str | os.PathLike, *, fmt: str | None = None
         rows += batch.num_rows
 
     def batches(only_span=None, report=progress):
-        return generate(source, job.rate, job.duration, start=job.start, seed=job.seed, mode=meta["mode"],
-                        correlation=job.correlation, backend=backend, chunk_bytes=chunk_bytes,
-                        include_reason_ratio=job.include_reason_ratio, metadata=meta, progress=report,
-                        only=only_span, sessions=job.sessions, block_size=job.block_size)
+        return job_batches(job, source, span=only_span, backend=backend, chunk_bytes=chunk_bytes, progress=report)
 
     if only is not None and not partition:
         raise ValueError("only= (--only) needs a partition (--partition hour|day)")
     if not partition:
         path = write_trace(batches(), output, schema, fmt=fmt, on_batch=count)
         return Written(str(path), rows, rows)
-    span = PARTITIONS.get(partition)
-    if span is not None and (job.start % source.window_size or span % source.window_size):
-        raise ValueError(f"--partition needs --start on a {source.window_size}-s window boundary")
+    check_partition(job, source, partition)
     done = {"rows": 0, "reused": 0}
 
     def part_progress(r, sec):  # sec: seconds from the trace start, as generate() reports them

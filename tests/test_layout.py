@@ -20,7 +20,7 @@ LAYERS = {
     "sample": 3,
     "characterize": 4,
     "compat": 5, "replay": 5,
-    "testing": 6,
+    "testing": 6, "simulate": 6,
     "cli": 7,
     "": 8, "generate": 8, "pool_file": 8,   # the package root and its re-export shims
 }

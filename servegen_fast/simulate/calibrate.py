@@ -3,6 +3,8 @@ batching) through prefill chunks and decode batches of varied sizes and context 
 record every forward pass (its batch composition and its duration), and fit the profile's
 step-time model (`profile.py`) by least squares.
 
+The sweep is released through replay's own loop (`replay.local.loop.run`), so the engine
+runs beside the same host-side work (prompt building, polling, snapshots) as in a replay.
 Recording: the adapter's scheduler is wrapped, so each pass is seen as the engine built it
 (query tokens of prefill chunks, decode sequences, KV tokens attended) with the time from one
 scheduling call to the next (scheduling, the forward pass, sampling and the state update: what
@@ -17,7 +19,7 @@ import time
 
 import numpy as np
 
-from ..replay.prompts import token_prompt
+from ..replay.plan import ReplayPlan
 from .profile import Profile, STEP_TERMS
 
 # Waves of (prompt tokens, output tokens, copies) submitted at once; each wave is waited for.
@@ -30,6 +32,9 @@ QUICK_SWEEP = (
     + [[(32, 48, 24), (1024, 4, 2)], [(256, 32, 8), (1800, 4, 1), (64, 8, 16)], [(2048, 6, 5)],
        [(128, 64, 32), (600, 4, 6)]]
 )
+
+
+WAVE_GAP = 3.0  # seconds between the waves' release times
 
 
 class _Recorder:
@@ -88,35 +93,35 @@ class _Recorder:
         return np.column_stack([dur, r[:, 2:]])
 
 
-def run_sweep(engine, waves=QUICK_SWEEP, *, seed: int = 0, log=None) -> np.ndarray:
-    """Run the waves on a started transformers engine; the recorded passes (`_Recorder.steps`)."""
+def sweep_plan(waves=QUICK_SWEEP, gap: float = WAVE_GAP) -> ReplayPlan:
+    """The sweep as a replay plan: wave k's requests all released at k x gap (later waves may
+    join passes of earlier ones: more mixed compositions)."""
+    rows = [(k * gap, p, o) for k, wave in enumerate(waves) for p, o, copies in wave for _ in range(copies)]
+    t, p, o = (np.array(c) for c in zip(*rows))
+    n = len(rows)
+    u32 = lambda a: np.asarray(a, np.uint32)  # noqa: E731
+    return ReplayPlan(row=np.arange(n, dtype=np.int64), client_id=np.zeros(n, np.uint32), arrival=t.astype(np.float64),
+                      scheduled=t.astype(np.float64), trace_input=u32(p), trace_output=u32(o), input_tokens=u32(p),
+                      output_tokens=u32(o), options={"calibration": True})
+
+
+def run_sweep(engine, waves=QUICK_SWEEP, *, seed: int = 0, gap: float = WAVE_GAP, log=None) -> np.ndarray:
+    """Release the sweep on a started transformers engine through replay's own release loop
+    (so the engine runs beside the same host-side work as in a replay); the recorded passes."""
+    from ..replay.local.loop import run
+
     log = log or (lambda m: None)
-    bp = engine.manager.batch_processor
-    rec = _Recorder(bp)
-    vocab = engine.vocab_size or 1024
-    rid = 0
+    plan = sweep_plan(waves, gap)
+    rec = _Recorder(engine.manager.batch_processor)
     try:
-        for k, wave in enumerate(waves):
-            n = 0
-            for prompt, output, copies in wave:
-                for _ in range(copies):
-                    engine.add(rid, token_prompt(seed, rid, prompt, vocab).tolist(), output)
-                    rid += 1
-                    n += 1
-            got = 0
-            deadline = time.perf_counter() + 300
-            while got < n:
-                cs = engine.poll(0.5)
-                for c in cs:
-                    if c.error:
-                        raise RuntimeError(f"calibration request {c.rid} failed: {c.error}")
-                got += len(cs)
-                if time.perf_counter() > deadline:
-                    raise RuntimeError(f"calibration wave {k} did not finish in 300 s")
-            log(f"wave {k + 1}/{len(waves)}: {n} requests, {len(rec.rows)} passes so far")
-            time.sleep(0.05)  # idle gap: the last pass of a wave is timed to its own end
+        log(f"calibration sweep: {len(plan)} requests in {len(waves)} waves over {plan.scheduled[-1]:.0f} s")
+        r = run(engine, plan, seed=seed)
     finally:
         rec.restore()
+    bad = [s for s in r.status if s != "completed"]
+    if bad:
+        raise RuntimeError(f"calibration: {len(bad)} sweep requests did not complete ({bad[0]})")
+    log(f"recorded {len(rec.rows)} forward passes")
     return rec.steps()
 
 
@@ -198,9 +203,8 @@ def calibrate(*, engine: str = "transformers", model: str = "tiny", device: str 
     log(f"starting {engine} ({model}, {eng.info.device})")
     eng.start()
     try:
-        steps = run_sweep(eng, waves, seed=seed, log=log)
-        sched = eng.manager.batch_processor.scheduler
-        margin = float(sched.safety_margin)
+        margin = float(eng.manager.batch_processor.scheduler.safety_margin)
+        steps = run_sweep(eng, waves, seed=seed, log=log)  # the release loop stops the engine at the end
     finally:
         eng.stop()
     coef, stats = fit_steps(steps)

@@ -20,32 +20,35 @@ running + waiting; ties to the lowest index) or prefix-aware (the instance of th
 prefix key, unless it carries more than twice the least load plus 2; else least-loaded).
 
 Passes of only decode sequences with no completion, arrival or block shortage in between have
-the same composition, so they are taken together (one loop over the sequences for k passes).
-An instance runs lazily up to the next arrival routed to it (round-robin) or to every arrival
-(the other routers need every instance's load at that time); the pass in progress at an
-arrival is completed before the request joins the queue.
+the same composition, so they are taken together: their times form an arithmetic series (K
+grows by D a pass), applied in closed form. Such a run stays pending while it lasts; a request
+routed to its instance cuts it at the first pass boundary after the arrival (the pass in
+progress at an arrival completes before the request joins the queue). Round-robin advances
+only the instance a request goes to; the other routers bring every instance up to the arrival
+to read its load, which a pending run does not change until it ends.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.config import njit
+from ..kernels.config import njit, njit_inline
 
 ROUTERS = {"round-robin": 0, "least-loaded": 1, "prefix-aware": 2}
 COMPLETED, DROPPED = 0, 1
 NONE = -1
 
 
-@njit
+@njit_inline()
 def _cdiv(a, b):
     return (a + b - 1) // b
 
 
 @njit
-def _step(i, t_limit, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
+def _step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
           started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
-          st_dt, st_next, st_kv, st_run, st_wait):
-    """One pass (or k identical decode passes) of instance i starting at clock[i] < t_limit."""
+          st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k):
+    """Schedule the next pass of instance i at clock[i] and apply it; or, for a decode-only
+    pass that can repeat, leave the run of identical passes pending (`_settle` applies it)."""
     s = clock[i]
     # KV / queue samples at the grid points this instance reaches before its pass starts
     while st_next[i] < st_kv.shape[0] and st_next[i] * st_dt <= s:
@@ -158,13 +161,10 @@ def _step(i, t_limit, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, o
     dt = coef[0] + coef[1] * P + coef[2] * S + coef[3] * D + coef[4] * K
     if P > 0:
         dt += coef[5] * (P + D) * K
-    # identical decode-only passes: as many as fit before a completion, an arrival or a block shortage
-    k = 1
-    end = s + dt
+    # identical decode-only passes: as many as fit before a completion or a block shortage
     if P == 0 and victims == 0 and m > 1:
         kmax = m
-        extra = _extra_blocks(i, run, n_run, chunk, ctx, blocks, page, kmax)
-        if extra > free[i]:
+        if _extra_blocks(i, run, n_run, chunk, ctx, blocks, page, kmax) > free[i]:
             lo, hi = 1, kmax  # blocks needed by k passes grow with k: the largest k that fits
             while lo < hi:
                 mid = (lo + hi + 1) // 2
@@ -173,20 +173,34 @@ def _step(i, t_limit, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, o
                 else:
                     hi = mid - 1
             kmax = lo
-        step = dt
-        while k < kmax and end < t_limit:
-            step += coef[4] * D
-            end += step
-            k += 1
-        if k > 1:
-            extra = _extra_blocks(i, run, n_run, chunk, ctx, blocks, page, k)
-            free[i] -= extra
-            for j in range(n_run[i]):
-                r = run[i, j]
-                if chunk[r] == 1:
-                    blocks[r] = _cdiv(ctx[r] + k, page)
-                    chunk[r] = k
-    # apply the pass(es)
+        if kmax > 1:
+            pend[i] = True
+            pend_dt[i] = dt
+            pend_a[i] = coef[4] * D
+            pend_k[i] = kmax
+            return
+    _apply(i, s + dt, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, first, done)
+
+
+@njit
+def _settle(i, k, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, first, done, page,
+            pend, pend_dt, pend_a):
+    """Apply the first k passes of instance i's pending run of identical decode passes."""
+    extra = _extra_blocks(i, run, n_run, chunk, ctx, blocks, page, k)
+    free[i] -= extra
+    for j in range(n_run[i]):
+        r = run[i, j]
+        if chunk[r] == 1:
+            blocks[r] = _cdiv(ctx[r] + k, page)
+            chunk[r] = k
+    pend[i] = False
+    _apply(i, clock[i] + k * pend_dt[i] + pend_a[i] * (k * (k - 1) // 2), clock, run, n_run, free, out, ctx, pre,
+           gen, blocks, chunk, first, done)
+
+
+@njit
+def _apply(i, end, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, first, done):
+    """The scheduled pass(es) of instance i end at `end`: tokens, first tokens, completions."""
     w = 0
     for j in range(n_run[i]):
         r = run[i, j]
@@ -216,7 +230,30 @@ def _step(i, t_limit, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, o
     clock[i] = end
 
 
-@njit
+@njit_inline()
+def _passes_before(s, dt, a, kmax, t_limit):
+    """Passes j = 0..k-1 of durations dt + a·j starting at s: k = min(kmax, the number starting
+    before t_limit). Start of pass j: s + j·dt + a·j(j-1)/2 (closed form, no loop over passes)."""
+    if t_limit == np.inf:
+        return kmax
+    room = t_limit - s
+    # smallest j >= 1 with j·dt + a·j(j-1)/2 >= room, from the quadratic, then corrected exactly
+    if a > 0:
+        b = dt - 0.5 * a
+        j = int(np.ceil((-b + np.sqrt(b * b + 2.0 * a * room)) / a))
+    else:
+        j = int(np.ceil(room / dt))
+    j = max(j, 1)
+    if j > kmax:
+        return kmax
+    while j > 1 and (j - 1) * dt + a * ((j - 1) * (j - 2) // 2) >= room:
+        j -= 1
+    while j * dt + a * (j * (j - 1) // 2) < room:
+        j += 1
+    return min(j, kmax)
+
+
+@njit_inline()
 def blocks_held(i, run, n_run, blocks):
     b = 0
     for j in range(n_run[i]):
@@ -224,7 +261,7 @@ def blocks_held(i, run, n_run, blocks):
     return b
 
 
-@njit
+@njit_inline()
 def _extra_blocks(i, run, n_run, chunk, ctx, blocks, page, k):
     """Blocks the scheduled decoders need beyond what they hold to run k passes."""
     e = 0
@@ -233,6 +270,34 @@ def _extra_blocks(i, run, n_run, chunk, ctx, blocks, page, k):
         if chunk[r] == 1:
             e += _cdiv(ctx[r] + k, page) - blocks[r]
     return e
+
+
+@njit
+def _advance(q, t, target, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
+             started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
+             st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k):
+    """Run instance q through every pass that starts before t. A pending run of identical
+    decode passes whose last pass starts after t stays pending (its load cannot change before
+    that pass ends), unless a request is routed to q at t (`target`): then the passes started
+    before t apply."""
+    while True:
+        if pend[q]:
+            k = pend_k[q]
+            last = clock[q] + (k - 1) * pend_dt[q] + pend_a[q] * ((k - 1) * (k - 2) // 2)  # start of its last pass
+            if last < t:  # the whole run starts before t: apply it (its completions included)
+                _settle(q, k, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, first, done, page,
+                        pend, pend_dt, pend_a)
+                continue
+            if target:
+                k = _passes_before(clock[q], pend_dt[q], pend_a[q], k, t)
+                _settle(q, k, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, first, done, page,
+                        pend, pend_dt, pend_a)
+            return
+        if clock[q] >= t or (n_run[q] == 0 and whead[q] == NONE):
+            return
+        _step(q, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
+              started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
+              st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
 
 
 @njit
@@ -248,6 +313,10 @@ def simulate_kernel(arrival, inp, out, key, router, n_inst, coef, page, kv_block
     n_wait = np.zeros(n_inst, np.int64)
     free = np.full(n_inst, kv_blocks, np.int64)
     st_next = np.zeros(n_inst, np.int64)
+    pend = np.zeros(n_inst, np.bool_)
+    pend_dt = np.zeros(n_inst)
+    pend_a = np.zeros(n_inst)
+    pend_k = np.zeros(n_inst, np.int64)
     nxt = np.full(n, NONE, np.int64)
     ctx = np.zeros(n, np.int64)
     pre = np.zeros(n, np.int64)
@@ -263,15 +332,17 @@ def simulate_kernel(arrival, inp, out, key, router, n_inst, coef, page, kv_block
         if router == 0:
             i = rr % n_inst
             rr += 1
-            targets_lo, targets_hi = i, i + 1
         else:
-            targets_lo, targets_hi = 0, n_inst
-        for q in range(targets_lo, targets_hi):
-            while clock[q] < t and (n_run[q] > 0 or whead[q] != NONE):
-                _step(q, t, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
-                      started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
-                      st_dt, st_next, st_kv, st_run, st_wait)
-        if router != 0:
+            for q in range(n_inst):
+                if pend[q]:
+                    k = pend_k[q]
+                    if clock[q] + (k - 1) * pend_dt[q] + pend_a[q] * ((k - 1) * (k - 2) // 2) >= t:
+                        continue  # a pending run going on past t: nothing changes before t
+                elif clock[q] >= t or (n_run[q] == 0 and whead[q] == NONE):
+                    continue  # idle, or already past t
+                _advance(q, t, False, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
+                         blocks, chunk, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
+                         admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
             best = 0
             for q in range(1, n_inst):
                 if n_run[q] + n_wait[q] < n_run[best] + n_wait[best]:
@@ -282,6 +353,9 @@ def simulate_kernel(arrival, inp, out, key, router, n_inst, coef, page, kv_block
                 lo_load = n_run[best] + n_wait[best]
                 if n_run[pref] + n_wait[pref] <= 2 * lo_load + 2:
                     i = pref
+        _advance(i, t, True, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
+                 blocks, chunk, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
+                 admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
         inst[r] = i
         status[r] = COMPLETED
         if clock[i] < t:
@@ -293,10 +367,8 @@ def simulate_kernel(arrival, inp, out, key, router, n_inst, coef, page, kv_block
             nxt[wtail[i]] = r
         wtail[i] = r
         n_wait[i] += 1
-    inf = np.inf
     for q in range(n_inst):
-        while n_run[q] > 0 or whead[q] != NONE:
-            _step(q, inf, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
-                  started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
-                  st_dt, st_next, st_kv, st_run, st_wait)
+        _advance(q, np.inf, True, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
+                 blocks, chunk, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
+                 admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
     return clock

@@ -4,6 +4,7 @@ of an engine profile; p50 / p99 TTFT, TPOT and throughput side by side.
 
     python benchmarks/validate_simulate.py --work /tmp/validate            # calibrate, replay, simulate
     python benchmarks/validate_simulate.py --work /tmp/validate --profile cpu-tiny --reuse
+    python benchmarks/validate_simulate.py --work /tmp/validate2 --calibrate-each   # a profile per trace
 
 The traces (generated here, 120 s each; none of them is in the calibration sweep):
   v1  language/m-large from 13h, aggregate 1 req/s, seed 11
@@ -39,12 +40,15 @@ def main() -> None:
     ap.add_argument("--profile", default=None, help="use this profile instead of calibrating one here")
     ap.add_argument("--reuse", action="store_true", help="keep traces and replays already in --work")
     ap.add_argument("--duration", default="120")
+    ap.add_argument("--calibrate-each", action="store_true",
+                    help="measure a profile right before each replay (this shared host's speed drifts by tens of "
+                         "percent within minutes) and simulate each trace on its own")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     data = servegen_root()
     profile = a.profile
-    if profile is None:
+    if profile is None and not a.calibrate_each:
         profile = str(work / "profile.json")
         if not (a.reuse and Path(profile).is_file()):
             sh(["profile", "-o", profile, "--passes", str(work / "passes.csv"), "-q"])
@@ -54,6 +58,10 @@ def main() -> None:
         if not (a.reuse and trace.is_file()):
             sh(["generate", "--data-dir", str(data), "--pool", pool, "--start", start, "--duration", a.duration,
                 "--rate", str(rate), "--seed", str(seed), "-o", str(trace), "-q"])
+        if a.calibrate_each:
+            profile = str(work / f"profile_{name}.json")
+            if not (a.reuse and Path(profile).is_file()):
+                sh(["profile", "-o", profile, "--passes", str(work / f"passes_{name}.csv"), "-q"])
         rep = work / f"replay_{name}"
         if not (a.reuse and (rep / "summary.json").is_file()):
             sh(["replay", str(trace), "--device", "cpu", "--model", "tiny", "-o", str(rep), "-q"])

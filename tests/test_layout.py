@@ -20,7 +20,7 @@ LAYERS = {
     "sample": 3,
     "characterize": 4,
     "compat": 5, "replay": 5,
-    "testing": 6,
+    "testing": 6, "simulate": 6,
     "distributed": 7,
     "cli": 8,
     "": 9, "generate": 9, "pool_file": 9,   # the package root and its re-export shims

@@ -6,14 +6,14 @@ import argparse
 import sys
 
 from ..version import __version__
-from . import analyze, errors, export, fit, generate, info, replay, serve
+from . import analyze, errors, export, fit, generate, info, profile, provision, replay, serve, simulate
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="servegen-fast", description="Generate realistic LLM-serving workloads, fast.")
     p.add_argument("--version", action="version", version=f"servegen-fast {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for command in (generate, info, fit, analyze, export, replay, serve):  # each imports its library when run
+    for command in (generate, info, fit, analyze, export, replay, serve, profile, simulate, provision):
         command.add_arguments(sub)
     return p
 

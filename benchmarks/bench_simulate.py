@@ -1,0 +1,109 @@
+"""Speed of the cluster simulator: simulated requests per second on one core for a
+10-instance cluster, against the plain-Python event loop (`simulate.reference`, the tests'
+oracle: one pass at a time) timed in the same run on the first requests of the same trace.
+
+    python benchmarks/bench_simulate.py                       # 1 h of m-large, 10 instances
+    python benchmarks/bench_simulate.py --fleet-day           # also: 1 day of a 10^6-client fleet trace
+
+The trace: language/m-large from 12h, aggregate --rate req/s (default 100), played at
+--time-scale (default 40: 2.5 req/s, about the load 10 instances of the built-in cpu-tiny
+profile keep within a 1 s TTFT); the profile: built-in cpu-tiny. The kernel is serial (one
+core); best of --repeat runs after a warm-up run (JIT cache load).
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _common import machine, peak_rss_mib, servegen_root  # noqa: E402
+
+
+def _trace(path: Path, data: Path, *extra: str) -> None:
+    if not path.is_file():
+        subprocess.run([sys.executable, "-m", "servegen_fast.cli", "generate", "--data-dir", str(data), "-o",
+                        str(path), "-q", *extra], check=True, stderr=subprocess.DEVNULL)
+
+
+def _best(fn, repeat):
+    best = np.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--time-scale", type=float, default=40.0)
+    ap.add_argument("--instances", type=int, default=10)
+    ap.add_argument("--baseline-requests", type=int, default=20000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--fleet-day", action="store_true")
+    ap.add_argument("--fleet-instances", type=int, default=200)
+    ap.add_argument("--work", default=None, help="folder for the generated traces (default: a temporary one)")
+    a = ap.parse_args()
+
+    from servegen_fast.io.trace import read_trace
+    from servegen_fast.replay.plan import make_plan
+    from servegen_fast.simulate.cluster import run_plan
+    from servegen_fast.simulate.profile import load_profile
+    from servegen_fast.simulate.reference import simulate_reference
+
+    data = servegen_root()
+    work = Path(a.work or tempfile.mkdtemp(prefix="bench_simulate_"))
+    work.mkdir(parents=True, exist_ok=True)
+    prof = load_profile("cpu-tiny")
+    limit = prof.measured_on["max_model_len"]
+    print(f"machine: {machine()}")
+    hour = work / "m-large-1h.parquet"
+    _trace(hour, data, "--pool", "language/m-large", "--start", "12h", "--duration", "1h", "--rate", str(a.rate),
+           "--seed", "5")
+    plan = make_plan(read_trace(hour), time_scale=a.time_scale, max_model_len=limit)
+    print(f"{'case':28s} {'requests':>9s} {'s':>7s} {'req/s':>10s}  TTFT p50/p99 (s)")
+    for router in ("round-robin", "least-loaded"):
+        run_plan(plan, prof, a.instances, router)  # warm-up: JIT cache load
+        dt, res = _best(lambda: run_plan(plan, prof, a.instances, router), a.repeat)
+        ttft = res.first_token - plan.scheduled
+        print(f"{'kernel ' + router:28s} {len(plan):9,d} {dt:7.2f} {len(plan) / dt:10,.0f}  "
+              f"{np.nanpercentile(ttft, 50):.3f}/{np.nanpercentile(ttft, 99):.3f}")
+        m = min(a.baseline_requests, len(plan))
+        admit = int(np.ceil(prof.admit_free_fraction * prof.kv_blocks))
+        t0 = time.perf_counter()
+        simulate_reference(plan.scheduled[:m], plan.input_tokens[:m].astype(np.int64),
+                           plan.output_tokens[:m].astype(np.int64), prof.coef_array(), prof.page_size, prof.kv_blocks,
+                           prof.max_batch_tokens, min(prof.max_seqs, prof.max_batch_tokens), admit,
+                           instances=a.instances, router=router)
+        base = time.perf_counter() - t0
+        print(f"{'plain Python ' + router:28s} {m:9,d} {base:7.2f} {m / base:10,.0f}  ratio "
+              f"{(len(plan) / dt) / (m / base):,.0f}x")
+    if a.fleet_day:
+        day = work / "fleet-1M-1d.parquet"
+        t0 = time.perf_counter()
+        _trace(day, data, "--pool", "language/m-large", "--clients", "1000000", "--duration", "1d", "--seed", "7")
+        gen = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        plan = make_plan(read_trace(day), max_model_len=limit)
+        load = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        res = run_plan(plan, prof, a.fleet_instances, "round-robin")
+        dt = time.perf_counter() - t0
+        ttft = res.first_token - plan.scheduled
+        print(f"fleet day: {len(plan):,d} requests of 10^6 clients (generated in {gen:.0f} s, read in {load:.0f} s), "
+              f"simulated on {a.fleet_instances} instances round-robin in {dt:.1f} s ({len(plan) / dt:,.0f} req/s); "
+              f"TTFT p50 {np.nanpercentile(ttft, 50):.3f} s, p99 {np.nanpercentile(ttft, 99):.3f} s; "
+              f"peak RSS {peak_rss_mib():,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""The calibration sweep: run the on-device engine (`replay.local`, transformers continuous
+batching) through prefill chunks and decode batches of varied sizes and context lengths,
+record every forward pass (its batch composition and its duration), and fit the profile's
+step-time model (`profile.py`) by least squares.
+
+The sweep is released through replay's own loop (`replay.local.loop.run`), so the engine
+runs beside the same host-side work (prompt building, polling, snapshots) as in a replay.
+Recording: the adapter's scheduler is wrapped, so each pass is seen as the engine built it
+(query tokens of prefill chunks, decode sequences, KV tokens attended) with the time from one
+scheduling call to the next (scheduling, the forward pass, sampling and the state update: what
+one step of the simulator stands for). A pass followed by an idle wait is timed to the end of
+its update instead. transformers only: vLLM's scheduler is not wrapped here.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import time
+
+import numpy as np
+
+from ..replay.plan import ReplayPlan
+from .profile import Profile, STEP_TERMS
+
+# Waves of (prompt tokens, output tokens, copies) submitted at once; each wave is waited for.
+# Decode batches of 1..64 sequences at short and long contexts; lone prefills up to two chunks;
+# mixed waves where new prefills join running decodes.
+QUICK_SWEEP = (
+    [[(p, 24, b)] for p in (16, 512) for b in (1, 4, 16, 48)]
+    + [[(1536, 24, b)] for b in (1, 4, 12)]
+    + [[(p, 2, 1)] for p in (64, 256, 768, 1536, 2047, 3000)]
+    + [[(32, 48, 24), (1024, 4, 2)], [(256, 32, 8), (1800, 4, 1), (64, 8, 16)], [(2048, 6, 5)],
+       [(128, 64, 32), (600, 4, 6)]]
+)
+
+
+WAVE_GAP = 3.0  # seconds between the waves' release times
+
+
+class _Recorder:
+    """Wraps a transformers batch processor: one row per forward pass."""
+
+    def __init__(self, bp):
+        self.rows: list[tuple] = []  # (t_sched, t_end, prefill_tokens, prefill_seqs, decode_seqs, kv_tokens)
+        self._bp = bp
+        sched = bp.scheduler
+        self._orig_schedule, self._orig_update = sched.schedule_batch, bp.update_batch
+        sched.schedule_batch = self._schedule
+        bp.update_batch = self._update
+        self._pending = None
+
+    def _schedule(self, token_budget, cache_budget):
+        from transformers.generation.continuous_batching.requests import RequestStatus
+
+        t = time.perf_counter()
+        decoding = {rid for rid, s in self._bp.scheduler.active_requests.items() if s.status == RequestStatus.DECODING}
+        before = {}
+        for rid, s in self._bp.scheduler.active_requests.items():
+            before[rid] = s.position_offset
+        out = self._orig_schedule(token_budget, cache_budget)
+        reqs = out[0]
+        if reqs:
+            pt = ps = ds = kv = 0
+            for f in reqs:
+                rid = f.state.request_id
+                q = int(f.query_length)
+                if rid in decoding:
+                    ds += 1
+                else:
+                    pt += q
+                    ps += 1
+                kv += int(before.get(rid, f.state.position_offset)) + q
+            self._pending = [t, math.nan, pt, ps, ds, kv]
+        return out
+
+    def _update(self):
+        self._orig_update()
+        if self._pending is not None:
+            self._pending[1] = time.perf_counter()
+            self.rows.append(tuple(self._pending))
+            self._pending = None
+
+    def restore(self):
+        self._bp.scheduler.schedule_batch, self._bp.update_batch = self._orig_schedule, self._orig_update
+
+    def steps(self) -> np.ndarray:
+        """[n, 5]: duration, prefill tokens, prefill sequences, decode sequences, KV tokens."""
+        r = np.array(self.rows, dtype=np.float64).reshape(-1, 6)
+        dur = r[:, 1] - r[:, 0]
+        nxt = np.append(r[1:, 0], np.inf)
+        chained = nxt - r[:, 1] < 2e-3  # the next pass followed at once: time the whole loop iteration
+        dur = np.where(chained, nxt - r[:, 0], dur)
+        return np.column_stack([dur, r[:, 2:]])
+
+
+def sweep_plan(waves=QUICK_SWEEP, gap: float = WAVE_GAP) -> ReplayPlan:
+    """The sweep as a replay plan: wave k's requests all released at k x gap (later waves may
+    join passes of earlier ones: more mixed compositions)."""
+    rows = [(k * gap, p, o) for k, wave in enumerate(waves) for p, o, copies in wave for _ in range(copies)]
+    t, p, o = (np.array(c) for c in zip(*rows))
+    n = len(rows)
+    u32 = lambda a: np.asarray(a, np.uint32)  # noqa: E731
+    return ReplayPlan(row=np.arange(n, dtype=np.int64), client_id=np.zeros(n, np.uint32), arrival=t.astype(np.float64),
+                      scheduled=t.astype(np.float64), trace_input=u32(p), trace_output=u32(o), input_tokens=u32(p),
+                      output_tokens=u32(o), options={"calibration": True})
+
+
+def run_sweep(engine, waves=QUICK_SWEEP, *, seed: int = 0, gap: float = WAVE_GAP, log=None) -> np.ndarray:
+    """Release the sweep on a started transformers engine through replay's own release loop
+    (so the engine runs beside the same host-side work as in a replay); the recorded passes."""
+    from ..replay.local.loop import run
+
+    log = log or (lambda m: None)
+    plan = sweep_plan(waves, gap)
+    rec = _Recorder(engine.manager.batch_processor)
+    try:
+        log(f"calibration sweep: {len(plan)} requests in {len(waves)} waves over {plan.scheduled[-1]:.0f} s")
+        r = run(engine, plan, seed=seed)
+    finally:
+        rec.restore()
+    bad = [s for s in r.status if s != "completed"]
+    if bad:
+        raise RuntimeError(f"calibration: {len(bad)} sweep requests did not complete ({bad[0]})")
+    log(f"recorded {len(rec.rows)} forward passes")
+    return rec.steps()
+
+
+def design(steps: np.ndarray) -> np.ndarray:
+    """The step-time model's regressors (STEP_TERMS) of recorded passes."""
+    pt, ps, ds, kv = steps[:, 1], steps[:, 2], steps[:, 3], steps[:, 4]
+    return np.column_stack([np.ones(len(steps)), pt, ps, ds, kv, np.where(pt > 0, (pt + ds) * kv, 0.0)])
+
+
+def fit_steps(steps: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Two non-negative fits of duration, each by iteratively reweighted least squares with
+    weights 1/predicted (relative errors, so 1 ms decode passes count as much as 1 s prefills,
+    without the bias to the fastest observations that weighting by the observed time gives:
+    pass times on a shared CPU are right-skewed). Decode-only passes
+    give base, decode_seq and kv_token; passes with a prefill chunk give the prefill terms
+    on what the decode part leaves. The first pass (the engine's first after warm-up) is left out."""
+    steps = steps[1:]
+    X, y = design(steps), steps[:, 0]
+    dec = X[:, 1] == 0
+    if dec.sum() < 5 or (~dec).sum() < 5:
+        raise ValueError("calibration recorded too few decode-only or prefill passes to fit a profile")
+    coef = np.zeros(X.shape[1])
+    coef[[0, 3, 4]] = _irls(X[dec][:, [0, 3, 4]], y[dec])
+    rest = y[~dec] - X[~dec] @ coef
+    coef[[1, 2, 5]] = _irls(X[~dec][:, [1, 2, 5]], rest)
+    pred = X @ coef
+    rel = (pred - y) / y
+    stats = {"passes": int(len(y)), "median_abs_rel_error": float(np.median(np.abs(rel))),
+             "decode_total_time_rel_error": float(pred[dec].sum() / y[dec].sum() - 1.0),
+             "prefill_total_time_rel_error": float(pred[~dec].sum() / y[~dec].sum() - 1.0),
+             "p90_abs_rel_error": float(np.percentile(np.abs(rel), 90)),
+             "total_time_rel_error": float(pred.sum() / y.sum() - 1.0),
+             "range": {name: [float(X[:, j].min()), float(X[:, j].max())] for j, name in enumerate(STEP_TERMS)}}
+    return coef, stats
+
+
+def _irls(A: np.ndarray, b: np.ndarray, rounds: int = 6) -> np.ndarray:
+    w = np.ones(len(b))
+    for _ in range(rounds):
+        c = _nnls(A * w[:, None], b * w)
+        w = 1.0 / np.maximum(A @ c, 1e-5)
+    return c
+
+
+def _nnls(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Lawson-Hanson active-set NNLS (small problems: a handful of columns)."""
+    m, n = A.shape
+    x = np.zeros(n)
+    passive = np.zeros(n, bool)
+    for _ in range(3 * n + 10):
+        w = A.T @ (b - A @ x)
+        if passive.all() or (w[~passive] <= 1e-12 * np.abs(w).max()).all():
+            break
+        j = np.flatnonzero(~passive)[np.argmax(w[~passive])]
+        passive[j] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(A[:, passive], b, rcond=None)[0]
+            if (z[passive] > 0).all():
+                x = z
+                break
+            neg = passive & (z <= 0)
+            alpha = np.min(x[neg] / (x[neg] - z[neg]))
+            x = x + alpha * (z - x)
+            passive &= x > 1e-15
+    return x
+
+
+def calibrate(*, engine: str = "transformers", model: str = "tiny", device: str = "cpu", seed: int = 0,
+              waves=QUICK_SWEEP, engine_options: dict | None = None, log=None) -> tuple[Profile, np.ndarray]:
+    """Measure a profile on the on-device engine: (profile, recorded passes)."""
+    from ..replay.local.registry import make_engine
+    from ..version import __version__
+
+    if engine != "transformers":
+        raise ValueError(f"calibration supports the transformers engine only, got {engine!r}")
+    log = log or (lambda m: None)
+    eng = make_engine(engine, model, device=device, seed=seed, **(engine_options or {}))
+    log(f"starting {engine} ({model}, {eng.info.device})")
+    eng.start()
+    try:
+        margin = float(eng.manager.batch_processor.scheduler.safety_margin)
+        steps = run_sweep(eng, waves, seed=seed, log=log)  # the release loop stops the engine at the end
+    finally:
+        eng.stop()
+    coef, stats = fit_steps(steps)
+    import torch
+    import transformers
+
+    d = eng.info.details
+    prof = Profile(
+        coefficients=dict(zip(STEP_TERMS, (float(c) for c in coef))),
+        page_size=int(d["page_size"]), kv_blocks=int(d["kv_num_blocks"]), max_batch_tokens=int(d["max_batch_tokens"]),
+        max_seqs=min(1024, int(d["max_batch_tokens"])), admit_free_fraction=margin,
+        measured_on={"engine": engine, "model": eng.info.model, "device": eng.info.device, "dtype": eng.info.dtype,
+                     "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "python": platform.python_version(),
+                     "servegen_fast": __version__, "date": time.strftime("%Y-%m-%d", time.gmtime()),
+                     "threads": int(torch.get_num_threads()), "max_model_len": int(eng.max_model_len),
+                     "sweep_waves": len(waves)},
+        fit=stats)
+    prof.validate()
+    return prof, steps

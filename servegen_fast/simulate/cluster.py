@@ -1,0 +1,141 @@
+"""Simulate a serving cluster under a trace: the library calls behind `servegen-fast simulate`.
+
+`run_plan` runs the compiled event loop (`kernel.py`) on a replay plan (`replay.plan`: the
+same selection, time scale and context fitting as replay) and returns the per-request times;
+`simulate_trace` writes them as replay results (`replay.results`: requests.arrow,
+engine_stats.arrow, summary.json/.txt), so `analyze` and the plots read a simulation as they
+read a replay. Simulated times have no release lateness: a request is released at its
+scheduled time. Deterministic: the same trace, profile and options give the same results.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..replay.plan import ReplayPlan, make_plan
+from ..replay.results import RunRecord, write_results
+from ..version import __version__
+from .kernel import COMPLETED, ROUTERS, simulate_kernel
+from .profile import Profile, load_profile
+
+STATS_SAMPLES = 4096  # KV / queue samples over the run (a grid of at most this many points)
+KEY_COLUMNS = ("prefix_id", "session_id")  # prefix-aware routing keys, first present wins
+
+
+@dataclass
+class SimResult:
+    instance: np.ndarray  # int64 (-1: dropped)
+    started: np.ndarray  # float64 seconds from the run start
+    first_token: np.ndarray
+    completed: np.ndarray
+    generated: np.ndarray  # int64
+    preempted: np.ndarray  # bool
+    status: np.ndarray  # int8: kernel.COMPLETED | kernel.DROPPED
+    stats_time: np.ndarray
+    kv_used_fraction: np.ndarray  # cluster-wide, at stats_time
+    running: np.ndarray
+    waiting: np.ndarray
+    end: float  # when the last instance went idle
+
+
+def check_options(profile: Profile, instances: int, router: str) -> None:
+    if not isinstance(instances, (int, np.integer)) or instances < 1:
+        raise ValueError(f"instances must be a positive integer, got {instances!r}")
+    if router not in ROUTERS:
+        raise ValueError(f"unknown router {router!r}; expected one of {', '.join(ROUTERS)}")
+
+
+def run_plan(plan: ReplayPlan, profile: Profile, instances: int, router: str = "round-robin",
+             keys: np.ndarray | None = None) -> SimResult:
+    """Simulate `instances` copies of the profiled engine behind `router` on the plan's requests."""
+    check_options(profile, instances, router)
+    n = len(plan)
+    if router == "prefix-aware" and keys is None:
+        raise ValueError("router prefix-aware needs a prefix key per request (a trace column "
+                         f"{' or '.join(KEY_COLUMNS)}); this trace has none: use round-robin or least-loaded")
+    key = np.full(n, -1, np.int64) if keys is None else np.asarray(keys, np.int64)
+    order = np.argsort(plan.scheduled, kind="stable")  # afap or scaled plans stay in time order; be safe
+    arrival = plan.scheduled[order].astype(np.float64)
+    inp = plan.input_tokens[order].astype(np.int64)
+    out = plan.output_tokens[order].astype(np.int64)
+    span = float(arrival[-1]) if n else 0.0
+    st_dt = max(span, 1e-3) / (STATS_SAMPLES // 2)  # half the grid covers the arrivals, the rest the drain
+    inst = np.zeros(n, np.int64)
+    started, first, done = (np.full(n, np.nan) for _ in range(3))
+    gen = np.zeros(n, np.int64)
+    pre = np.zeros(n, np.uint8)
+    status = np.zeros(n, np.int8)
+    st_kv, st_run, st_wait = (np.zeros(STATS_SAMPLES, np.int64) for _ in range(3))
+    seqs = min(profile.max_seqs, profile.max_batch_tokens)
+    admit = int(np.ceil(profile.admit_free_fraction * profile.kv_blocks))
+    clock = simulate_kernel(arrival, inp, out, key[order], ROUTERS[router], int(instances), profile.coef_array(),
+                            profile.page_size, profile.kv_blocks, profile.max_batch_tokens, seqs, admit, st_dt,
+                            STATS_SAMPLES, inst, started, first, done, gen, pre, status, st_kv, st_run, st_wait)
+    back = np.empty(n, np.int64)
+    back[order] = np.arange(n)
+    end = float(clock.max()) if n else 0.0
+    g = int(min(STATS_SAMPLES, np.floor(end / st_dt) + 1))
+    return SimResult(instance=inst[back], started=started[back], first_token=first[back], completed=done[back],
+                     generated=gen[back], preempted=pre[back].astype(bool), status=status[back],
+                     stats_time=np.arange(g) * st_dt, kv_used_fraction=st_kv[:g] / (profile.kv_blocks * instances),
+                     running=st_run[:g].astype(np.float64), waiting=st_wait[:g].astype(np.float64), end=end)
+
+
+def prefix_keys(table) -> np.ndarray | None:
+    for name in KEY_COLUMNS:
+        if name in table.column_names:
+            return table.column(name).to_numpy(zero_copy_only=False).astype(np.int64)
+    return None
+
+
+def run_record(plan: ReplayPlan, res: SimResult) -> RunRecord:
+    ok = res.status == COMPLETED
+    status = np.where(ok, "completed", "failed").tolist()
+    errors = [None if o else "dropped: prompt + output exceed the KV cache" for o in ok]
+    stats = [(float(t), {"kv_used_fraction": float(k), "running": float(r), "waiting": float(w)})
+             for t, k, r, w in zip(res.stats_time, res.kv_used_fraction, res.running, res.waiting)]
+    return RunRecord(plan=plan, t0=0.0, released=plan.scheduled.astype(np.float64), started=res.started,
+                     first_token=res.first_token, completed=res.completed, generated=res.generated,
+                     preempted=res.preempted, status=status, errors=errors, stats=stats, interrupted=False,
+                     wall_end=res.end)
+
+
+def simulate_trace(trace, output, *, profile, instances: int, router: str = "round-robin",
+                   time_scale: float = 1.0, start: float | None = None, end: float | None = None, clients=None,
+                   max_requests: int | None = None, slo_ttft: float | None = None, slo_tpot: float | None = None,
+                   plot: bool = False, log=None) -> dict:
+    """Simulate `trace` (a path or an Arrow table) on `instances` engines of `profile`; write
+    replay-shaped results to `output`; return the summary."""
+    import pyarrow as pa
+
+    from ..io.trace import read_trace
+
+    log = log or (lambda msg: None)
+    prof = load_profile(profile)
+    check_options(prof, instances, router)
+    table, source = (trace, "<table>") if isinstance(trace, pa.Table) else (read_trace(trace), str(trace))
+    limit = int(prof.measured_on.get("max_model_len") or 0) or None
+    plan = make_plan(table, start=start, end=end, clients=clients, max_requests=max_requests, time_scale=time_scale,
+                     max_model_len=limit, source=source)
+    keys = prefix_keys(table)
+    if keys is not None:
+        keys = keys[plan.row]
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} exists and is not a directory")
+    log(f"simulating {len(plan)} requests on {instances} instance(s), router {router}")
+    res = run_plan(plan, prof, instances, router, keys)
+    m = prof.measured_on
+    metadata = {"tool": "servegen-fast simulate", "version": __version__, "trace": source,
+                "engine": {"name": "simulate", "model": m.get("model", "?"), "device": f"{instances} x {m.get('device', '?')}",
+                           "dtype": m.get("dtype", "?"), "profile": str(profile) if not isinstance(profile, Profile) else "<profile>",
+                           "instances": int(instances), "router": router, "measured_on": m},
+                "options": dict(plan.options), "interrupted": False}
+    summary = write_results(out, run_record(plan, res), metadata=metadata, slo_ttft=slo_ttft, slo_tpot=slo_tpot)
+    if plot:
+        from ..replay.plots import plot_results
+
+        summary["plots"] = [str(p) for p in plot_results(out)]
+    return summary

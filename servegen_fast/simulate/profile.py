@@ -1,0 +1,159 @@
+"""Engine profiles: what the simulator knows about one engine on one device, measured there.
+
+A profile is a small JSON file: the fitted step-time model, the engine's batching limits and
+its KV capacity, and what it was measured on (engine, model, device, library versions, date)
+with the fit's own error. The step-time model is linear in the batch's composition:
+
+    time of one forward pass (s) = base + prefill_token · P + prefill_seq · S
+                                   + decode_seq · D + kv_token · K + varlen_qk · (P + D) · K [P > 0]
+
+P: query tokens of prefill chunks in the pass, S: prefill chunks, D: decode sequences, K: KV
+tokens attended by the pass (each scheduled sequence's context after the pass). The last term
+counts only in passes with a prefill chunk: transformers' CPU path then attends every query
+token of the pass over the whole pass's KV (a dense (P + D) x K mask), while decode-only passes
+take a fast path. Profiles come
+from `calibrate.py` run on the real engine; `builtin` names the ones shipped with the package
+(servegen_fast/data/profiles/), measured on this project's CI host. None is made up.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..io.atomic import write_text
+
+STEP_TERMS = ("base", "prefill_token", "prefill_seq", "decode_seq", "kv_token", "varlen_qk")
+FORMAT = "servegen-fast-profile/1"
+BUILTIN = {"cpu-tiny": "cpu-tiny.json"}
+
+
+class ProfileError(ValueError):
+    """A profile file that cannot be used (names the file and what is wrong)."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    coefficients: dict  # STEP_TERMS -> seconds per unit
+    page_size: int  # KV tokens per block
+    kv_blocks: int  # KV capacity in blocks
+    max_batch_tokens: int  # query tokens per forward pass (the token budget)
+    max_seqs: int  # sequences per forward pass
+    admit_free_fraction: float = 0.0  # no new prefill admitted while fewer blocks than this fraction are free
+    measured_on: dict = field(default_factory=dict)
+    fit: dict = field(default_factory=dict)
+
+    def validate(self, source: str = "profile") -> "Profile":
+        missing = [t for t in STEP_TERMS if t not in self.coefficients]
+        if missing:
+            raise ProfileError(f"{source}: coefficients lack {', '.join(missing)} (expected {', '.join(STEP_TERMS)})")
+        for t in STEP_TERMS:
+            c = self.coefficients[t]
+            if not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:
+                raise ProfileError(f"{source}: coefficient {t!r} must be a finite number >= 0, got {c!r}")
+        if self.step_time(0, 0, 1, 1) <= 0:
+            raise ProfileError(f"{source}: a one-sequence decode pass takes no time (all coefficients zero)")
+        for name in ("page_size", "kv_blocks", "max_batch_tokens", "max_seqs"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ProfileError(f"{source}: {name} must be a positive integer, got {v!r}")
+        if not 0.0 <= self.admit_free_fraction < 1.0:
+            raise ProfileError(f"{source}: admit_free_fraction must be in [0, 1), got {self.admit_free_fraction!r}")
+        return self
+
+    def step_time(self, prefill_tokens, prefill_seqs, decode_seqs, kv_tokens):
+        """Seconds of one pass (scalars or NumPy arrays)."""
+        import numpy as np
+
+        c = self.coefficients
+        qk = np.where(np.asarray(prefill_tokens) > 0, (prefill_tokens + decode_seqs) * kv_tokens, 0)
+        return (c["base"] + c["prefill_token"] * prefill_tokens + c["prefill_seq"] * prefill_seqs
+                + c["decode_seq"] * decode_seqs + c["kv_token"] * kv_tokens + c["varlen_qk"] * qk)
+
+    def isolated(self, input_tokens, output_tokens):
+        """(TTFT, TPOT, end-to-end) of requests each alone on an idle instance, by the formula:
+        prefill in chunks of the token budget, then one decode pass per further token
+        (TPOT nan for one-token outputs). NumPy arrays in, arrays out."""
+        import numpy as np
+
+        p = np.asarray(input_tokens, np.int64)
+        o = np.asarray(output_tokens, np.int64)
+        c = self.coefficients
+        T = self.max_batch_tokens
+        ttft = np.zeros(p.shape)
+        for j in range(int(-(-p.max() // T)) if p.size else 0):
+            chunk = np.clip(p - j * T, 0, T)
+            kv = j * T + chunk
+            ttft += np.where(chunk > 0, self.step_time(chunk, 1, 0, kv), 0.0)
+        d = (o - 1).astype(np.float64)
+        decode = d * (c["base"] + c["decode_seq"] + c["kv_token"] * p) + c["kv_token"] * d * (d + 1) / 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tpot = np.where(o > 1, decode / d, np.nan)
+        return ttft, tpot, ttft + decode
+
+    def coef_array(self):
+        import numpy as np
+
+        return np.array([self.coefficients[t] for t in STEP_TERMS], dtype=np.float64)
+
+    @property
+    def kv_tokens(self) -> int:
+        return self.page_size * self.kv_blocks
+
+    def to_json(self) -> str:
+        return json.dumps(dict(format=FORMAT, **asdict(self)), indent=1) + "\n"
+
+    def describe(self) -> str:
+        m = self.measured_on
+        c = self.coefficients
+        return (f"{m.get('engine', '?')} {m.get('model', '?')} on {m.get('device', '?')} ({m.get('cpu', '')}), "
+                f"measured {m.get('date', '?')}: step = {c['base'] * 1e3:.3g} ms + {c['prefill_token'] * 1e6:.3g} us/prefill "
+                f"token + {c['prefill_seq'] * 1e3:.3g} ms/prefill chunk + {c['decode_seq'] * 1e3:.3g} ms/decode seq + "
+                f"{c['kv_token'] * 1e9:.3g} ns/KV token + {c['varlen_qk'] * 1e12:.3g} ps/(query x KV token); KV {self.kv_blocks} blocks x {self.page_size} tokens, "
+                f"budget {self.max_batch_tokens} tokens / {self.max_seqs} seqs per pass")
+
+
+def save_profile(profile: Profile, path) -> Path:
+    p = Path(path)
+    write_text(p, profile.to_json())
+    return p
+
+
+def builtin_path(name: str) -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("servegen_fast.data").joinpath("profiles", BUILTIN[name])))
+
+
+def load_profile(spec) -> Profile:
+    """A profile from a JSON file, or `builtin:NAME` / a bare built-in NAME (cpu-tiny)."""
+    if isinstance(spec, Profile):
+        return spec.validate()
+    text = str(spec)
+    name = text.split(":", 1)[1] if text.startswith("builtin:") else text
+    if name in BUILTIN:
+        path = builtin_path(name)
+    else:
+        path = Path(text)
+        if not path.is_file():
+            raise FileNotFoundError(f"profile {text!r} not found: give a profile file (servegen-fast profile -o FILE) "
+                                    f"or a built-in one ({', '.join(BUILTIN)})")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ProfileError(f"{path}: not a profile (invalid JSON at line {e.lineno}: {e.msg})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise ProfileError(f"{path}: not a profile (expected \"format\": \"{FORMAT}\")")
+    keys = {f for f in Profile.__dataclass_fields__}
+    unknown = sorted(set(raw) - keys - {"format"})
+    if unknown:
+        raise ProfileError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    required = {"coefficients", "page_size", "kv_blocks", "max_batch_tokens", "max_seqs"}
+    missing = sorted(required - set(raw))
+    if missing:
+        raise ProfileError(f"{path}: missing key(s) {', '.join(missing)}")
+    if not isinstance(raw["coefficients"], dict):
+        raise ProfileError(f"{path}: coefficients must be an object of {', '.join(STEP_TERMS)}")
+    raw.pop("format")
+    return Profile(**raw).validate(str(path))

@@ -1,0 +1,158 @@
+"""A plain-Python twin of the compiled event loop (`kernel.py`), written for clarity: one pass
+at a time, no batching of identical decode passes, Python lists and objects. It is the tests'
+oracle (the kernel must give the same times) and the speed benchmark's baseline. Same model,
+same routing, same preemption rules; see kernel.py for them."""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from .kernel import COMPLETED, DROPPED, ROUTERS
+
+
+class _Req:
+    __slots__ = ("r", "inp", "out", "ctx", "pre", "gen", "blocks", "chunk")
+
+    def __init__(self, r, inp, out):
+        self.r, self.inp, self.out = r, inp, out
+        self.ctx, self.pre, self.gen, self.blocks, self.chunk = 0, inp, 0, 0, 0
+
+
+class _Instance:
+    def __init__(self, kv_blocks):
+        self.clock = 0.0
+        self.running: list[_Req] = []
+        self.waiting: deque[_Req] = deque()
+        self.free = kv_blocks
+
+    def busy(self):
+        return bool(self.running or self.waiting)
+
+
+def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, max_seqs, admit_free, *,
+                       instances=1, router="round-robin", key=None):
+    """Per-request (instance, started, first_token, completed, generated, preempted, status)."""
+    n = len(arrival)
+    res = {"instance": np.zeros(n, np.int64), "started": np.full(n, np.nan), "first_token": np.full(n, np.nan),
+           "completed": np.full(n, np.nan), "generated": np.zeros(n, np.int64), "preempted": np.zeros(n, bool),
+           "status": np.zeros(n, np.int8)}
+    insts = [_Instance(kv_blocks) for _ in range(instances)]
+    code = ROUTERS[router]
+
+    def step(q: _Instance):
+        s = q.clock
+        while True:
+            budget, P, S, D, K, nsched, failed = budget_tokens, 0, 0, 0, 0, 0, False
+            for x in q.running:
+                x.chunk = 0
+                if x.pre == 0:
+                    need = math.ceil((x.ctx + 1) / page) - x.blocks
+                    if need > q.free:
+                        failed = True
+                        continue
+                    q.free -= need
+                    x.blocks += need
+                    x.chunk, D, K, budget, nsched = 1, D + 1, K + x.ctx + 1, budget - 1, nsched + 1
+            stop = False
+            for x in q.running:
+                if x.pre == 0 or budget == 0:
+                    continue
+                if q.free < admit_free and nsched > 0:
+                    stop = True
+                    break
+                c = min(x.pre, budget)
+                need = math.ceil((x.ctx + c) / page) - x.blocks
+                if need > q.free:
+                    failed = True
+                    continue
+                q.free -= need
+                x.blocks += need
+                x.chunk, P, S, K, budget, nsched = c, P + c, S + 1, K + x.ctx + c, budget - c, nsched + 1
+            while not stop and budget > 0 and q.waiting and len(q.running) < max_seqs:
+                if q.free < admit_free and nsched > 0:
+                    break
+                x = q.waiting[0]
+                c = min(x.pre, budget)
+                need = math.ceil((x.ctx + c) / page) - x.blocks
+                if need > q.free:
+                    failed = True
+                    break
+                q.waiting.popleft()
+                q.running.append(x)
+                if math.isnan(res["started"][x.r]):
+                    res["started"][x.r] = s
+                q.free -= need
+                x.blocks += need
+                x.chunk, P, S, K, budget, nsched = c, P + c, S + 1, K + x.ctx + c, budget - c, nsched + 1
+            victims = []
+            for x in reversed(q.running):
+                if (x.chunk == 0 and x.pre == 0 and failed) or (nsched == 0 and not victims and failed):
+                    victims.append(x)
+            for x in victims:  # latest admitted first, each pushed to the queue's head
+                q.free += x.blocks
+                x.blocks, x.pre, x.ctx = 0, x.inp + x.gen, 0
+                res["preempted"][x.r] = True
+                q.waiting.appendleft(x)
+                q.running.remove(x)
+            if nsched > 0:
+                break
+        dt = coef[0] + coef[1] * P + coef[2] * S + coef[3] * D + coef[4] * K
+        if P > 0:
+            dt += coef[5] * (P + D) * K
+        end = s + dt
+        kept = []
+        for x in q.running:
+            if x.chunk > 0:
+                x.ctx += x.chunk
+                if x.pre == 0:
+                    x.gen += 1
+                else:
+                    x.pre -= x.chunk
+                    if x.pre == 0:
+                        x.gen += 1
+                        if math.isnan(res["first_token"][x.r]):
+                            res["first_token"][x.r] = end
+                x.chunk = 0
+                if x.pre == 0 and x.gen >= x.out:
+                    res["completed"][x.r] = end
+                    res["generated"][x.r] = x.gen
+                    q.free += x.blocks
+                    x.blocks = 0
+                    continue
+            kept.append(x)
+        q.running = kept
+        q.clock = end
+
+    rr = 0
+    for r in range(n):
+        t = float(arrival[r])
+        if math.ceil((inp[r] + out[r]) / page) > kv_blocks:
+            res["status"][r], res["instance"][r] = DROPPED, -1
+            continue
+        if code == 0:
+            targets = [rr % instances]
+            rr += 1
+        else:
+            targets = range(instances)
+        for i in targets:
+            while insts[i].clock < t and insts[i].busy():
+                step(insts[i])
+        if code == 0:
+            i = targets[0]
+        else:
+            load = [len(q.running) + len(q.waiting) for q in insts]
+            i = int(np.argmin(load))
+            if code == 2 and key is not None and key[r] >= 0:
+                pref = (int(key[r]) * 2654435761) % instances
+                if load[pref] <= 2 * load[i] + 2:
+                    i = pref
+        res["instance"][r], res["status"][r] = i, COMPLETED
+        q = insts[i]
+        q.clock = max(q.clock, t)
+        q.waiting.append(_Req(r, int(inp[r]), int(out[r])))
+    for q in insts:
+        while q.busy():
+            step(q)
+    return res

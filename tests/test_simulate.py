@@ -1,0 +1,191 @@
+"""The cluster simulator: the compiled event loop against its plain-Python twin, conservation,
+the single-request case against the profile's formula, determinism, monotone attainment in N,
+and clear errors for bad profiles and options."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from servegen_fast.replay.plan import make_plan
+from servegen_fast.replay.results import read_requests
+from servegen_fast.simulate.cluster import run_plan, simulate_trace
+from servegen_fast.simulate.kernel import COMPLETED, DROPPED, ROUTERS
+from servegen_fast.simulate.profile import Profile, ProfileError, load_profile, save_profile
+from servegen_fast.simulate.reference import simulate_reference
+
+COEF = {"base": 1.2e-3, "prefill_token": 1.7e-5, "prefill_seq": 1.3e-3, "decode_seq": 1.6e-5, "kv_token": 2.3e-6,
+        "varlen_qk": 2.1e-8}
+TOL = 1e-9  # relative: the kernel sums identical decode passes in one loop, the twin one by one
+
+
+def profile(**kw) -> Profile:
+    args = dict(coefficients=dict(COEF), page_size=32, kv_blocks=2048, max_batch_tokens=2048, max_seqs=64,
+                admit_free_fraction=0.15)
+    args.update(kw)
+    return Profile(**args).validate()
+
+
+def trace(n=400, span=20.0, seed=1, max_in=3000, max_out=300, keys=False) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    cols = {"timestamp": np.sort(rng.uniform(0, span, n)), "client_id": rng.integers(0, 9, n).astype(np.uint32),
+            "input_tokens": rng.integers(1, max_in, n).astype(np.uint32),
+            "output_tokens": rng.integers(1, max_out, n).astype(np.uint32)}
+    if keys:
+        cols["prefix_id"] = (np.arange(n) % 7).astype(np.int64)
+    return pa.table(cols)
+
+
+def plan_of(table):
+    return make_plan(table)
+
+
+@pytest.mark.parametrize("router", list(ROUTERS))
+@pytest.mark.parametrize("kv_blocks,instances", [(2048, 2), (64, 1), (200, 3)])
+def test_kernel_equals_plain_python_twin(router, kv_blocks, instances):
+    t = trace(keys=True)
+    p = plan_of(t)
+    prof = profile(kv_blocks=kv_blocks)
+    keys = t.column("prefix_id").to_numpy()
+    res = run_plan(p, prof, instances, router, keys if router == "prefix-aware" else None)
+    ref = simulate_reference(p.scheduled, p.input_tokens.astype(np.int64), p.output_tokens.astype(np.int64),
+                             prof.coef_array(), prof.page_size, prof.kv_blocks, prof.max_batch_tokens, prof.max_seqs,
+                             int(np.ceil(prof.admit_free_fraction * prof.kv_blocks)), instances=instances,
+                             router=router, key=keys if router == "prefix-aware" else None)
+    assert np.array_equal(res.instance, ref["instance"])
+    assert np.array_equal(res.status, ref["status"])
+    assert np.array_equal(res.preempted, ref["preempted"])
+    ok = res.status == COMPLETED
+    assert np.array_equal(res.generated[ok], ref["generated"][ok])
+    for name in ("started", "first_token", "completed"):
+        np.testing.assert_allclose(getattr(res, name), ref[name], rtol=TOL, atol=0)
+    if kv_blocks < 2048:  # the small caches exercise preemption
+        assert res.preempted.any()
+
+
+@pytest.mark.parametrize("kv_blocks", [2048, 64, 200])
+def test_conservation(kv_blocks):
+    p = plan_of(trace(n=600, span=10.0))
+    res = run_plan(p, profile(kv_blocks=kv_blocks), 2, "least-loaded")
+    done = res.status == COMPLETED
+    dropped = res.status == DROPPED
+    assert np.all(done | dropped)  # every request completes or is reported dropped
+    assert np.array_equal(res.generated[done], p.output_tokens[done].astype(np.int64))  # exactly its output
+    assert np.all(np.isfinite(res.completed[done])) and np.all(np.isnan(res.completed[dropped]))
+    need = np.ceil((p.input_tokens.astype(np.int64) + p.output_tokens) / 32)
+    assert np.array_equal(dropped, need > kv_blocks)  # dropped exactly when it can never fit
+    s = p.scheduled[done]
+    assert np.all(res.started[done] >= s) and np.all(res.first_token[done] > res.started[done])
+    assert np.all(res.completed[done] >= res.first_token[done])
+    assert np.all(res.kv_used_fraction <= 1.0) and np.all(res.kv_used_fraction >= 0)
+    assert res.kv_used_fraction.max() > 0
+
+
+@pytest.mark.parametrize("inp,out", [(1, 1), (100, 1), (2048, 2), (2049, 50), (5000, 300), (7000, 1000)])
+def test_single_request_matches_the_profile_formula(inp, out):
+    prof = profile(kv_blocks=4096)
+    t = pa.table({"timestamp": [3.5], "client_id": pa.array([0], pa.uint32()),
+                  "input_tokens": pa.array([inp], pa.uint32()), "output_tokens": pa.array([out], pa.uint32())})
+    p = make_plan(t)
+    res = run_plan(p, prof, 1)
+    ttft, tpot, e2e = prof.isolated([inp], [out])
+    # by hand from the formula: prefill chunks of the token budget, then out - 1 decode passes
+    T = prof.max_batch_tokens
+    by_hand, done = 0.0, 0
+    while done < inp:
+        c = min(T, inp - done)
+        done += c
+        by_hand += COEF["base"] + COEF["prefill_token"] * c + COEF["prefill_seq"] + COEF["kv_token"] * done \
+            + COEF["varlen_qk"] * c * done
+    decode = sum(COEF["base"] + COEF["decode_seq"] + COEF["kv_token"] * (inp + k) for k in range(1, out))
+    assert ttft[0] == pytest.approx(by_hand, rel=1e-12)
+    assert res.first_token[0] - 3.5 == pytest.approx(by_hand, rel=TOL)
+    assert res.completed[0] - 3.5 == pytest.approx(by_hand + decode, rel=TOL)
+    assert e2e[0] == pytest.approx(by_hand + decode, rel=1e-12)
+    if out > 1:
+        assert tpot[0] == pytest.approx(decode / (out - 1), rel=1e-12)
+
+
+def test_deterministic_and_isolated_from_global_state(tmp_path):
+    t = trace(n=300)
+    np.random.seed(1)
+    a = simulate_trace(t, tmp_path / "a", profile=profile(), instances=3, router="least-loaded")
+    np.random.seed(2)
+    np.random.random(10)
+    b = simulate_trace(t, tmp_path / "b", profile=profile(), instances=3, router="least-loaded")
+    ra, rb = read_requests(tmp_path / "a"), read_requests(tmp_path / "b")
+    assert ra.equals(rb)
+    assert a["latency"] == b["latency"]
+
+
+def test_attainment_monotone_in_instances():
+    from servegen_fast.simulate.provision import attainment
+
+    p = plan_of(trace(n=600, span=30.0, max_in=1000, max_out=200))
+    prof = profile()
+    curve = [attainment(p, prof, n, "least-loaded", 0.5, 0.03) for n in range(1, 9)]
+    assert curve[0] < 0.5 < curve[-1]  # the trace overloads one instance, not eight
+    assert all(b >= a for a, b in zip(curve, curve[1:])), curve
+
+
+def test_results_have_replay_shape(tmp_path):
+    from servegen_fast.replay.results import REQUEST_SCHEMA
+
+    s = simulate_trace(trace(n=100), tmp_path / "r", profile=profile(), instances=2, slo_ttft=0.5, slo_tpot=0.05)
+    table = read_requests(tmp_path / "r")
+    assert table.schema.remove_metadata().equals(REQUEST_SCHEMA)
+    assert s["counts"]["completed"] == 100 and s["engine"]["name"] == "simulate"
+    assert 0 <= s["goodput"]["fraction"] <= 1
+    assert (tmp_path / "r" / "summary.txt").is_file() and (tmp_path / "r" / "engine_stats.arrow").is_file()
+
+
+def test_builtin_profile_loads():
+    prof = load_profile("cpu-tiny")
+    assert prof.measured_on["model"].startswith("random tiny") and prof.measured_on["device"] == "cpu"
+    assert prof.measured_on["transformers"] and prof.measured_on["torch"]
+    assert load_profile("builtin:cpu-tiny") == prof
+
+
+def test_profile_roundtrip(tmp_path):
+    prof = profile()
+    save_profile(prof, tmp_path / "p.json")
+    assert load_profile(tmp_path / "p.json") == prof
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d.pop("kv_blocks"), "missing key"),
+    (lambda d: d["coefficients"].pop("base"), "coefficients lack base"),
+    (lambda d: d["coefficients"].update(kv_token=-1.0), "kv_token"),
+    (lambda d: d.update(page_size=0), "page_size"),
+    (lambda d: d.update(format="other"), "not a profile"),
+    (lambda d: d.update(colour="red"), "unknown key"),
+    (lambda d: d["coefficients"].update({k: 0.0 for k in COEF}), "takes no time"),
+])
+def test_bad_profiles_get_clear_errors(tmp_path, edit, message):
+    d = json.loads(profile().to_json())
+    edit(d)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ProfileError, match=message):
+        load_profile(path)
+
+
+def test_unreadable_profile_and_missing_file(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text("{not json")
+    with pytest.raises(ProfileError, match=r"x.json: not a profile \(invalid JSON at line 1"):
+        load_profile(path)
+    with pytest.raises(FileNotFoundError, match="profile 'nope.json' not found"):
+        load_profile("nope.json")
+
+
+def test_bad_options():
+    p = plan_of(trace(n=10))
+    with pytest.raises(ValueError, match="instances must be a positive integer"):
+        run_plan(p, profile(), 0)
+    with pytest.raises(ValueError, match="unknown router"):
+        run_plan(p, profile(), 1, "random")
+    with pytest.raises(ValueError, match="prefix-aware needs a prefix key"):
+        run_plan(p, profile(), 1, "prefix-aware")

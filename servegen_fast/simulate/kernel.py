@@ -38,7 +38,7 @@ COMPLETED, DROPPED = 0, 1
 NONE = -1
 
 
-@njit_inline()
+@njit_inline
 def _cdiv(a, b):
     return (a + b - 1) // b
 
@@ -230,7 +230,7 @@ def _apply(i, end, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, f
     clock[i] = end
 
 
-@njit_inline()
+@njit_inline
 def _passes_before(s, dt, a, kmax, t_limit):
     """Passes j = 0..k-1 of durations dt + a·j starting at s: k = min(kmax, the number starting
     before t_limit). Start of pass j: s + j·dt + a·j(j-1)/2 (closed form, no loop over passes)."""
@@ -253,7 +253,7 @@ def _passes_before(s, dt, a, kmax, t_limit):
     return min(j, kmax)
 
 
-@njit_inline()
+@njit_inline
 def blocks_held(i, run, n_run, blocks):
     b = 0
     for j in range(n_run[i]):
@@ -261,7 +261,7 @@ def blocks_held(i, run, n_run, blocks):
     return b
 
 
-@njit_inline()
+@njit_inline
 def _extra_blocks(i, run, n_run, chunk, ctx, blocks, page, k):
     """Blocks the scheduled decoders need beyond what they hold to run k passes."""
     e = 0

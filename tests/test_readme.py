@@ -53,7 +53,7 @@ def test_readme_blocks_are_what_this_test_runs():
 @pytest.mark.slow
 def test_readme_commands_run_as_written(tmp_path, servegen_root, shared_data):
     text = README.read_text()
-    for name in ("azure-llm-2023-conv.csv",):
+    for name in ("azure-llm-2023-conv.csv", "mooncake-conversation.jsonl"):
         (tmp_path / name).symlink_to(shared_data / name)
     has_replay = all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2")

@@ -88,5 +88,19 @@ class RecordNode:
         Path(self.directory, f"{index}.node").write_text(ray.get_runtime_context().get_node_id())
 
 
-__all__ = ["init_local_ray", "RecordNode", "JOB", "manifest", "source", "reference", "same_files", "KillOnce",
+class HangOffHead:
+    """A task on a node other than the head marks `marker` and waits (its node is then killed)."""
+
+    def __init__(self, head_node_id: str, marker: Path, seconds: float = 300):
+        self.head, self.marker, self.seconds = head_node_id, str(marker), seconds
+
+    def __call__(self, index: int) -> None:
+        import ray
+
+        if ray.get_runtime_context().get_node_id() != self.head:
+            Path(self.marker).write_text(str(index))
+            time.sleep(self.seconds)
+
+
+__all__ = ["init_local_ray", "RecordNode", "HangOffHead", "JOB", "manifest", "source", "reference", "same_files", "KillOnce",
            "FailAlways", "Hang"]

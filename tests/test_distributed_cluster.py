@@ -1,12 +1,14 @@
 """The Ray code paths on a two-node cluster on this machine (a head and a second `ray start`
 node, one CPU each): partitions spread over both nodes with the single-machine bytes, resume
-after the driver is killed, and senders on both nodes merged into the single-process result."""
+after the driver is killed, senders on both nodes merged into the single-process result, and
+(last: it leaves one node) a whole node killed mid-run, its partitions redone on the other."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -97,3 +99,27 @@ def test_senders_on_two_nodes_merge_to_the_single_process_result(cluster, tmp_pa
     assert len({o["node"] for o in send.offsets}) == 2  # spread over both nodes
     assert _rows(tmp_path / "one") == _rows(tmp_path / "ray")
     assert np.all(read_requests(tmp_path / "ray").column("lateness").to_numpy() >= 0)
+
+
+def test_a_node_killed_mid_run_loses_nothing(cluster, expected, tmp_path):
+    """Kept last in the module: the second node does not come back."""
+    head = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"])
+    marker = tmp_path / "hanging"
+    killed = threading.Event()
+
+    def kill_when_busy():
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not marker.exists():
+            time.sleep(0.1)
+        if marker.exists():
+            cluster.kill_node(1)  # the machine running a partition fails (raylet, workers and all)
+            killed.set()
+
+    killer = threading.Thread(target=kill_when_busy, daemon=True)
+    killer.start()
+    done = generate_on_ray(J.JOB, tmp_path / "t", partition="hour", task_hook=J.HangOffHead(head, marker))
+    killer.join(timeout=5)
+    assert killed.is_set(), "no partition ran on the second node"
+    assert done.manifest["complete"] and done.reused_partitions == 0
+    assert J.same_files(expected, tmp_path / "t") == []
+    assert sum(n["Alive"] for n in ray.nodes()) == 1

@@ -179,7 +179,7 @@ def provision(trace, *, profile, slo_ttft=None, slo_tpot=None, goodput: float = 
         if v != "realistic":
             result["variants"][v]["under_provisioning"] = (n_real - result["variants"][v]["instances"]) / n_real
     top = max(r["instances"] for r in result["variants"].values())
-    if top <= 64:  # full curves for the plot: cheap at this size
+    if plot and top <= 64:  # full curves for the plot (each N one more simulation of every variant)
         for v in variants:
             c = result["variants"][v]["curve"]
             for n in range(1, min(max_instances, int(np.ceil(top * 1.5)) + 1)):

@@ -102,7 +102,8 @@ class SessionExpander:
         if not emit:
             return None
         kept, sid = _order_first(cols["timestamp"], kept, sid)
-        pos_a, pos_b = R.merge_positions(cols["timestamp"][kept], sid, rows["timestamp"], rows["session_id"])
+        pos_a, pos_b = R.merge_sorted(cols["timestamp"][kept], sid, np.zeros(len(kept), np.int64), rows["timestamp"],
+                                      rows["session_id"], rows["turn"])
         n = len(pos_a) + len(pos_b)
         out = {}
         for c, src in (("timestamp", cols["timestamp"]), ("client_id", cid), ("prefix_id", pid), *base.items()):

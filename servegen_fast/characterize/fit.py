@@ -37,7 +37,7 @@ from ..model.fields import LAW_IDLE, LAW_NAMES
 from ..model.pool import ClientPool
 from ..io.sources import RequestLog
 from .analyze import spearman
-from .modulation import fit_modulation
+from .modulation import coarse_clock, fit_modulation, spread_ticks
 
 SHAPE_RULES = ("moments", "mle")
 FIELDS = ("input_tokens", "output_tokens")
@@ -223,7 +223,9 @@ def fit_pool(log: RequestLog, client_key=None, options: FitOptions | None = None
     count = np.bincount(ci * n_win + wi, minlength=n_clients * n_win).reshape(n_clients, n_win)
     rate = count / wlen[None, :]
 
-    arrival = _fit_arrivals(t, ci, wi, count, rate, wlen, log.resolution, opts)
+    step = coarse_clock(t)  # a coarse clock's ties are spread over their tick; generation floors to it
+    arrival = _fit_arrivals(t if step is None else spread_ticks(t, step), ci, wi, count, rate, wlen, log.resolution,
+                            opts)
     n_len = -(-span // opts.length_window)
     li = (t // opts.length_window).astype(np.int64)
     dist_id, table = _fit_lengths(log, ci, li, n_clients, n_len, opts, input_rows)
@@ -234,7 +236,7 @@ def fit_pool(log: RequestLog, client_key=None, options: FitOptions | None = None
                       dist_id=dist_id, dists=table, window_size=opts.window, length_window_size=opts.length_window,
                       origin=int(math.floor(log.start)) if np.isfinite(log.start) else 0)
     rho = suggested_correlation(spearman(log.input_tokens, log.output_tokens))
-    pool = pool.replace(length_correlation=0.0 if rho == "independent" else float(rho))
+    pool = pool.replace(length_correlation=0.0 if rho == "independent" else float(rho), clock_step=step)
     rows = []
     if opts.modulation and opts.shape_rule == "moments":
         pool, rows = fit_modulation(pool, t, ci, labels)

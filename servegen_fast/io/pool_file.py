@@ -43,12 +43,13 @@ def save_pool(pool: ClientPool, path: str | os.PathLike) -> Path:
         arr = getattr(pool.dists, name)
         shapes["dists." + name] = [list(arr.shape), arr.dtype.str]
         cols["dists." + name] = _list_column(arr)
-    fitted = pool.mod_sigma is not None or pool.length_correlation is not None
+    fitted = pool.mod_sigma is not None or pool.length_correlation is not None or pool.clock_step is not None
     meta = {"format": FORMAT, "version": FORMAT_VERSION if fitted else 1, "category": pool.category, "model": pool.model,
             "fields": list(pool.fields), "window_size": pool.window_size,
             "length_window_size": pool.length_window_size, "origin": pool.origin, "arrays": shapes}
-    if pool.length_correlation is not None:
-        meta["length_correlation"] = float(pool.length_correlation)
+    for name in ("length_correlation", "clock_step"):
+        if getattr(pool, name) is not None:
+            meta[name] = float(getattr(pool, name))
     table = pa.table(cols).replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
     check_output(path, "file")
@@ -93,7 +94,8 @@ def load_pool_file(path: str | os.PathLike) -> ClientPool:
         return ClientPool(category=meta["category"], model=meta["model"], fields=tuple(meta["fields"]),
                           dists=dists, window_size=meta["window_size"],
                           length_window_size=meta["length_window_size"], origin=meta["origin"],
-                          length_correlation=meta.get("length_correlation"), **arrays)
+                          length_correlation=meta.get("length_correlation"), clock_step=meta.get("clock_step"),
+                          **arrays)
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: incomplete or inconsistent pool file ({type(e).__name__}: {e})") from None
 

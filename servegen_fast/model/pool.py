@@ -42,10 +42,10 @@ class ClientPool(LengthFilters):
     length_window_size: int = 21600     # nominal length window (s)
     origin: int = 0                     # absolute time of this view's t = 0 in the source pool
     present: np.ndarray | None = None   # bool[C, W]: False where a filter removed the window
-    # intra-window modulation (kernels/modulation.py), fitted pools only; None: plain windows
-    mod_sigma: np.ndarray | None = None  # float64[C, W] log-intensity sigma (0: plain window)
-    mod_tau: np.ndarray | None = None    # float64[C, W] its segment length (s)
+    mod_sigma: np.ndarray | None = None  # float64[C, W] intra-window modulation sigma (None, 0: plain windows)
+    mod_tau: np.ndarray | None = None    # float64[C, W] its segment length (s); kernels/modulation.py
     length_correlation: float | None = None  # Gaussian-copula rho of the base fields; None: comonotone
+    clock_step: float | None = None      # a fitted log's clock step (s): timestamps are floored to it
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:

@@ -26,6 +26,9 @@ for all fields), ``independent``, or a float rho in [0, 1] for a Gaussian copula
 equicorrelation rho between the base fields; None (the default) takes the pool's own
 (`ClientPool.length_correlation`, set by a fit), else comonotone.
 
+A pool fitted to a log with a coarse clock (`clock_step`, e.g. Mooncake's 3 s ticks) floors
+its timestamps to multiples of that step, as the log records them.
+
 Intra-window modulation: a pool with `mod_sigma` > 0 for a (client, window) warps that unit's
 arrivals by a keyed log-normal intensity (kernels/modulation.py); plain windows are untouched.
 """
@@ -263,6 +266,9 @@ def _finish_chunk(kern, view, opts: GenerateOptions, job, ctx) -> dict:
     """Columns of a submitted chunk, with the multimodal item lists drawn for its rows."""
     seed, u, offsets, base, session_dist = ctx
     ts, cid, vals, perm, unit = job.result()
+    step = getattr(getattr(view, "source", view), "clock_step", None)
+    if step:  # a fitted log's coarse clock (ClientPool.clock_step): monotone, so the order stands
+        ts = np.floor(ts / step) * step
     n = len(ts)
     cols = {"timestamp": ts, "client_id": cid}
     if session_dist is not None:  # each slot's window, index in its unit, and unit (with the units' distributions)

@@ -13,6 +13,8 @@ from ..version import __version__
 from ..io.trace import PARTITIONS, trace_schema, write_partitions, write_trace
 from ..model import population as P
 from ..model import rates as R
+from ..model.pool import ClientPool
+from ..model.resample import resample_windows
 from ..model.sessions import DEFAULT_BLOCK_SIZE
 from .generate import DEFAULT_CHUNK_BYTES, default_mode, effective_correlation, generate
 
@@ -47,8 +49,9 @@ class Job:
 
 
 def source_for(pool, job: Job):
-    """What `job` generates from: `pool` itself, a synthesized population (fleet.clients), or the
-    pool repeated past its end (a span beyond it, day variation or growth)."""
+    """What `job` generates from: `pool` itself, a synthesized population (fleet.clients), the
+    pool repeated past its end (a span beyond it, day variation or growth), or, for a pool
+    shorter than a day, its windows resampled past its end (model/resample.py)."""
     end = job.start + job.duration
     f = job.fleet
     horizon = f.horizon or max(end, pool.duration)
@@ -57,6 +60,9 @@ def source_for(pool, job: Job):
         return P.synthesize(pool, f.clients, mean_rate=f.mean_rate, duration=horizon, seed=job.seed,
                             rate_sigma=f.rate_sigma, cv_sigma=f.cv_sigma, max_shift=f.max_shift,
                             day_sigma=f.day_sigma, growth=f.growth, mean_over=f.mean_over or (job.start, end))
+    short = isinstance(pool, ClientPool) and pool.duration < P.DAY
+    if end > pool.duration and short and not (f.day_sigma or f.growth):
+        return resample_windows(pool, end, seed=job.seed)  # too short to repeat: whole windows resampled
     if end > pool.duration or f.day_sigma or f.growth:
         return P.extend_horizon(pool, horizon, day_sigma=f.day_sigma, growth=f.growth, seed=job.seed)
     return pool

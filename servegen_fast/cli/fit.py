@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .args import positive
+from .args import ks_distance, positive
 from .logs import add_read_arguments, read
 
 
@@ -33,7 +33,7 @@ def add_arguments(sub) -> None:
     f.add_argument("--modulation", choices=("fit", "off"), default="fit",
                    help="intra-window rate modulation per client, chosen by the IDC-curve error (default: fit; "
                         "off: ServeGen's plain windows)")
-    f.add_argument("--ks-threshold", type=float, default=0.1,
+    f.add_argument("--ks-threshold", type=ks_distance, default=0.1,
                    help="report fitted windows whose chosen law has a KS distance above this (default: 0.1)")
     f.add_argument("--sessions-out", default=None, metavar="PROFILE",
                    help="also fit a session profile (multi-turn sessions, shared prompts) from the log's KV block ids "

@@ -31,7 +31,7 @@ from ..kernels import philox as px
 from .analyze import index_of_dispersion
 from ..model.pool import ClientPool
 
-SIGMAS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.55, 0.75, 1.0, 1.4)
+SIGMAS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.55, 0.75, 1.0, 1.4, 2.0, 2.8)
 TAUS = (3.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 IDC_SCALES = (1.0, 3.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 MIN_REQUESTS = 500

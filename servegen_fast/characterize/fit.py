@@ -149,7 +149,7 @@ def _modulation_lines(rows: list, enabled: bool) -> list[str]:
     for r in rows:
         what = (f"modulated, sigma {r['sigma']}, tau {r['tau']:g} s" if r["modulated"] else "plain windows")
         out.append(f"  client {r['client']}: {what} (IDC-curve error {r['best_error']:.3f} vs plain "
-                   f"{r['plain_error']:.3f})")
+                   f"{r['plain_error']:.3f}, seed-to-seed noise {r['noise']:.3f})")
     return out or ["  intra-window modulation: no client has enough requests to fit it"]
 
 

@@ -15,6 +15,7 @@ from . import config
 from . import philox as px
 from .bodies import FIELD_ITEM, make_bodies
 from .session_bodies import make_session_bodies
+from .modulation import warp_arrivals  # noqa: F401 (the contract: intra-window modulation)
 
 _pjit = config.njit_parallel
 _nbjit = config.njit

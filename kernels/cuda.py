@@ -38,6 +38,7 @@ from .cuda_kernels import (SIMULATOR, THREADS_PER_BLOCK, _blocks, _count_renewal
                            device_name, _dev, _fill_arrivals_k, _fill_base_k, _fill_items_k,  # noqa: E402
                            _gather_ordered_k, _gather_rows_k, _launch, _order)
 from .cuda_chunks import PendingChunk, submit_ordered  # noqa: E402,F401
+from .cuda_modulation import launch_warp  # noqa: E402
 
 
 def count_renewal(seed, client, window, length, law, k, scale):
@@ -61,6 +62,16 @@ def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offs
     _launch(_fill_arrivals_k, n, np.int64(mode), np.uint64(seed), _dev(client), _dev(window), _dev(start),
             _dev(length), _dev(below), _dev(law), _dev(k), _dev(scale), _dev(offsets, np.int64), d_out)
     out_t[:] = d_out.copy_to_host()
+
+
+def warp_arrivals(seed, client, window, start, length, sigma, tau, offsets, out_t):
+    """Intra-window modulation (kernels/modulation.py) of host arrivals out_t, in place."""
+    if len(sigma) == 0 or len(out_t) == 0:
+        return
+    d_t = _dev(out_t, np.float64)
+    launch_warp(_launch, _dev, seed, _dev(np.asarray(client, np.uint32)), _dev(window), start, length, sigma, tau,
+                _dev(offsets, np.int64), d_t)
+    out_t[:] = d_t.copy_to_host()
 
 
 def window_order(t, unit_offsets, window_first_unit):
@@ -117,7 +128,7 @@ def gather_rows(perm, slot_unit, client, t, vals):
             _dev(t, np.float64), _dev(vals, np.float64), np.int64(nf), ts, cid, out)
     return ts.copy_to_host(), cid.copy_to_host(), out.copy_to_host()[:nf]
 
-__all__ = ["count_renewal", "fill_arrivals", "window_order", "fill_base", "fill_items", "gather_rows", "submit_ordered",
+__all__ = ["count_renewal", "fill_arrivals", "warp_arrivals", "window_order", "fill_base", "fill_items", "gather_rows", "submit_ordered",
            "PendingChunk", "device_name", "SIMULATOR", "THREADS_PER_BLOCK",
            # kernels and launch helpers, for benchmarks/bench_cuda.py
            "_blocks", "_count_renewal_k", "_fill_arrivals_k", "_fill_base_k", "_gather_ordered_k", "_order"]

@@ -8,6 +8,7 @@ import math
 import numpy as np
 from numba import cuda
 
+from .cuda_modulation import launch_warp
 from .cuda_kernels import _fill_arrivals_k, _fill_base_k, _gather_ordered_k, _launch, _order
 
 class _Tables:
@@ -81,7 +82,7 @@ class PendingChunk:
 
 
 def submit_ordered(mode, seed, client, window, start, length, law, k, scale, offsets, first_unit, corr_mode, rho,
-                   dist, tables, want_units):
+                   dist, tables, want_units, mod=None):
     """Queue one chunk on the GPU: arrivals, window ordering, base lengths in unit order and the
     gather into time order all stay on the device; only the ordered columns are copied back
     (asynchronously, into pinned buffers). Returns a PendingChunk whose result() is
@@ -113,6 +114,9 @@ def submit_ordered(mode, seed, client, window, start, length, law, k, scale, off
     _launch(_fill_arrivals_k, len(law), np.int64(mode), np.uint64(seed), d_client, d_window, _dev_async(start, stream),
             _dev_async(length, stream), _dev_async(below, stream), _dev_async(law, stream), _dev_async(k, stream),
             _dev_async(scale, stream), d_off, d_t, stream=stream)
+    if mod is not None:  # intra-window modulation (kernels/modulation.py): (sigma, tau) per unit
+        launch_warp(_launch, lambda a: _dev_async(a, stream), seed, d_client, d_window, start, length, mod[0], mod[1],
+                    d_off, d_t, stream=stream)
     bounds = np.asarray(offsets, np.int64)[np.asarray(first_unit, np.int64)]
     d_perm = _order(d_t, _dev_async(bounds, stream), len(bounds) - 1, stream)
     d_vals = cuda.device_array((n, max(nf, 1)), np.float64, stream=stream)

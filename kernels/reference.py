@@ -187,3 +187,4 @@ def gather_rows(perm, slot_unit, client, t, vals):
 
 
 from .reference_sessions import expand_turns, fill_block_ids, session_roles  # noqa: E402,F401 (the contract)
+from .modulation import warp_arrivals_np as warp_arrivals  # noqa: E402,F401 (the contract)

@@ -165,3 +165,25 @@ def test_inconsistent_shapes(deepseek, tmp_path):
     path = _tamper(deepseek, tmp_path, edit)
     with pytest.raises(ValueError, match=r"pool\.parquet: incomplete or inconsistent pool file .*rate has shape"):
         load_pool_file(path)
+
+
+def test_fitted_fields_round_trip_and_version(m_mid, tmp_path):
+    """Modulation arrays, the length correlation and the clock step survive a save; a pool
+    without them is still written as format version 1 (older readers load it)."""
+    pool = m_mid.span(0, 3600)
+    plain = save_pool(pool, tmp_path / "plain.parquet")
+    assert json.loads(pq.read_schema(plain).metadata[b"servegen_fast.pool"])["version"] == 1
+    c, w = pool.rate.shape
+    fitted = pool.replace(mod_sigma=np.linspace(0, 1, c * w).reshape(c, w), mod_tau=np.full((c, w), 30.0),
+                          length_correlation=0.08, clock_step=3.0)
+    back = load_pool_file(save_pool(fitted, tmp_path / "fitted.parquet"))
+    assert_identical(fitted, back)
+    np.testing.assert_array_equal(back.mod_sigma, fitted.mod_sigma)
+    np.testing.assert_array_equal(back.mod_tau, fitted.mod_tau)
+    assert back.length_correlation == 0.08 and back.clock_step == 3.0
+    assert load_pool_file(plain).mod_sigma is None and load_pool_file(plain).length_correlation is None
+    # views slice the modulation with the windows and clients
+    v = back.span(600, 1800).select_clients(np.arange(3))
+    assert v.mod_sigma.shape == v.rate.shape
+    with pytest.raises(ValueError, match="come together"):
+        pool.replace(mod_sigma=np.zeros((c, w)))

@@ -7,7 +7,8 @@ matplotlib (plots live in `plots.py`). Definitions (docs/fit-analyze.md):
 * IAT CV: of all inter-arrival times; "at scale s": the request-weighted mean of the IAT CV
   within each s-second window holding at least 3 requests (rate changes between windows drop out).
 * index of dispersion of counts (IDC) at scale s: Var/Mean of the request counts of the whole
-  s-second bins of the span (1 for a Poisson process, larger when bursty).
+  s-second bins of the span (1 for a Poisson process, larger when bursty); the IDC curve
+  takes s from 0.1 s to 1 h (IDC_SCALES; NaN where the span holds fewer than two bins).
 * burstiness B = (σ − μ)/(σ + μ) of the inter-arrival times (−1 periodic, 0 Poisson, → 1 bursty).
 * input–output correlation: Pearson of log(1 + tokens) and Spearman's rank correlation.
 * fidelity (trace vs. reference): request count error, two-sample KS distances of input and
@@ -22,7 +23,7 @@ from ..io.sources import RequestLog
 from . import prefix_cache as PC
 
 SCALES = (60, 600, 3600)
-IDC_SCALES = (1, 10, 60, 600)
+IDC_SCALES = (0.1, 0.3, 1, 3, 10, 30, 60, 120, 300, 600, 1800, 3600)  # the IDC curve (s); NaN under 2 bins
 PERCENTILES = (50, 90, 99)
 
 

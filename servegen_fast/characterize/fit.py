@@ -36,6 +36,8 @@ from ..model.distributions import DistTableBuilder
 from ..model.fields import LAW_IDLE, LAW_NAMES
 from ..model.pool import ClientPool
 from ..io.sources import RequestLog
+from .analyze import spearman
+from .modulation import coarse_clock, fit_modulation, spread_ticks
 
 SHAPE_RULES = ("moments", "mle")
 FIELDS = ("input_tokens", "output_tokens")
@@ -54,6 +56,8 @@ class FitOptions:
     min_length_samples: int = 20
     length_points: int = 256
     shape_rule: str = "moments"
+    modulation: bool = True      # fit the intra-window modulation per client (characterize/modulation.py)
+    ks_threshold: float = 0.1    # a window's chosen law "does not fit" above this KS distance (reported)
 
     def validate(self) -> None:
         for name in ("window", "length_window", "length_points", "min_length_samples"):
@@ -68,6 +72,8 @@ class FitOptions:
             raise ValueError(f"length_points must be at least 2, got {self.length_points}")
         if self.shape_rule not in SHAPE_RULES:
             raise ValueError(f"shape_rule must be one of {SHAPE_RULES}, got {self.shape_rule!r}")
+        if not 0.0 < self.ks_threshold <= 1.0:
+            raise ValueError(f"ks_threshold must be in (0, 1], got {self.ks_threshold!r}")
 
 
 @dataclass
@@ -80,12 +86,11 @@ class FitResult:
     log: RequestLog
     client_key: tuple
     options: FitOptions = field(default_factory=FitOptions)
+    modulation: list = field(default_factory=list)  # one row per client the modulation fit tried
 
     def summary(self) -> dict:
         """Plain-data summary (JSON-ready) of the fit."""
         from ..sample.plan import servegen_counts
-
-        from .analyze import spearman
 
         p, own = self.pool, self.level == LEVEL_WINDOW
         rho_s = spearman(self.log.input_tokens, self.log.output_tokens)
@@ -101,8 +106,11 @@ class FitResult:
                 "laws_of_fitted_windows": laws,
                 "ks_of_fitted_windows": ({"median": float(np.median(ks)), "p90": float(np.quantile(ks, 0.9)),
                                           "max": float(ks.max())} if len(ks) else None),
+                "windows_above_ks_threshold": int(np.count_nonzero(ks > self.options.ks_threshold)),
+                "modulation": self.modulation,
+                "modulated_clients": int(sum(r["modulated"] for r in self.modulation)),
                 "distributions": len(p.dists), "distribution_points": int(len(p.dists.values)),
-                "input_output_spearman": rho_s, "suggested_correlation": suggested_correlation(rho_s)}
+                "input_output_spearman": rho_s, "length_correlation": p.length_correlation}
 
     def describe(self) -> str:
         s = self.summary()
@@ -117,12 +125,32 @@ class FitResult:
             k = s["ks_of_fitted_windows"]
             lines.append(f"  KS distance of the chosen law: median {k['median']:.3f}, p90 {k['p90']:.3f}, "
                          f"max {k['max']:.3f}")
+            bad = s["windows_above_ks_threshold"]
+            if bad:
+                lines.append(f"  {bad:,} of {own_count(s):,} fitted windows: no single law fits (KS above "
+                             f"{self.options.ks_threshold}); their burstiness is left to the modulation fit")
+        lines += _modulation_lines(s["modulation"], self.options.modulation)
         lines.append(f"  length distributions: {s['distributions']:,} ({s['distribution_points']:,} points)")
-        lines.append(f"  input/output rank correlation {s['input_output_spearman']:.3f}: generate with "
-                     f"--correlation {s['suggested_correlation']} to keep it (the pool does not carry it)")
+        lines.append(f"  input/output rank correlation {s['input_output_spearman']:.3f}: the pool carries the "
+                     f"Gaussian-copula correlation {s['length_correlation']} (generation's default for this pool)")
         lines.append(f"  native-rate generation: renewal/poisson modes expect {s['requests']:,} requests; servegen "
                      f"mode gives {s['servegen_mode_requests']:,} (ceil(r*L) - 1 per active window)")
         return "\n".join(lines)
+
+
+def own_count(s: dict) -> int:
+    return sum(s["laws_of_fitted_windows"].values())
+
+
+def _modulation_lines(rows: list, enabled: bool) -> list[str]:
+    if not enabled:
+        return ["  intra-window modulation: off (plain windows)"]
+    out = []
+    for r in rows:
+        what = (f"modulated, sigma {r['sigma']}, tau {r['tau']:g} s" if r["modulated"] else "plain windows")
+        out.append(f"  client {r['client']}: {what} (IDC-curve error {r['best_error']:.3f} vs plain "
+                   f"{r['plain_error']:.3f}, seed-to-seed noise {r['noise']:.3f})")
+    return out or ["  intra-window modulation: no client has enough requests to fit it"]
 
 
 def suggested_correlation(rho_s: float):
@@ -195,7 +223,9 @@ def fit_pool(log: RequestLog, client_key=None, options: FitOptions | None = None
     count = np.bincount(ci * n_win + wi, minlength=n_clients * n_win).reshape(n_clients, n_win)
     rate = count / wlen[None, :]
 
-    arrival = _fit_arrivals(t, ci, wi, count, rate, wlen, log.resolution, opts)
+    step = coarse_clock(t)  # a coarse clock's ties are spread over their tick; generation floors to it
+    arrival = _fit_arrivals(t if step is None else spread_ticks(t, step), ci, wi, count, rate, wlen, log.resolution,
+                            opts)
     n_len = -(-span // opts.length_window)
     li = (t // opts.length_window).astype(np.int64)
     dist_id, table = _fit_lengths(log, ci, li, n_clients, n_len, opts, input_rows)
@@ -205,8 +235,13 @@ def fit_pool(log: RequestLog, client_key=None, options: FitOptions | None = None
                       law=arrival["law"], shape=arrival["shape"], scale=arrival["scale"], fields=FIELDS,
                       dist_id=dist_id, dists=table, window_size=opts.window, length_window_size=opts.length_window,
                       origin=int(math.floor(log.start)) if np.isfinite(log.start) else 0)
+    rho = suggested_correlation(spearman(log.input_tokens, log.output_tokens))
+    pool = pool.replace(length_correlation=0.0 if rho == "independent" else float(rho), clock_step=step)
+    rows = []
+    if opts.modulation and opts.shape_rule == "moments":
+        pool, rows = fit_modulation(pool, t, ci, labels)
     return FitResult(pool=pool, labels=labels, count=count, ks=arrival["ks"], level=arrival["level"], log=log,
-                     client_key=cols, options=opts)
+                     client_key=cols, options=opts, modulation=rows)
 
 
 def _fit_arrivals(t, ci, wi, count, rate, wlen, resolution, opts: FitOptions) -> dict:

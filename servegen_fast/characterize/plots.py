@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .analyze import rate_series
+from .analyze import IDC_SCALES, index_of_dispersion, rate_series
 from ..io.atomic import atomic_path
 from ..io.sources import RequestLog
 
@@ -45,7 +45,8 @@ def _ecdf(ax, v: np.ndarray, label: str) -> None:
 
 def write_plots(trace: RequestLog, out_dir: str | os.PathLike, reference: RequestLog | None = None,
                 names: tuple[str, str] = ("trace", "reference"), bin_s: float = 60.0) -> list[Path]:
-    """rate.png, iat_cdf.png, length_cdf.png and input_output.png in `out_dir`; returns the paths."""
+    """rate.png, iat_cdf.png, length_cdf.png, input_output.png and idc.png (the IDC curve, burstiness
+    over time scales) in `out_dir`; returns the paths."""
     Figure, Canvas = _matplotlib()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,6 +90,19 @@ def write_plots(trace: RequestLog, out_dir: str | os.PathLike, reference: Reques
         ax.pcolormesh(edges[0], edges[1], np.log10(1 + h).T, cmap="viridis")  # log shading: the tails stay visible
         ax.set(xlabel="log10(input tokens + 1)", ylabel="log10(output tokens + 1)", title=f"{name}: input vs output (log10(1 + count))")
     paths.append(_save(fig, Canvas, out / "input_output.png"))
+
+    fig = Figure(layout="constrained", figsize=(6, 4))
+    ax = fig.add_subplot()
+    for log, name in logs:
+        sc = np.array(IDC_SCALES, np.float64)
+        idc = np.array([index_of_dispersion(log.timestamp, log.span, s) for s in sc])
+        ok = np.isfinite(idc) & (idc > 0)
+        ax.plot(sc[ok], idc[ok], marker="o", label=name)
+    ax.axhline(1.0, color="grey", linestyle=":", label="Poisson")
+    ax.set(xscale="log", yscale="log", xlabel="bin (s)", ylabel="IDC of counts (Var / Mean)",
+           title="burstiness over time scales")
+    ax.legend()
+    paths.append(_save(fig, Canvas, out / "idc.png"))
     with_blocks = [(log, name) for log, name in logs if log.blocks is not None]
     if with_blocks:
         paths += _session_plots(with_blocks, out, Figure, Canvas)

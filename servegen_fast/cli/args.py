@@ -55,6 +55,14 @@ def non_negative(kind=float):
     return lambda text: _number(kind, text, allow_zero=True)
 
 
+def ks_distance(text: str) -> float:
+    """A KS-distance threshold in (0, 1]."""
+    v = _number(float, text, allow_zero=False)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"a KS distance is at most 1, got {v}")
+    return v
+
+
 def correlation(text: str):
     """'comonotone', 'independent' or a copula correlation in [0, 1]."""
     if text in ("comonotone", "independent"):

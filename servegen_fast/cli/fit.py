@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .args import positive
+from .args import ks_distance, positive
 from .logs import add_read_arguments, read
 
 
@@ -30,6 +30,11 @@ def add_arguments(sub) -> None:
                    help="most support points of a length distribution (default: 256)")
     f.add_argument("--shape-rule", choices=("moments", "mle"), default="moments",
                    help="law shape: match the window's IAT CV (default) or the maximum-likelihood shape")
+    f.add_argument("--modulation", choices=("fit", "off"), default="fit",
+                   help="intra-window rate modulation per client, chosen by the IDC-curve error (default: fit; "
+                        "off: ServeGen's plain windows)")
+    f.add_argument("--ks-threshold", type=ks_distance, default=0.1,
+                   help="report fitted windows whose chosen law has a KS distance above this (default: 0.1)")
     f.add_argument("--sessions-out", default=None, metavar="PROFILE",
                    help="also fit a session profile (multi-turn sessions, shared prompts) from the log's KV block ids "
                         "(Mooncake hash_ids, or a trace made with --sessions) and write it to this JSON file; the "
@@ -53,7 +58,8 @@ def run(args) -> int:
     log = read(args.log, args.format, args)
     opts = FitOptions(window=args.window, length_window=args.length_window, min_requests=args.min_requests,
                       min_length_samples=args.min_length_samples, length_points=args.length_points,
-                      shape_rule=args.shape_rule)
+                      shape_rule=args.shape_rule, modulation=args.modulation == "fit",
+                      ks_threshold=args.ks_threshold)
     sessions = None
     if args.sessions_out:
         from ..characterize import sessions as S

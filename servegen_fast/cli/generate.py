@@ -34,8 +34,9 @@ def add_arguments(sub) -> None:
     sm = g.add_argument_group("sampling")
     sm.add_argument("--mode", choices=("servegen", "renewal", "poisson"), default=None,
                     help="arrival semantics (default: servegen, renewal with --clients; see docs/ARCHITECTURE.md)")
-    sm.add_argument("--correlation", type=correlation, default="comonotone",
-                    help="length correlation: comonotone (default), independent, or a copula correlation in [0, 1]")
+    sm.add_argument("--correlation", type=correlation, default=None,
+                    help="length correlation: comonotone, independent, or a copula correlation in [0, 1]; default: "
+                         "the pool's own (a fitted pool carries the log's), else comonotone (ServeGen's)")
     sm.add_argument("--seed", type=non_negative(int), default=0, help="random seed (default: 0; same seed, same trace)")
     sm.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default="cpu", help="sampling backend (default: cpu)")
     sm.add_argument("--chunk-mb", type=positive(int), default=256,

@@ -20,10 +20,10 @@ from ..model.distributions import DistTable
 from ..model.pool import ClientPool
 
 FORMAT = "servegen-fast-pool"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: optional intra-window modulation arrays and a length correlation (fitted pools)
 _META_KEY = b"servegen_fast.pool"
 _ARRAYS = ("client_ids", "window_start", "window_len", "window_index", "length_index",
-           "rate", "cv", "law", "shape", "scale", "dist_id", "present")
+           "rate", "cv", "law", "shape", "scale", "dist_id", "present", "mod_sigma", "mod_tau")
 _TABLE = ("values", "cdf", "offsets")
 BUILTIN_NAME = "builtin"
 
@@ -43,9 +43,13 @@ def save_pool(pool: ClientPool, path: str | os.PathLike) -> Path:
         arr = getattr(pool.dists, name)
         shapes["dists." + name] = [list(arr.shape), arr.dtype.str]
         cols["dists." + name] = _list_column(arr)
-    meta = {"format": FORMAT, "version": FORMAT_VERSION, "category": pool.category, "model": pool.model,
+    fitted = pool.mod_sigma is not None or pool.length_correlation is not None or pool.clock_step is not None
+    meta = {"format": FORMAT, "version": FORMAT_VERSION if fitted else 1, "category": pool.category, "model": pool.model,
             "fields": list(pool.fields), "window_size": pool.window_size,
             "length_window_size": pool.length_window_size, "origin": pool.origin, "arrays": shapes}
+    for name in ("length_correlation", "clock_step"):
+        if getattr(pool, name) is not None:
+            meta[name] = float(getattr(pool, name))
     table = pa.table(cols).replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
     check_output(path, "file")
@@ -89,7 +93,9 @@ def load_pool_file(path: str | os.PathLike) -> ClientPool:
         dists = DistTable(*(array("dists." + n) for n in _TABLE))
         return ClientPool(category=meta["category"], model=meta["model"], fields=tuple(meta["fields"]),
                           dists=dists, window_size=meta["window_size"],
-                          length_window_size=meta["length_window_size"], origin=meta["origin"], **arrays)
+                          length_window_size=meta["length_window_size"], origin=meta["origin"],
+                          length_correlation=meta.get("length_correlation"), clock_step=meta.get("clock_step"),
+                          **arrays)
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: incomplete or inconsistent pool file ({type(e).__name__}: {e})") from None
 

@@ -42,6 +42,10 @@ class ClientPool(LengthFilters):
     length_window_size: int = 21600     # nominal length window (s)
     origin: int = 0                     # absolute time of this view's t = 0 in the source pool
     present: np.ndarray | None = None   # bool[C, W]: False where a filter removed the window
+    mod_sigma: np.ndarray | None = None  # float64[C, W] intra-window modulation sigma (None, 0: plain windows)
+    mod_tau: np.ndarray | None = None    # float64[C, W] its segment length (s); kernels/modulation.py
+    length_correlation: float | None = None  # Gaussian-copula rho of the base fields; None: comonotone
+    clock_step: float | None = None      # a fitted log's clock step (s): timestamps are floored to it
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
@@ -57,8 +61,7 @@ class ClientPool(LengthFilters):
         for name in ("window_len", "window_index", "length_index"):
             if len(getattr(self, name)) != w:
                 raise ValueError(f"ClientPool.{name} must have {w} entries")
-        if self.present is not None and self.present.shape != (c, w):
-            raise ValueError(f"ClientPool.present has shape {self.present.shape}, expected ({c}, {w})")
+        _check_optional(self, c, w)
 
     # ----------------------------------------------------------------- shape
     @property
@@ -119,7 +122,7 @@ class ClientPool(LengthFilters):
             length_index=self.length_index[keep],
             rate=self.rate[:, keep], cv=self.cv[:, keep], law=self.law[:, keep],
             shape=self.shape[:, keep], scale=self.scale[:, keep],
-            present=None if self.present is None else self.present[:, keep],
+            **_optional(self, lambda a: a[:, keep]),
             origin=self.origin + start,
         )._drop_inactive_clients()
 
@@ -129,8 +132,7 @@ class ClientPool(LengthFilters):
         return self.replace(
             client_ids=self.client_ids[sel], rate=self.rate[sel], cv=self.cv[sel],
             law=self.law[sel], shape=self.shape[sel], scale=self.scale[sel],
-            dist_id=self.dist_id[sel],
-            present=None if self.present is None else self.present[sel],
+            dist_id=self.dist_id[sel], **_optional(self, lambda a: a[sel]),
         )
 
     def _drop_inactive_clients(self) -> "ClientPool":
@@ -169,6 +171,21 @@ class ClientPool(LengthFilters):
         weighted by client rate (windows without a rate weigh 0).
         """
         return _pool_cdfs(self)
+
+
+def _check_optional(pool: ClientPool, c: int, w: int) -> None:
+    for name in ("present", "mod_sigma", "mod_tau"):
+        a = getattr(pool, name)
+        if a is not None and a.shape != (c, w):
+            raise ValueError(f"ClientPool.{name} has shape {a.shape}, expected ({c}, {w})")
+    if (pool.mod_sigma is None) != (pool.mod_tau is None):
+        raise ValueError("ClientPool.mod_sigma and mod_tau come together")
+
+
+def _optional(pool: ClientPool, take) -> dict:
+    """The optional [C, W] arrays (present, modulation) sliced by `take`, None kept None."""
+    return {n: (None if getattr(pool, n) is None else take(getattr(pool, n)))
+            for n in ("present", "mod_sigma", "mod_tau")}
 
 
 def _pool_cdfs(pool: ClientPool) -> dict:

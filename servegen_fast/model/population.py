@@ -25,7 +25,7 @@ import numpy as np
 from ..kernels import philox as px
 from .fields import LAW_GAMMA, LAW_IDLE, LAW_WEIBULL
 from .pool import ClientPool
-from .units import Units
+from .units import Units, modulation
 
 DAY = 86400
 _POP_WINDOW = 0xFFFFFFFF  # counter word of population draws: never a real window index
@@ -196,7 +196,8 @@ def _units(pop: Population, w0: int, w1: int, factor: np.ndarray) -> Units:
                  start=pop.window_start[w0:w1][wi].astype(np.float64),
                  length=pop.window_len[w0:w1][wi].astype(np.float64),
                  rate=s.rate[sa, swa] * pop.mult[ci] * day[wi], law=law, shape=shape, cv=s.cv[sa, swa] * j,
-                 dist=s.dist_id[sa, s.length_index[swa], :].astype(np.int64))
+                 dist=s.dist_id[sa, s.length_index[swa], :].astype(np.int64),
+                 mod=modulation(s.mod_sigma, s.mod_tau, sa, swa))
 
 
 # --------------------------------------------------------------------------- construction

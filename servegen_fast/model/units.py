@@ -23,3 +23,13 @@ class Units:
     shape: np.ndarray    # float64[U]
     cv: np.ndarray       # float64[U]
     dist: np.ndarray     # int64[U, F]
+    mod: tuple | None = None  # (sigma, tau) float64[U] intra-window modulation; None: plain windows
+
+
+def modulation(sigma, tau, ci, wi):
+    """Units' (sigma, tau) of the intra-window modulation (kernels/modulation.py) gathered from
+    [C, W] arrays, None when no unit is modulated (the arrivals are then the plain windows')."""
+    if sigma is None:
+        return None
+    s = np.ascontiguousarray(sigma[ci, wi], np.float64)
+    return (s, np.ascontiguousarray(tau[ci, wi], np.float64)) if (s > 0).any() else None

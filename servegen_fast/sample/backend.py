@@ -20,6 +20,7 @@ class Kernels(Protocol):
 
     def count_renewal(self, seed, client, window, length, law, k, scale) -> np.ndarray: ...
     def fill_arrivals(self, mode, seed, client, window, start, length, law, k, scale, offsets, out_t) -> None: ...
+    def warp_arrivals(self, seed, client, window, start, length, sigma, tau, offsets, out_t) -> None: ...
     def window_order(self, t, unit_offsets, window_first_unit) -> np.ndarray: ...
     def fill_base(self, corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff, guide, goff,
                   out) -> None: ...
@@ -75,12 +76,14 @@ class _Deferred:
 
 
 def _ordered_rows(kern, mode, seed, client, window, start, length, law, k, scale, offsets, first_unit, corr_mode,
-                  rho, dist, tables, want_units):
+                  rho, dist, tables, want_units, mod=None):
     """(timestamps, client ids, base values [F, N], perm, unit of each row) of a chunk in time order."""
     n = int(offsets[-1])
     out_t = np.empty(n, np.float64)
     if n:
         kern.fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t)
+        if mod is not None:  # intra-window modulation (kernels/modulation.py): (sigma, tau) per unit
+            kern.warp_arrivals(seed, client, window, start, length, mod[0], mod[1], offsets, out_t)
     perm = kern.window_order(out_t, offsets, first_unit) if n else np.zeros(0, np.int64)
     slot_unit = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
     vals = np.empty((n, dist.shape[1]), np.float64)

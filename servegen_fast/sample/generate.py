@@ -23,7 +23,14 @@ rule gives a window nothing unless rate·L > 1.
 Lengths: each request draws its base fields by inverse CDF from its client's distribution
 in the length window covering its arrival window; ``comonotone`` (ServeGen: one uniform
 for all fields), ``independent``, or a float rho in [0, 1] for a Gaussian copula with
-equicorrelation rho between the base fields.
+equicorrelation rho between the base fields; None (the default) takes the pool's own
+(`ClientPool.length_correlation`, set by a fit), else comonotone.
+
+A pool fitted to a log with a coarse clock (`clock_step`, e.g. Mooncake's 3 s ticks) floors
+its timestamps to multiples of that step, as the log records them.
+
+Intra-window modulation: a pool with `mod_sigma` > 0 for a (client, window) warps that unit's
+arrivals by a keyed log-normal intensity (kernels/modulation.py); plain windows are untouched.
 """
 from __future__ import annotations
 
@@ -74,6 +81,16 @@ def _correlation_mode(correlation) -> tuple[int, float]:
     return CORR_COPULA, rho
 
 
+def effective_correlation(pool, correlation):
+    """`correlation`, or where it is None the pool's own: a fitted pool carries the copula
+    correlation of its log (`ClientPool.length_correlation`); ServeGen pools keep comonotone."""
+    if correlation is not None:
+        return correlation
+    src = getattr(pool, "source", pool)  # a Population generates its source pool's clients
+    rho = getattr(src, "length_correlation", None)
+    return "comonotone" if rho is None else float(rho)
+
+
 def default_mode(pool) -> str:
     """``renewal`` for a synthesized population (many small clients: ServeGen's rule gives a
     window nothing unless rate·L > 1), ``servegen`` otherwise."""
@@ -104,7 +121,7 @@ def _validate(pool: ClientPool, duration, start, opts: GenerateOptions) -> tuple
 
 
 def generate(pool: ClientPool | Population, rate=None, duration: int | None = None, *, start: int = 0,
-             seed: int = 0, mode: str | None = None, correlation="comonotone", backend: str = "cpu",
+             seed: int = 0, mode: str | None = None, correlation=None, backend: str = "cpu",
              chunk_bytes: int = DEFAULT_CHUNK_BYTES, include_reason_ratio: bool = False,
              metadata: dict | None = None, progress: Callable[[int, float], None] | None = None,
              only: tuple[int, int] | None = None, sessions=None,
@@ -123,7 +140,8 @@ def generate(pool: ClientPool | Population, rate=None, duration: int | None = No
     """
     if mode is None:
         mode = default_mode(pool)
-    opts = GenerateOptions(seed, mode, correlation, backend, chunk_bytes, include_reason_ratio)
+    opts = GenerateOptions(seed, mode, effective_correlation(pool, correlation), backend, chunk_bytes,
+                           include_reason_ratio)
     start, duration = _validate(pool, duration, start, opts)
     view = pool.span(start, start + duration)
     rate_fn = _rates.as_rate_fn(rate)
@@ -239,6 +257,8 @@ def _submit_chunk(kern: Backend, view, u: Units, n_windows: int, opts: GenerateO
     first_unit = np.searchsorted(u.wi, np.arange(n_windows + 1))
     mode = MODE_SERVEGEN if opts.mode == "servegen" else MODE_RENEWAL
     args = (mode, seed, u.client, u.window, u.start, u.length, law, k, scale, offsets, first_unit, corr_mode, rho, dist, (d.values, d.cdf, d.offsets, guide, goff), want_units)
+    if u.mod is not None:  # only modulated chunks pass it: plain chunks call the backends as before
+        args = args + (u.mod,)
     return kern.submit(args), (seed, u, offsets, base, dist if expander is not None else None)
 
 
@@ -246,6 +266,9 @@ def _finish_chunk(kern, view, opts: GenerateOptions, job, ctx) -> dict:
     """Columns of a submitted chunk, with the multimodal item lists drawn for its rows."""
     seed, u, offsets, base, session_dist = ctx
     ts, cid, vals, perm, unit = job.result()
+    step = getattr(getattr(view, "source", view), "clock_step", None)
+    if step:  # a fitted log's coarse clock (ClientPool.clock_step): monotone, so the order stands
+        ts = np.floor(ts / step) * step
     n = len(ts)
     cols = {"timestamp": ts, "client_id": cid}
     if session_dist is not None:  # each slot's window, index in its unit, and unit (with the units' distributions)

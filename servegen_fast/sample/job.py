@@ -13,8 +13,10 @@ from ..version import __version__
 from ..io.trace import PARTITIONS, trace_schema, write_partitions, write_trace
 from ..model import population as P
 from ..model import rates as R
+from ..model.pool import ClientPool
+from ..model.resample import resample_windows
 from ..model.sessions import DEFAULT_BLOCK_SIZE
-from .generate import DEFAULT_CHUNK_BYTES, default_mode, generate
+from .generate import DEFAULT_CHUNK_BYTES, default_mode, effective_correlation, generate
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class Job:
     rate: R.RateFn
     seed: int = 0
     mode: str | None = None
-    correlation: object = "comonotone"
+    correlation: object = None                 # None: the pool's own (fitted pools), else comonotone
     include_reason_ratio: bool = False
     fleet: FleetOptions = FleetOptions()
     sessions: dict | None = None               # a session profile (model/sessions.py), as its dict
@@ -47,8 +49,9 @@ class Job:
 
 
 def source_for(pool, job: Job):
-    """What `job` generates from: `pool` itself, a synthesized population (fleet.clients), or the
-    pool repeated past its end (a span beyond it, day variation or growth)."""
+    """What `job` generates from: `pool` itself, a synthesized population (fleet.clients), the
+    pool repeated past its end (a span beyond it, day variation or growth), or, for a pool
+    shorter than a day, its windows resampled past its end (model/resample.py)."""
     end = job.start + job.duration
     f = job.fleet
     horizon = f.horizon or max(end, pool.duration)
@@ -57,6 +60,9 @@ def source_for(pool, job: Job):
         return P.synthesize(pool, f.clients, mean_rate=f.mean_rate, duration=horizon, seed=job.seed,
                             rate_sigma=f.rate_sigma, cv_sigma=f.cv_sigma, max_shift=f.max_shift,
                             day_sigma=f.day_sigma, growth=f.growth, mean_over=f.mean_over or (job.start, end))
+    short = isinstance(pool, ClientPool) and pool.duration < P.DAY
+    if end > pool.duration and short and not (f.day_sigma or f.growth):
+        return resample_windows(pool, end, seed=job.seed)  # too short to repeat: whole windows resampled
     if end > pool.duration or f.day_sigma or f.growth:
         return P.extend_horizon(pool, horizon, day_sigma=f.day_sigma, growth=f.growth, seed=job.seed)
     return pool
@@ -66,7 +72,7 @@ def metadata(job: Job, source) -> dict:
     """The generation parameters stored in the trace's schema (`job_from_metadata` reads them back)."""
     meta = {"generator": "servegen-fast", "version": __version__, "pool": job.pool_name,
             "pool_category": source.category, "pool_model": source.model, "seed": job.seed,
-            "mode": job.mode or default_mode(source), "correlation": job.correlation, "rate": job.rate.describe(),
+            "mode": job.mode or default_mode(source), "correlation": effective_correlation(source, job.correlation), "rate": job.rate.describe(),
             "start": job.start, "duration": job.duration, "include_reason_ratio": job.include_reason_ratio}
     if getattr(source, "params", None):
         meta["population"] = source.params
@@ -115,7 +121,7 @@ def job_batches(job: Job, source, *, span: tuple[int, int] | None = None, backen
     """The record batches of `job` (or of the trace times [span[0], span[1]) only)."""
     meta = metadata(job, source)
     return generate(source, job.rate, job.duration, start=job.start, seed=job.seed, mode=meta["mode"],
-                    correlation=job.correlation, backend=backend, chunk_bytes=chunk_bytes,
+                    correlation=meta["correlation"], backend=backend, chunk_bytes=chunk_bytes,
                     include_reason_ratio=job.include_reason_ratio, metadata=meta, progress=progress,
                     only=span, sessions=job.sessions, block_size=job.block_size)
 

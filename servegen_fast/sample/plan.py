@@ -8,7 +8,7 @@ from ..model.fields import LAW_GAMMA, LAW_WEIBULL
 from ..model.pool import ClientPool
 from ..model.population import Population
 from ..model.special import gammaln
-from ..model.units import Units
+from ..model.units import Units, modulation
 
 DEFAULT_CHUNK_BYTES = 256 << 20
 _ROW_BYTES = 96  # working bytes per request in a chunk (arrival, order, fields, Arrow copy)
@@ -61,7 +61,9 @@ def pool_units(view: ClientPool, targets: np.ndarray, w0: int, w1: int) -> Units
     return Units(wi=wi, client=view.client_ids[ci].astype(np.uint32), window=view.window_index[wabs].astype(np.uint32),
                  start=view.window_start[wabs].astype(np.float64), length=view.window_len[wabs].astype(np.float64),
                  rate=tgt[ci, wi], law=view.law[ci, wabs].astype(np.int64), shape=view.shape[ci, wabs],
-                 cv=view.cv[ci, wabs], dist=view.dist_id[ci, view.length_index[wabs], :].astype(np.int64))
+                 cv=view.cv[ci, wabs], dist=view.dist_id[ci, view.length_index[wabs], :].astype(np.int64),
+                 mod=modulation(view.mod_sigma, view.mod_tau, ci, wabs))
+
 
 
 def chunk_units(view, targets: np.ndarray, w0: int, w1: int) -> Units:

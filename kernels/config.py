@@ -2,8 +2,10 @@
 
 CPU kernels are compiled with `cache=True` (see `CACHE_DIR` for where), `nogil=True` (the
 writer thread encodes while a kernel runs) and `error_model="numpy"` (no ZeroDivisionError
-checks in the loops). Samplers are inlined at Numba-IR level into their callers, which makes
-the Philox chain about 5x faster. CUDA launch sizes come from the environment, so tests can
+checks in the loops). Samplers and scalar bodies are compiled once each and marked for LLVM to
+inline into their callers (`forceinline`): the loops run as fast as with Numba-IR inlining
+(`inline="always"`), which re-typed every body inside every caller and made the first compile
+4x longer (fill_arrivals 68 s against 8 s; benchmarks/README.md). CUDA launch sizes come from the environment, so tests can
 run tiny blocks under the simulator and exercise block edges.
 """
 from __future__ import annotations
@@ -76,7 +78,7 @@ def _cached(decorate):
 
 njit = _cached(numba.njit(**_CPU))                              # serial kernels
 njit_parallel = _cached(numba.njit(parallel=True, **_CPU))      # prange kernels
-njit_inline = _cached(functools.partial(numba.njit, inline="always", **_CPU))  # scalar bodies and samplers
+njit_inline = _cached(functools.partial(numba.njit, forceinline=True, **_CPU))  # scalar bodies and samplers
 
 # Ordering: a bucket above this many arrivals (clustered times) leaves insertion sort for
 # an n log n sort (merge sort on the CPU, heap sort on the GPU).

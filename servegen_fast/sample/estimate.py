@@ -22,7 +22,7 @@ from .plan import servegen_counts
 
 BYTES_PER_REQUEST = 10.0            # zstd Parquet, benchmarks/README.md (9.8 to 10.0 measured)
 REQUESTS_PER_SECOND = (1.5e6, 5e6)  # to Parquet on 2 cores, benchmarks/README.md
-COMPILE_SECONDS = 90                # the first run's kernel compilation on 2 cores (README.md)
+COMPILE_SECONDS = 20                # the first run's kernel compilation on 2 cores (benchmarks/README.md)
 _EXACT_CELLS = 50_000_000           # clients x windows up to which servegen counts are exact
 
 

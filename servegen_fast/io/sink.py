@@ -25,11 +25,13 @@ FILE_ENCODING = 2
 
 def file_encoding(schema: pa.Schema) -> int:
     """The encoding version a trace of `schema` is written with: the one its generation metadata
-    names (1 when it names none: written before versions), FILE_ENCODING without such metadata."""
+    (sample/job.py) names, 1 when it names none (written before versions); FILE_ENCODING without
+    generation metadata (a user's own schema)."""
     raw = (schema.metadata or {}).get(META_KEY)
-    if raw is None:
+    meta = json.loads(raw) if raw is not None else {}
+    if not isinstance(meta, dict) or meta.get("generator") != "servegen-fast":
         return FILE_ENCODING
-    version = json.loads(raw).get("file_encoding", 1)
+    version = meta.get("file_encoding", 1)
     if version not in FILE_ENCODINGS:
         raise ValueError(f"file_encoding {version!r} of the trace's metadata is not one of {sorted(FILE_ENCODINGS)} "
                          f"(written by a newer servegen-fast?)")

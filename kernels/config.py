@@ -2,8 +2,10 @@
 
 CPU kernels are compiled with `cache=True` (see `CACHE_DIR` for where), `nogil=True` (the
 writer thread encodes while a kernel runs) and `error_model="numpy"` (no ZeroDivisionError
-checks in the loops). Samplers are inlined at Numba-IR level into their callers, which makes
-the Philox chain about 5x faster. CUDA launch sizes come from the environment, so tests can
+checks in the loops). Samplers and scalar bodies are compiled once each and marked for LLVM to
+inline into their callers (`forceinline`): the loops run as fast as with Numba-IR inlining
+(`inline="always"`), which re-typed every body inside every caller and made the first compile
+4x longer (fill_arrivals 68 s against 8 s; benchmarks/README.md). CUDA launch sizes come from the environment, so tests can
 run tiny blocks under the simulator and exercise block edges.
 """
 from __future__ import annotations
@@ -11,62 +13,101 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 
 import numba
 
 _CPU = dict(cache=True, nogil=True, error_model="numpy")
 
 
-def _sources_key(folder: str) -> str:
-    """A hash of every kernel source: numba checks only the stamp of the file that defines a
-    kernel, not of the files it inlines (bodies.py, philox.py), so a cache keyed by all of them
-    can never serve machine code compiled from older sources."""
-    h = hashlib.sha1()
-    for name in sorted(os.listdir(folder)):
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+_RELATIVE_IMPORT = re.compile(rb"^[ \t]*from[ \t]+\.(\w*)[ \t]+import[ \t]+\(?([\w ,\t]+)", re.M)
+
+
+def _local_imports(source: bytes) -> set[str]:
+    """Names of the kernel modules a source imports relatively (`from . import x`, `from .x import y`)."""
+    out = set()
+    for module, names in _RELATIVE_IMPORT.findall(source):
+        if module:
+            out.add(module.decode())
+        else:
+            out.update(n.split()[0].decode() for n in names.split(b",") if n.strip())
+    return out
+
+
+def _sources_key(folder: str, path: str | None = None) -> str:
+    """A hash of the kernel sources the module at `path` is compiled from: its own file, the
+    kernel modules it imports (transitively) and this one (the JIT options); every kernel source
+    when `path` is None or lies outside `folder`. Numba checks only the file that defines a
+    kernel, not the files it inlines (bodies.py, philox.py), so a cache keyed by them can never
+    serve machine code compiled from older sources; and a module keeps its cache when an
+    unrelated kernel changes (the ServeGen text parsers are not recompiled for a sampler edit)."""
+    sources = {}
+    for name in os.listdir(folder):
         if name.endswith(".py"):
             with open(os.path.join(folder, name), "rb") as f:
-                h.update(name.encode() + b"\0" + f.read())
+                sources[name] = f.read()
+    names = set(sources)
+    if path is not None and os.path.dirname(os.path.abspath(path)) == folder:
+        todo, names = [os.path.basename(path), "config.py"], set()
+        while todo:
+            name = todo.pop()
+            if name in names or name not in sources:
+                continue
+            names.add(name)
+            todo.extend(m + ".py" for m in _local_imports(sources[name]))
+    h = hashlib.sha1()
+    for name in sorted(names):
+        h.update(name.encode() + b"\0" + sources[name])
     return h.hexdigest()[:16]
 
 
-def _cache_dir() -> str | None:
-    """Where Numba caches the compiled kernels: a folder named by `_sources_key`, under
-    `.cache/numba` of a checkout, or for a package installed into site-packages under a per-user
-    folder (~/.cache/servegen-fast/numba), since cache files written into the package are not in
-    pip's record: uninstalling leaves them, and the folder they keep then shadows a later
-    editable install (`cannot import name '__version__' ... (unknown location)`). A
-    NUMBA_CACHE_DIR set by the user is left to numba; an unwritable folder falls back to numba's
-    default."""
+def _cache_root() -> str | None:
+    """Where Numba caches the compiled kernels: `.cache/numba` of a checkout, or for a package
+    installed into site-packages a per-user folder (~/.cache/servegen-fast/numba), since cache
+    files written into the package are not in pip's record: uninstalling leaves them, and the
+    folder they keep then shadows a later editable install (`cannot import name '__version__'
+    ... (unknown location)`). A NUMBA_CACHE_DIR set by the user is left to numba."""
     if os.environ.get("NUMBA_CACHE_DIR"):
         return None
-    folder = os.path.dirname(os.path.abspath(__file__))
-    parts = folder.split(os.sep)
+    parts = _HERE.split(os.sep)
     if "site-packages" in parts or "dist-packages" in parts:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(base, "servegen-fast", "numba")
-    else:
-        root = os.path.join(os.path.dirname(folder), ".cache", "numba")
-    path = os.path.join(root, _sources_key(folder))
+        return os.path.join(base, "servegen-fast", "numba")
+    return os.path.join(os.path.dirname(_HERE), ".cache", "numba")
+
+
+@functools.lru_cache(maxsize=None)
+def cache_dir(path: str | None = None) -> str | None:
+    """The cache folder of the kernels defined in the file `path`: a folder named by
+    `_sources_key` under `_cache_root()`; None (numba's default) when the user set
+    NUMBA_CACHE_DIR or the folder is not writable."""
+    root = _cache_root()
+    if root is None:
+        return None
+    folder = os.path.join(root, _sources_key(_HERE, path))
     try:
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
     except OSError:
         return None
-    return path if os.access(path, os.W_OK) else None
+    return folder if os.access(folder, os.W_OK) else None
 
 
-CACHE_DIR = _cache_dir()
+CACHE_DIR = cache_dir(os.path.join(_HERE, "cpu.py"))  # the sampling kernels' folder (estimate.py looks there)
 
 
 def _cached(decorate):
-    """`decorate` with numba's cache in CACHE_DIR: numba fixes a function's cache folder when it
-    is decorated, so numba.config.CACHE_DIR is set only meanwhile (other users of numba in the
-    process keep their own setting)."""
-    if CACHE_DIR is None:
-        return decorate
-
+    """`decorate` with numba's cache in the defining file's `cache_dir`: numba fixes a
+    function's cache folder when it is decorated, so numba.config.CACHE_DIR is set only
+    meanwhile (other users of numba in the process keep their own setting)."""
     def wrap(func):
+        folder = cache_dir(os.path.abspath(func.__code__.co_filename))
+        if folder is None:
+            return decorate(func)
         old = numba.config.CACHE_DIR
-        numba.config.CACHE_DIR = CACHE_DIR
+        numba.config.CACHE_DIR = folder
         try:
             return decorate(func)
         finally:
@@ -76,7 +117,7 @@ def _cached(decorate):
 
 njit = _cached(numba.njit(**_CPU))                              # serial kernels
 njit_parallel = _cached(numba.njit(parallel=True, **_CPU))      # prange kernels
-njit_inline = _cached(functools.partial(numba.njit, inline="always", **_CPU))  # scalar bodies and samplers
+njit_inline = _cached(functools.partial(numba.njit, forceinline=True, **_CPU))  # scalar bodies and samplers
 
 # Ordering: a bucket above this many arrivals (clustered times) leaves insertion sort for
 # an n log n sort (merge sort on the CPU, heap sort on the GPU).

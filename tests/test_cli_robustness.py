@@ -20,7 +20,7 @@ from servegen_fast import cli
 from servegen_fast.io.atomic import OutputError, check_output, clean_stale
 from servegen_fast.io.pool_file import open_pool
 from servegen_fast.model import rates as R
-from servegen_fast.sample.estimate import estimate
+from servegen_fast.sample.estimate import BYTES_PER_REQUEST, estimate
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["generate", "--pool", "builtin", "--duration", "10m", "--rate", "5", "-q"]
@@ -229,7 +229,7 @@ def test_estimate_of_a_long_job():
 
     days = 1000
     e = estimate(extend_horizon(pool, days * 86400), 0, days * 86400, R.Constant(1.0), "renewal")
-    assert e.requests == pytest.approx(days * 86400.0) and e.bytes == pytest.approx(days * 86400 * 10.0)
+    assert e.requests == pytest.approx(days * 86400.0) and e.bytes == pytest.approx(days * 86400 * BYTES_PER_REQUEST)
     assert e.seconds[0] < e.seconds[1] and "about 86.4 M requests" in e.describe()
     n = estimate(pool, 0, 3600, R.Constant(50.0), "servegen").requests  # servegen: the exact count
     from servegen_fast.sample.generate import generate_table

@@ -28,7 +28,9 @@ CASES = {
                     "--partition", "hour", "--seed", "8"],
 }
 
-PINNED = {
+# file encoding 1 (io/sink.py FILE_ENCODINGS): every trace written before versions; regenerated
+# with --file-encoding 1 (or from such a trace's metadata) they keep these bytes.
+PINNED_V1 = {
     "pool.parquet": "5f22cf70a7c753a97e982e9e416dae20b82d30acfe974ee1bfa3451b16c60bb2",
     "pool.arrow": "c2c2fc3d0e3651d939b7cd0270a350b1ba8b7ccaccea0787c8efbbd5babbefb1",
     "fleet.parquet": "f5551ac7ef22933d9d921f069309aba9ccdee5e4dfa88c0ceb5316d9ea6200c9",
@@ -41,6 +43,19 @@ PINNED = {
 }
 
 
+# file encoding 2, the default (BYTE_STREAM_SPLIT numeric columns; `file_encoding` in the metadata)
+PINNED = {
+    "fleet.parquet": "2b0a769fd1cdc7d10437fb0b8cdbf9dcdd658a45004fac4e22b0ea4462f0dae3",
+    "fleet_parts/_manifest.parquet": "a44d6450f71d38695d0f367c6afb4aec8eba5a74af8cfbea0b3820edddc3b9bf",
+    "fleet_parts/part-00000.parquet": "87589e589c0c5dba07dcc959e72eb6d29610fd80bd0041eff8399f79aa47cf3a",
+    "fleet_parts/part-00001.parquet": "bbf5740f432404bff98f3923c40b88161dfd8f0e2efe4917a53509991d21603d",
+    "fleet_parts/part-00002.parquet": "0fc9031cfefdf9904e91f5291e42db7a775c48fa82bd7c935661c2df7a0d7802",
+    "mm.parquet": "fc750aa309721650f283291a39460c05b3d1e2f205f0781e5222eb930855e00e",
+    "pool.arrow": "f8a392486a6fa26cc28ff5de779bf56444b9c42efc063cf8a293540c6c063d5f",
+    "pool.parquet": "56839ba27ca5500f04c3bbb249a8c8bb1104117ce99b6e4b72e4faf435f2bc13",
+    "reason.arrow": "01416befd872fd0b9e5a750597c43e669b84c999a89a46592295bd92829235ef",
+}
+
 def _pinned_bytes(f) -> bytes:
     """A file's bytes; for a partitioned trace's manifest (a zero-row file of the trace's schema,
     io/manifest.py), the manifest JSON it carries, which is pinned as it was when it sat in
@@ -50,14 +65,25 @@ def _pinned_bytes(f) -> bytes:
     return f.read_bytes()
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_trace_bytes_are_pinned(name, tmp_path, servegen_root):
+def _hashes(name, tmp_path, servegen_root, extra=()):
     args = CASES[name]
     if "/" in args[args.index("--pool") + 1]:
         args = ["--data-dir", str(servegen_root), *args]
-    assert main(["generate", *args, "-o", str(tmp_path / name), "-q"]) == 0
+    assert main(["generate", *args, *extra, "-o", str(tmp_path / name), "-q"]) == 0
     out = tmp_path / name
     files = [out] if out.is_file() else sorted(out.iterdir())
-    got = {str(f.relative_to(tmp_path)): hashlib.sha256(_pinned_bytes(f)).hexdigest() for f in files}
+    return {str(f.relative_to(tmp_path)): hashlib.sha256(_pinned_bytes(f)).hexdigest() for f in files}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_trace_bytes_are_pinned(name, tmp_path, servegen_root):
+    got = _hashes(name, tmp_path, servegen_root)
     want = {k: v for k, v in PINNED.items() if k == name or k.startswith(name + "/")}
     assert got == want, f"trace bytes changed (pyarrow {pa.__version__})"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_file_encoding_1_keeps_the_bytes_of_older_traces(name, tmp_path, servegen_root):
+    got = _hashes(name, tmp_path, servegen_root, ["--file-encoding", "1"])
+    want = {k: v for k, v in PINNED_V1.items() if k == name or k.startswith(name + "/")}
+    assert got == want, f"encoding-1 trace bytes changed (pyarrow {pa.__version__})"

@@ -106,6 +106,21 @@ def test_population_chunks_respect_the_unit_budget(builtin):
     assert max(widths) * 2 * plan._UNIT_BYTES * pop.n_clients <= 64 << 20
 
 
+@pytest.mark.parametrize("max_shift, day_sigma", [(3600, 0.0), (7200, 0.3), (40 * DAY, 0.0)])
+def test_compiled_units_equal_the_numpy_twin(builtin, max_shift, day_sigma):
+    """kernels/units.py plans the same units as the NumPy code, value for value and dtype for
+    dtype: shifts beyond a whole period, idle windows (factor 0) and several windows a chunk."""
+    pop = P.synthesize(builtin, 30_000, mean_rate=500.0, duration=3 * DAY, seed=4, max_shift=max_shift,
+                       day_sigma=day_sigma)
+    for w0, w1 in ((0, 1), (0, 7), (140, 150), (400, 432)):
+        factor = np.linspace(2.0, 0.0, w1 - w0)  # the last window idle when there are several
+        a, b = P._units(pop, w0, w1, factor), P._units_numpy(pop, w0, w1, factor)
+        assert len(a.law) > 0
+        for name in a.__dataclass_fields__:
+            x, y = getattr(a, name), getattr(b, name)
+            assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), name
+
+
 # --------------------------------------------------------------------------- determinism
 def test_population_is_deterministic_and_per_client_keyed(builtin):
     a = P.synthesize(builtin, 2_000, mean_rate=10.0, seed=9)

@@ -294,3 +294,22 @@ def test_partitioned_directory_without_manifest(tmp_path):
         read_trace(out)
     with pytest.raises(ValueError, match="without a manifest"):
         list(iter_batches(out))
+
+
+def test_file_encoding_follows_the_generation_metadata():
+    """io/sink.py: a job's metadata names its Parquet encoding version; a trace made before
+    versions (generation metadata without the key) is version 1; other schemas get the default."""
+    import json
+
+    from servegen_fast.io.sink import FILE_ENCODING, file_encoding
+
+    def schema(meta):
+        return pa.schema([("timestamp", pa.float64())], metadata=None if meta is None else
+                         {b"servegen_fast": json.dumps(meta).encode()})
+
+    assert FILE_ENCODING == 2
+    assert file_encoding(schema({"generator": "servegen-fast", "seed": 1})) == 1
+    assert file_encoding(schema({"generator": "servegen-fast", "file_encoding": 2})) == 2
+    assert file_encoding(schema(None)) == FILE_ENCODING == file_encoding(schema({"note": "mine"}))
+    with pytest.raises(ValueError, match="file_encoding 9"):
+        file_encoding(schema({"generator": "servegen-fast", "file_encoding": 9}))

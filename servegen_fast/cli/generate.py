@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 import sys
 import time
 import warnings
@@ -73,6 +74,9 @@ def add_arguments(sub) -> None:
     out.add_argument("--only", default=None, metavar="PARTS",
                      help="with --partition: generate only these partitions (e.g. 3, 0-6, 1,4); each is "
                           "byte-identical to the same partition of the whole run")
+    out.add_argument("--file-encoding", type=int, choices=(1, 2), default=None,
+                     help="Parquet encoding version: 2 (default) BYTE_STREAM_SPLIT numeric columns, smaller and "
+                          "faster; 1 the encoding of traces before it (recorded in the metadata either way)")
     out.add_argument("--from-trace-metadata", metavar="TRACE", default=None,
                      help="take pool, time, rate, mode, correlation and seed from TRACE's metadata (regenerate it)")
     out.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
@@ -113,7 +117,8 @@ def _job(args, pool_duration_of):
     from ..sample.job import FleetOptions, Job, job_from_metadata
 
     if args.from_trace_metadata:
-        return job_from_metadata(trace_metadata(args.from_trace_metadata), args.from_trace_metadata)
+        job = job_from_metadata(trace_metadata(args.from_trace_metadata), args.from_trace_metadata)
+        return job if args.file_encoding is None else replace(job, file_encoding=args.file_encoding)
     if args.mean_rate is not None and not args.clients:
         raise ValueError("--mean-rate needs --clients (use --rate for a constant aggregate rate)")
     duration = args.duration if args.duration is not None else pool_duration_of() - args.start
@@ -134,7 +139,8 @@ def _job(args, pool_duration_of):
             raise SystemExit(f"error: {e}") from None
     return Job(pool_name=args.pool, start=args.start, duration=duration, rate=_rate(args), seed=args.seed,
                mode=args.mode, correlation=args.correlation, include_reason_ratio=args.include_reason_ratio,
-               fleet=fleet, sessions=sessions, block_size=args.block_size)
+               fleet=fleet, sessions=sessions, block_size=args.block_size,
+               **({} if args.file_encoding is None else {"file_encoding": args.file_encoding}))
 
 
 def _announce(job, source, args) -> None:

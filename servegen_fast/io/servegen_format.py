@@ -101,6 +101,7 @@ def read_servegen(data_dir: str | os.PathLike | None, pool: str | None = None, *
 
 def _read_trace(file: Path):
     buf = np.fromfile(file, dtype=np.uint8)
+    buf.flags.writeable = False  # the dataset text is read-only too: one compiled specialization of the parsers
     ts, rate, cv, law, p1, p2, err, line, field = tp.parse_trace_csv(buf)
     if err != tp.OK:
         text = _line_text(buf, line)

@@ -22,9 +22,8 @@ from ..model.fields import ITEM_FIELDS, REASON_RATIO
 from .atomic import check_output, clean_stale
 from .manifest import read_manifest, remove_manifest, write_manifest
 from .prefetch import prefetch
-from .sink import ROW_GROUP_ROWS, FileSink, write_file
+from .sink import META_KEY, ROW_GROUP_ROWS, FileSink, write_file
 
-META_KEY = b"servegen_fast"
 FORMATS = ("parquet", "arrow")
 PARTITIONS = {"hour": 3600, "day": 86400}
 REQUIRED = ("timestamp", "client_id", "input_tokens", "output_tokens")

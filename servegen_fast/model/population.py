@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..kernels import philox as px
+from ..kernels.units import population_units
 from .fields import LAW_GAMMA, LAW_IDLE, LAW_WEIBULL
 from .pool import ClientPool
 from .units import Units, modulation
@@ -180,6 +181,34 @@ class Population:
 
 
 def _units(pop: Population, w0: int, w1: int, factor: np.ndarray) -> Units:
+    """The compiled planner (kernels/units.py): one pass over clients per window, no dense
+    [N, windows] arrays; identical to `_units_numpy`."""
+    s = pop.source
+    w = pop.window_index[w0:w1]
+    day = pop.day_factor[pop._day_of(w)] * np.asarray(factor, np.float64)
+    wi, client, window, start, length, rate, law, shape, cv, dist = population_units(
+        pop.src, pop.shift, pop.mult, pop.cv_factor, pop.client_ids, w,
+        pop.window_start[w0:w1].astype(np.float64), pop.window_len[w0:w1].astype(np.float64), day,
+        _period_windows(s), *_by_window(s), s.length_index, s.dist_id)
+    return Units(wi=wi, client=client, window=window, start=start, length=length, rate=rate, law=law, shape=shape,
+                 cv=cv, dist=dist)
+
+
+def _by_window(s: ClientPool) -> tuple:
+    """The source's active, law, shape, cv and rate as C-contiguous [window, client] arrays,
+    made once per source pool (a few MB)."""
+    key = (id(s), id(s.rate))
+    if _BY_WINDOW.get("key") != key:
+        _BY_WINDOW.update(key=key, arrays=tuple(np.ascontiguousarray(a.T) for a in
+                                                (s.active, s.law, s.shape, s.cv, s.rate)))
+    return _BY_WINDOW["arrays"]
+
+
+_BY_WINDOW: dict = {}
+
+
+def _units_numpy(pop: Population, w0: int, w1: int, factor: np.ndarray) -> Units:
+    """The NumPy twin of `_units` (the tests' oracle)."""
     s = pop.source
     w = pop.window_index[w0:w1]
     sw = pop._source_window(w[None, :] + pop.shift[:, None])  # [N, Wc]

@@ -2,7 +2,7 @@
 
 Requests: the expected count of the job's rate over its span (servegen mode on a pool: the exact
 count, max(ceil(r·L) − 1, 0) per client and window; renewal/poisson: the mean). Bytes and time
-use the figures measured in benchmarks/README.md on 2 cores: about 10 bytes a request in zstd
+use the figures measured in benchmarks/README.md on 2 cores: about 9 bytes a request in zstd
 Parquet (language pools; multimodal list columns add more), and 1.5 to 5 M requests/s to Parquet
 (fleets at the low end, pools at the high end), so the time is a range, not a promise.
 """
@@ -20,9 +20,9 @@ from ..model.population import Population
 from .generate import default_mode
 from .plan import servegen_counts
 
-BYTES_PER_REQUEST = 10.0            # zstd Parquet, benchmarks/README.md (9.8 to 10.0 measured)
+BYTES_PER_REQUEST = 9.0             # zstd Parquet, file encoding 2, benchmarks/README.md (7.0 to 9.4 measured)
 REQUESTS_PER_SECOND = (1.5e6, 5e6)  # to Parquet on 2 cores, benchmarks/README.md
-COMPILE_SECONDS = 90                # the first run's kernel compilation on 2 cores (README.md)
+COMPILE_SECONDS = 20                # the first run's kernel compilation on 2 cores (benchmarks/README.md)
 _EXACT_CELLS = 50_000_000           # clients x windows up to which servegen counts are exact
 
 

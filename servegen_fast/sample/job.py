@@ -10,6 +10,7 @@ from typing import Callable
 import pyarrow as pa
 
 from ..version import __version__
+from ..io.sink import FILE_ENCODING
 from ..io.trace import PARTITIONS, trace_schema, write_partitions, write_trace
 from ..model import population as P
 from ..model import rates as R
@@ -46,6 +47,7 @@ class Job:
     fleet: FleetOptions = FleetOptions()
     sessions: dict | None = None               # a session profile (model/sessions.py), as its dict
     block_size: int = DEFAULT_BLOCK_SIZE
+    file_encoding: int = FILE_ENCODING         # Parquet encoding version (io/sink.py); 1 for older traces
 
 
 def source_for(pool, job: Job):
@@ -78,6 +80,8 @@ def metadata(job: Job, source) -> dict:
         meta["population"] = source.params
     if job.sessions is not None:
         meta["sessions"] = {"profiles": job.sessions, "block_size": job.block_size}
+    if job.file_encoding != 1:  # absent: version 1, so older traces regenerate with their own bytes
+        meta["file_encoding"] = job.file_encoding
     return meta
 
 
@@ -97,7 +101,8 @@ def job_from_metadata(meta: dict, origin: str = "the trace") -> Job:
                rate=R.from_description(meta["rate"]), seed=meta["seed"], mode=meta["mode"],
                correlation=meta["correlation"], include_reason_ratio=meta.get("include_reason_ratio", False),
                fleet=fleet, sessions=(meta.get("sessions") or {}).get("profiles"),
-               block_size=(meta.get("sessions") or {}).get("block_size", DEFAULT_BLOCK_SIZE))
+               block_size=(meta.get("sessions") or {}).get("block_size", DEFAULT_BLOCK_SIZE),
+               file_encoding=meta.get("file_encoding", 1))
 
 
 @dataclass

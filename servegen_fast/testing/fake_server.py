@@ -138,6 +138,9 @@ class _Handler(asyncio.Protocol):
                 items = _prompt_items(body)
                 cached = self.s.cache.admit(content_keys(items, self.s.cache.block_size), len(items))
                 self.s.cached.append(cached)
+                m = re.search(rb"x-request-id:\s*(\d+)", low)
+                if m:
+                    self.s.prompts[int(m.group(1))] = items
                 usage = _usage(n, len(items), cached)
             self.t.write(SSE_HEAD + TOKEN[chat] * n + usage + DONE)
             if mode == "oneshot":
@@ -185,6 +188,7 @@ class FakeServer:
         self.cache_tokens = int(cache_tokens)
         self.cache = PrefixCache(cache_block_size, self.cache_tokens // cache_block_size) if cache_tokens else None
         self.cached: list = []  # cached tokens reported, in order of arrival
+        self.prompts: dict = {}  # request id -> the prompt's items (with the cache on)
         self.mode, self.port, self.max_events, self.delay, self.host = mode, port, max_events, delay, host
         self.requests = 0
         self.connections = 0

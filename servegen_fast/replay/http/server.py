@@ -202,7 +202,7 @@ class ModelServer:
         if mgr.add_request(ids, request_id=key, max_new_tokens=n, streaming=True, record_timestamps=True,
                            eos_token_id=-1) is None:
             return _error(503, "the engine is not accepting requests", "ServiceUnavailableError")
-        rec = {"arrival": arrival, "prompt_tokens": len(ids), "max_tokens": n}
+        rec = {"arrival": arrival, "prompt_tokens": len(ids), "max_tokens": n, "cached_tokens": cached}
         if len(self.timings) < self.log_requests:
             self.timings[rid] = rec
         created = int(time.time())

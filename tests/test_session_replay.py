@@ -279,3 +279,17 @@ def test_serve_reports_cached_tokens_equal_expected(model_server, tmp_path):
     assert tab.column("cached_tokens").to_pylist() == tab.column("expected_cached_tokens").to_pylist() == \
         [EXPECTED_CACHED[r] for r in rows]
     assert s["counts"]["wrong_length"] == 0 and s["sessions"]["completed"] == 3
+
+
+def test_prefix_cache_is_an_lru_of_blocks():
+    from servegen_fast.kernels.cache import lru_hits_reference
+    from servegen_fast.replay.cache import PrefixCache
+
+    ids = np.random.default_rng(3).zipf(1.3, 4000) % 500
+    for cap in (8, 64, 1000):
+        c = PrefixCache(16, cap)
+        hits = sum(c.admit([int(x)], 17) for x in ids) // 16  # one full block per request (+1 token)
+        assert hits == lru_hits_reference(ids, cap)
+    c = PrefixCache(16, None)
+    assert c.admit([1, 2, 3], 48) == 0 and c.admit([1, 2, 3], 48) == 32  # the last token is always computed
+    assert c.admit([1, 9, 3], 64) == 16  # a prefix: stops at the first miss

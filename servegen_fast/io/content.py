@@ -48,6 +48,16 @@ def mix(seed: int, key: int) -> int:
     return z ^ (z >> 31)
 
 
+def mix_array(seed: int, keys) -> np.ndarray:
+    """`mix(seed, key & MASK)` for every key of an int64 array (uint64 arithmetic wraps as & MASK does)."""
+    k = np.asarray(keys, np.int64).view(np.uint64)
+    with np.errstate(over="ignore"):
+        z = np.uint64((seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E5F5) & _MASK) + k * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
 class Pool:
     """A random sequence of token ids or word indices, and its JSON text with item offsets."""
 
@@ -61,7 +71,7 @@ class Pool:
             self.values = rng.integers(0, len(WORDS), size=size)
         self._text: bytes | None = None
         self._offsets: list | None = None
-        self._block_start: dict = {}
+        self._off: np.ndarray | None = None
 
     def start(self, seed: int, key: int, n: int) -> int:
         if n > self.size:
@@ -79,7 +89,8 @@ class Pool:
             words = np.array(WORDS)[self.values]
             text = " ".join(words.tolist()).encode()
             lengths = np.char.str_len(words) + 1
-        self._offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()  # item k spans [off[k], off[k+1] - 1)
+        self._off = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self._offsets = self._off.tolist()  # item k spans [off[k], off[k+1] - 1)
         self._text = text
 
     def json(self, seed: int, row: int, n: int) -> bytes:
@@ -88,29 +99,33 @@ class Pool:
         self.encode()
         return self._text[self._offsets[k]:self._offsets[k + n] - 1]
 
-    def _bstart(self, cid: int, block_size: int) -> int:
-        k = self._block_start.get(cid)
-        if k is None:
-            if len(self._block_start) > 1 << 20:  # bounded: recomputing a start is cheap
-                self._block_start.clear()
-            k = self._block_start[cid] = self.start(self.seed, cid & _MASK, block_size)
-        return k
+    def block_ranges(self, cids, block_size: int) -> tuple:
+        """For blocks with content ids `cids`: lists of the first item of each block's window, its
+        first byte in the JSON text, and its end byte when full; computed for many blocks at once
+        (a sender does it for its whole share before the clock starts)."""
+        self.encode()
+        start = (mix_array(self.seed, cids) % np.uint64(self.size - block_size + 1)).astype(np.int64)
+        return start.tolist(), self._off[start].tolist(), (self._off[start + block_size] - 1).tolist()
+
+    def ranges_json(self, ranges: tuple, first: int, block_size: int, n: int) -> bytes:
+        """n items as JSON text from the blocks first, first + 1, ... of `ranges` (`block_ranges`);
+        the last block may be partial."""
+        start, lo, hi = ranges
+        nb = (n + block_size - 1) // block_size
+        b = hi[first:first + nb]
+        b[-1] = self._offsets[start[first + nb - 1] + n - (nb - 1) * block_size] - 1
+        text = self._text
+        return (b"," if self.kind == "tokens" else b" ").join([text[x:y] for x, y in zip(lo[first:first + nb], b)])
 
     def block_json(self, cids, block_size: int, n: int) -> bytes:
         """n items whose block b (of `block_size`) is the window keyed by content id cids[b], as JSON text."""
-        self.encode()
-        text, off = self._text, self._offsets
-        parts = []
-        for b, cid in enumerate(cids[:(n + block_size - 1) // block_size]):
-            k = self._bstart(int(cid), block_size)
-            m = min(block_size, n - b * block_size)
-            parts.append(text[off[k]:off[k + m] - 1])
-        return (b"," if self.kind == "tokens" else b" ").join(parts)
+        nb = (n + block_size - 1) // block_size
+        return self.ranges_json(self.block_ranges(np.asarray(cids)[:nb], block_size), 0, block_size, n)
 
     def block_values(self, cids, block_size: int, n: int) -> np.ndarray:
         """The items of `block_json` as an array (token ids, or word indices)."""
         nb = (n + block_size - 1) // block_size
-        starts = np.array([self._bstart(int(c), block_size) for c in cids[:nb]], np.int64)
+        starts = np.asarray(self.block_ranges(np.asarray(cids)[:nb], block_size)[0], np.int64)
         pos = np.arange(n)
         return self.values[starts[pos // block_size] + pos % block_size]
 

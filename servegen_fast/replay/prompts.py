@@ -33,11 +33,13 @@ class Prompt:
     row: int
     blocks: np.ndarray | None = None  # content ids (int64), one per block of the trace's block size
     block_size: int = 0
+    ranges: tuple | None = None  # (io.content `Pool.block_ranges` of many blocks, first, end): computed ahead
 
 
 def _key(p, n: int) -> Prompt:
     p = p if isinstance(p, Prompt) else Prompt(int(p))
-    if p.blocks is not None and len(p.blocks) * p.block_size < n:  # a zero-token trace row served as 1 token
+    blocks = len(p.blocks) if p.blocks is not None else (p.ranges[2] - p.ranges[1] if p.ranges else None)
+    if blocks is not None and blocks * p.block_size < n:  # a zero-token trace row served as 1 token
         return Prompt(p.row)
     return p
 
@@ -57,6 +59,8 @@ def token_json(seed: int, p, n: int, vocab: int) -> bytes:
     """`token_prompt`'s ids as the items of a JSON array (b"17,4023,...")."""
     p = _key(p, int(n))
     pl = pool(seed, "tokens", vocab)
+    if p.ranges is not None:
+        return pl.ranges_json(p.ranges[0], p.ranges[1], p.block_size, int(n))
     if p.blocks is not None:
         return pl.block_json(p.blocks, p.block_size, int(n))
     return pl.json(seed, p.row, int(n))
@@ -66,6 +70,8 @@ def text_json(seed: int, p, n: int) -> bytes:
     """n words of request `p` as UTF-8 bytes (the words need no JSON escaping)."""
     p = _key(p, int(n))
     pl = pool(seed, "text")
+    if p.ranges is not None:
+        return pl.ranges_json(p.ranges[0], p.ranges[1], p.block_size, int(n))
     if p.blocks is not None:
         return pl.block_json(p.blocks, p.block_size, int(n))
     return pl.json(seed, p.row, int(n))

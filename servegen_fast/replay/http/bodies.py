@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from ..prompts import prepare, text_json, token_json
+from ..prompts import pool, prepare, text_json, token_json
 
 SERVER_TYPES = ("vllm", "sglang", "tgi", "openai")
 APIS = ("completions", "chat")
@@ -47,7 +47,13 @@ class BodyBuilder:
         self._fixed = json.dumps(fixed, separators=(",", ":"))[1:-1].encode()
         prepare(seed, prompt_kind, self.vocab)  # built now, before any release
 
-    def __call__(self, row: int, input_tokens: int, output_tokens: int) -> bytes:
+    def block_ranges(self, cids, block_size: int) -> tuple:
+        """Byte ranges of blocks with these content ids in this builder's prompt sequence, computed
+        at once (io.content `Pool.block_ranges`), for `prompts.Prompt.ranges`."""
+        return pool(self.seed, self.kind, self.vocab).block_ranges(cids, block_size)
+
+    def __call__(self, row, input_tokens: int, output_tokens: int) -> bytes:
+        """The body of a request; `row`: its trace row or a `prompts.Prompt`."""
         n, m = int(input_tokens), int(output_tokens)
         if self.kind == "tokens":
             prompt = b'"prompt":[' + token_json(self.seed, row, n, self.vocab) + b"]"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..plan import part_prompt
+from ..prompts import Prompt
 from ..timing import CLOCK, HTTP, SPIN, WORK, Releases, release_wait
 from .bodies import DEFAULT_VOCAB, BodyBuilder
 from .options import Endpoint, HttpOptions, auth_headers
@@ -54,6 +54,11 @@ class Sender:
                                  server_type=options.server_type, seed=options.seed,
                                  vocab=options.vocab or meta.get("vocab_size") or DEFAULT_VOCAB,
                                  extra=options.extra_body)
+        self._ranges = None
+        if "block_ids" in part:  # every block's byte range and each request's blocks, before the clock starts
+            self._ranges = self.build.block_ranges(part["block_ids"], part["block_size"])
+            self._boff, self._bs = part["block_off"].tolist(), int(part["block_size"])
+        self._row = self.rows.tolist()
         ep = Endpoint.parse(options.target)
         path = f"{ep.base}/{'chat/completions' if options.api == 'chat' else 'completions'}"
         host = ep.host if ep.port in (80, 443) else f"{ep.host}:{ep.port}"
@@ -90,8 +95,10 @@ class Sender:
         return dict(self.out.result(), scheduled=self.releases.scheduled, stats=self.stats, end=self.end, t0=self.t0)
 
     def _data(self, i: int) -> bytes:
-        body = self.build(part_prompt(self.part, i), int(self.inp[i]), int(self.out_tokens[i]))
-        return self.head + b"x-request-id: %d\r\nContent-Length: %d\r\n\r\n" % (int(self.rows[i]), len(body)) + body
+        row = self._row[i]
+        p = row if self._ranges is None else Prompt(row, None, self._bs, (self._ranges, self._boff[i], self._boff[i + 1]))
+        body = self.build(p, int(self.inp[i]), int(self.out_tokens[i]))
+        return self.head + b"x-request-id: %d\r\nContent-Length: %d\r\n\r\n" % (row, len(body)) + body
 
     def _ended(self, i: int, t: float) -> None:
         """Closed loop: request i ended at t; wake the release loop if its next turn is due before the target."""
@@ -121,7 +128,7 @@ class Sender:
         while True:
             i = rel.next()
             if i is None:  # closed loop: every remaining turn waits on one in flight (or none is left)
-                if out.active == 0 or out.stopped:
+                if not closed or out.active == 0 or out.stopped:
                     return
                 self._target = float("inf")
                 await nap(TICK)

@@ -164,7 +164,7 @@ def test_sessions_replay_closed_loop_across_sender_actors(local_ray, tmp_path):
         s = replay_http(table, tmp_path / "out", target=url, seed=S.SEED, send=send)
     tab = read_requests(tmp_path / "out")
     S.check_closed_loop(tab)
-    expected = dict(S.EXPECTED_CACHED, **{2: 0})
+    expected = {**S.EXPECTED_CACHED, 2: 0}
     assert tab.column("cached_tokens").to_pylist() == tab.column("expected_cached_tokens").to_pylist() == \
         [expected[r] for r in tab.column("request").to_pylist()]
     assert s["sessions"]["completed"] == 3 and s["options"]["release"] == "closed"

@@ -108,6 +108,8 @@ def main(argv=None) -> int:
                     help="CPU check: tiny model, 60 s slice at 1.5 req/s, lengths fitted to 1024 tokens, "
                          "SLOs TTFT 250 ms / TPOT 25 ms")
     ap.add_argument("--sessions", action="store_true", help="the multi-turn closed-loop check (module doc)")
+    ap.add_argument("--time-scale", type=float, default=1.0,
+                    help="--sessions: replay times (and think times) multiplied by this (default 1)")
     args = ap.parse_args(argv)
     if args.dry_run:
         args.model, args.device, args.duration, args.rate = "tiny", "cpu", 60, (8.0 if args.sessions else 1.5)
@@ -183,7 +185,8 @@ def sessions_check(args) -> int:
                   + (["--data-dir", args.data_dir] if args.data_dir else []))
     if rc:
         return rc
-    common = dict(seed=args.seed, max_model_len=args.max_model_len, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
+    common = dict(seed=args.seed, max_model_len=args.max_model_len, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
+                  time_scale=args.time_scale)
     rows, t0 = [], time.perf_counter()
     s = replay_trace(trace, out / "on-device", engine=args.engine, model=args.model, device=args.device, **common)
     rows.append(session_row("on-device", s))
@@ -203,7 +206,8 @@ def sessions_check(args) -> int:
         proc.terminate()
         proc.wait(timeout=60)
     text = (f"pool {args.pool}, [{args.start}, {args.start + args.duration}) s at {args.rate} req/s, seed "
-            f"{args.seed}, sessions {SESSION_PROFILE['source']} (block size 16), closed loop; model {args.model} on "
+            f"{args.seed}, sessions {SESSION_PROFILE['source']} (block size 16), closed loop, time scale "
+            f"{args.time_scale:g}; model {args.model} on "
             f"{args.device}, max model len {args.max_model_len}; SLO TTFT {args.slo_ttft * 1e3:g} ms, TPOT "
             f"{args.slo_tpot * 1e3:g} ms\nmachine: {machine()}\n\n" + session_md(rows) + "\n")
     (out / "sessions.md").write_text(text)

@@ -293,3 +293,20 @@ def test_prefix_cache_is_an_lru_of_blocks():
     c = PrefixCache(16, None)
     assert c.admit([1, 2, 3], 48) == 0 and c.admit([1, 2, 3], 48) == 32  # the last token is always computed
     assert c.admit([1, 9, 3], 64) == 16  # a prefix: stops at the first miss
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_sender_bodies_built_from_the_previous_turn_equal_full_builds(api):
+    """The HTTP sender encodes a later turn as the previous turn's prompt + the rest: same bytes."""
+    from servegen_fast.replay.http.options import HttpOptions
+    from servegen_fast.replay.http.sender import Sender
+    from servegen_fast.replay.plan import part_prompt
+
+    plan = make_plan(session_trace())
+    o = HttpOptions(target="http://127.0.0.1:9", api=api, vocab=1024)
+    o.validate()
+    s = Sender(plan.part(np.arange(len(plan))), o, {"model": "m"}, 4, lambda: False)
+    for i in (0, 1, 2, 3, 4, 5):  # release order of each session's turns
+        body = s.build(part_prompt(s.part, i), int(s.inp[i]), int(s.out_tokens[i]))
+        assert s._data(i).endswith(body)
+    assert not s._prompts.kept  # every session's last turn built: nothing kept

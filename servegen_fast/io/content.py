@@ -64,6 +64,7 @@ class Pool:
     def __init__(self, seed: int, kind: str, vocab: int, size: int = POOL_TOKENS):
         rng = np.random.default_rng([seed, 0x5E12E, 1 if kind == "tokens" else 2])
         self.seed, self.kind, self.size = seed, kind, size
+        self.separator = b"," if kind == "tokens" else b" "
         if kind == "tokens":
             low = TOKEN_LOW if vocab > 2 * TOKEN_LOW else RESERVED_IDS  # a small vocabulary: all but the reserved ids
             self.values = rng.integers(low, max(vocab, low + 1), size=size)
@@ -107,15 +108,19 @@ class Pool:
         start = (mix_array(self.seed, cids) % np.uint64(self.size - block_size + 1)).astype(np.int64)
         return start.tolist(), self._off[start].tolist(), (self._off[start + block_size] - 1).tolist()
 
-    def ranges_json(self, ranges: tuple, first: int, block_size: int, n: int) -> bytes:
-        """n items as JSON text from the blocks first, first + 1, ... of `ranges` (`block_ranges`);
-        the last block may be partial."""
+    def ranges_json(self, ranges: tuple, first: int, block_size: int, n: int, skip: int = 0) -> bytes:
+        """Items [skip, n) as JSON text, from the blocks first, first + 1, ... of `ranges`
+        (`block_ranges`); the last block may be partial."""
+        if skip >= n:
+            return b""
         start, lo, hi = ranges
-        nb = (n + block_size - 1) // block_size
-        b = hi[first:first + nb]
+        nb, b0 = (n + block_size - 1) // block_size, skip // block_size
+        a, b = lo[first + b0:first + nb], hi[first + b0:first + nb]
+        if skip % block_size:
+            a[0] = self._offsets[start[first + b0] + skip % block_size]
         b[-1] = self._offsets[start[first + nb - 1] + n - (nb - 1) * block_size] - 1
         text = self._text
-        return (b"," if self.kind == "tokens" else b" ").join([text[x:y] for x, y in zip(lo[first:first + nb], b)])
+        return self.separator.join([text[x:y] for x, y in zip(a, b)])
 
     def block_json(self, cids, block_size: int, n: int) -> bytes:
         """n items whose block b (of `block_size`) is the window keyed by content id cids[b], as JSON text."""

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import asyncio
 
-from ..prompts import Prompt
 from ..timing import CLOCK, HTTP, SPIN, WORK, Releases, release_wait
-from .bodies import DEFAULT_VOCAB, BodyBuilder
+from .bodies import DEFAULT_VOCAB, BodyBuilder, SessionPrompts
 from .options import Endpoint, HttpOptions, auth_headers
 from .outcomes import STATS_EVERY, Outcomes
 from .pool import Pool
@@ -54,10 +53,7 @@ class Sender:
                                  server_type=options.server_type, seed=options.seed,
                                  vocab=options.vocab or meta.get("vocab_size") or DEFAULT_VOCAB,
                                  extra=options.extra_body)
-        self._ranges = None
-        if "block_ids" in part:  # every block's byte range and each request's blocks, before the clock starts
-            self._ranges = self.build.block_ranges(part["block_ids"], part["block_size"])
-            self._boff, self._bs = part["block_off"].tolist(), int(part["block_size"])
+        self._prompts = SessionPrompts(self.build, part, self.releases.follower) if "block_ids" in part else None
         self._row = self.rows.tolist()
         ep = Endpoint.parse(options.target)
         path = f"{ep.base}/{'chat/completions' if options.api == 'chat' else 'completions'}"
@@ -96,8 +92,10 @@ class Sender:
 
     def _data(self, i: int) -> bytes:
         row = self._row[i]
-        p = row if self._ranges is None else Prompt(row, None, self._bs, (self._ranges, self._boff[i], self._boff[i + 1]))
-        body = self.build(p, int(self.inp[i]), int(self.out_tokens[i]))
+        if self._prompts is None:
+            body = self.build(row, int(self.inp[i]), int(self.out_tokens[i]))
+        else:
+            body = self.build.body(self._prompts(i), int(self.out_tokens[i]))
         return self.head + b"x-request-id: %d\r\nContent-Length: %d\r\n\r\n" % (row, len(body)) + body
 
     def _ended(self, i: int, t: float) -> None:

@@ -310,3 +310,51 @@ def test_sender_bodies_built_from_the_previous_turn_equal_full_builds(api):
         body = s.build(part_prompt(s.part, i), int(s.inp[i]), int(s.out_tokens[i]))
         assert s._data(i).endswith(body)
     assert not s._prompts.kept  # every session's last turn built: nothing kept
+
+
+def test_cli_closed_loop_with_a_small_server_cache(tmp_path):
+    """The CLI path; a server cache of 4 blocks evicts, and the expectation (its capacity taken from
+    /v1/models) evicts the same blocks: equal counts, fewer hits than unbounded."""
+    from servegen_fast import cli
+
+    trace = tmp_path / "t.parquet"
+    t = session_trace()
+    write_trace(t.to_batches(), trace, t.schema)
+    with FakeServer("ok", cache_tokens=64, cache_block_size=BS) as url:
+        rc = cli.main(["replay", str(trace), "--target", url, "--output", str(tmp_path / "out"), "--quiet",
+                       "--release", "closed", "--seed", str(SEED)])
+    assert rc == 0
+    tab = read_requests(tmp_path / "out")
+    check_closed_loop(tab)
+    cached, expected = tab.column("cached_tokens").to_pylist(), tab.column("expected_cached_tokens").to_pylist()
+    assert cached == expected
+    assert sum(expected) < sum(EXPECTED_CACHED.values())
+    meta = json.loads(tab.schema.metadata[b"servegen_fast_replay"])
+    assert meta["prefix_cache_model"] == {"block_size": BS, "kv_cache_tokens": 64}
+
+
+def test_ctrl_c_keeps_completed_turns_and_marks_unfinished_sessions(tmp_path):
+    import os
+    import signal
+    import threading
+
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    with FakeServer("ok") as url:
+        timer.start()
+        try:
+            s = replay_http(session_trace(), tmp_path / "out", target=url, time_scale=2.0)
+        finally:
+            timer.cancel()
+    assert s["complete"] is False
+    tab = read_requests(tmp_path / "out")
+    status = np.asarray(tab.column("status").to_pylist())
+    assert (status == "completed").sum() >= 1 and (status != "completed").sum() >= 1
+    assert np.all(np.isfinite(tab.column("completed").to_numpy()[status == "completed"]))
+    with ipc.open_file(tmp_path / "out" / "sessions.arrow") as f:
+        st = f.read_all().to_pydict()
+    sid = np.asarray(tab.column("session_id").to_pylist())
+    for k, sess in enumerate(st["session_id"]):
+        done = bool(np.all(status[sid == sess] == "completed"))
+        assert st["status"][k] == ("completed" if done else "unfinished")
+        assert st["turns_completed"][k] == int((status[sid == sess] == "completed").sum())
+    assert s["sessions"]["unfinished"] >= 1

@@ -110,10 +110,12 @@ def request_table(rec, metadata: dict) -> pa.Table:
     if p.session_id is not None:
         fields += SESSION_FIELDS
         arrays += [pa.array(p.session_id, pa.uint64()), pa.array(p.turn, pa.uint16())]
-    n = len(p)
-    fields += CACHE_FIELDS
-    arrays += [_nullable(np.full(n, -1) if getattr(rec, "cached", None) is None else rec.cached),
-               _nullable(np.full(n, -1) if getattr(rec, "expected_cached", None) is None else rec.expected_cached)]
+    cached, expected = getattr(rec, "cached", None), getattr(rec, "expected_cached", None)
+    if expected is not None or (cached is not None and (np.asarray(cached) >= 0).any()):  # where known
+        n = len(p)
+        fields += CACHE_FIELDS
+        arrays += [_nullable(np.full(n, -1) if cached is None else cached),
+                   _nullable(np.full(n, -1) if expected is None else expected)]
     for f, values in getattr(rec, "extra", ()):  # e.g. HTTP replay: http_status, error_kind, itl, ...
         fields.append(f)
         arrays.append(pa.array(values, type=f.type, from_pandas=False))

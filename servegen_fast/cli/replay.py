@@ -62,7 +62,8 @@ def add_arguments(sub) -> None:
                    help="resend a request that failed before its first token (connect error, closed connection, "
                         "429, 5xx); default 0")
     h.add_argument("--workers", type=int, default=1,
-                   help="sending processes, each with its own event loop (requests round-robin; default 1)")
+                   help="sending processes, each with its own event loop (requests round-robin, whole sessions with "
+                        "sessions; default 1)")
     h.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="send from --workers Ray actors on the cluster at ADDRESS (alone: RAY_ADDRESS, a local "
                         "`ray start`, else a new local one), each a share of the clients; --target may then list "

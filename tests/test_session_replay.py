@@ -358,3 +358,15 @@ def test_ctrl_c_keeps_completed_turns_and_marks_unfinished_sessions(tmp_path):
         assert st["status"][k] == ("completed" if done else "unfinished")
         assert st["turns_completed"][k] == int((status[sid == sess] == "completed").sum())
     assert s["sessions"]["unfinished"] >= 1
+
+
+def test_usage_cached_tokens_parsed_vllm_and_sglang_style():
+    from servegen_fast.replay.http.stream import _Req
+
+    for usage, want in (({"prompt_tokens": 40, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 32}},
+                         32), ({"prompt_tokens": 40, "completion_tokens": 2, "cached_tokens": 16}, 16),
+                        ({"prompt_tokens": 40, "completion_tokens": 2}, None)):
+        r = _Req(0, False)
+        r.on_head(200, b"text/event-stream")
+        r.feed(b'data: {"choices":[],"usage":' + json.dumps(usage).encode() + b"}\n\ndata: [DONE]\n\n", 1.0)
+        assert r.usage_cached == want and r.usage_in == 40

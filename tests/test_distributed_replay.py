@@ -149,3 +149,22 @@ def test_cli_unreachable_address_is_one_line(tmp_path):
     assert r.returncode != 0
     assert r.stderr.strip().splitlines() == [r.stderr.strip().splitlines()[-1]]  # one line
     assert r.stderr.startswith("error: Ray cluster at 127.0.0.1:1 is unreachable")
+
+
+def test_sessions_replay_closed_loop_across_sender_actors(local_ray, tmp_path):
+    """Sessions of two clients on two actors: closed-loop releases and cached tokens as in one process."""
+    import test_session_replay as S
+
+    table = S.session_trace()
+    cid = np.zeros(table.num_rows, np.uint32)
+    cid[2] = 1  # session 300 (one turn) on its own client: it no longer shares client 0's prompt
+    table = table.set_column(1, table.schema.field("client_id"), pa.array(cid, pa.uint32()))
+    send = RaySend(workers=2)
+    with FakeServer("ok", cache_tokens=1 << 20, cache_block_size=S.BS) as url:
+        s = replay_http(table, tmp_path / "out", target=url, seed=S.SEED, send=send)
+    tab = read_requests(tmp_path / "out")
+    S.check_closed_loop(tab)
+    expected = {**S.EXPECTED_CACHED, 2: 0}
+    assert tab.column("cached_tokens").to_pylist() == tab.column("expected_cached_tokens").to_pylist() == \
+        [expected[r] for r in tab.column("request").to_pylist()]
+    assert s["sessions"]["completed"] == 3 and s["options"]["release"] == "closed"

@@ -62,7 +62,8 @@ def add_arguments(sub) -> None:
                    help="resend a request that failed before its first token (connect error, closed connection, "
                         "429, 5xx); default 0")
     h.add_argument("--workers", type=int, default=1,
-                   help="sending processes, each with its own event loop (requests round-robin; default 1)")
+                   help="sending processes, each with its own event loop (requests round-robin, whole sessions with "
+                        "sessions; default 1)")
     h.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="send from --workers Ray actors on the cluster at ADDRESS (alone: RAY_ADDRESS, a local "
                         "`ray start`, else a new local one), each a share of the clients; --target may then list "
@@ -81,10 +82,21 @@ def add_arguments(sub) -> None:
     s.add_argument("--clients", type=_clients, default=None, help="only these client ids (comma-separated)")
     s.add_argument("--max-requests", type=int, default=None, help="at most this many requests")
     s.add_argument("--afap", "--as-fast-as-possible", dest="afap", action="store_true",
-                   help="release every request at once (a throughput run) instead of at its trace time")
+                   help="release every request at once (a throughput run) instead of at its trace time "
+                        "(closed loop: a session's next turn at the previous one's completion, no think time)")
+    s.add_argument("--release", choices=("auto", "closed", "open"), default="auto",
+                   help="closed: a session's next turn at the previous turn's completion + its think time; "
+                        "open: every request at its trace timestamp; auto (default): closed where the trace has "
+                        "sessions")
     m = r.add_argument_group("measurement")
     m.add_argument("--slo-ttft", type=parse_seconds, default=None, help="TTFT SLO for goodput (e.g. 500ms)")
     m.add_argument("--slo-tpot", type=parse_seconds, default=None, help="TPOT SLO for goodput (e.g. 50ms)")
+    m.add_argument("--cache-block-size", type=positive(int), default=None,
+                   help="KV block size of the expected prefix-cache hits (default: the engine's or server's, "
+                        "else 16)")
+    m.add_argument("--kv-cache-tokens", type=positive(int), default=None,
+                   help="KV capacity (tokens) of the LRU that gives the expected prefix-cache hits (default: the "
+                        "engine's or server's where it says, else unbounded)")
     m.add_argument("--plot", action="store_true", help="also write PNG plots (needs the plot extra)")
     m.add_argument("--json", action="store_true", help="print the summary as JSON")
     m.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
@@ -119,7 +131,8 @@ def run(args) -> int:
                            seed=args.seed, time_scale=args.time_scale, start=args.start, end=args.end,
                            clients=args.clients, max_requests=args.max_requests, afap=args.afap,
                            max_model_len=args.max_model_len, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
-                           plot=args.plot, engine_options=opts, log=_log(args),
+                           plot=args.plot, engine_options=opts, log=_log(args), release=args.release,
+                           cache_block_size=args.cache_block_size, kv_cache_tokens=args.kv_cache_tokens,
                            progress=not args.quiet and (sys.stderr.isatty() or args.progress))
     return _finish(args, summary)
 
@@ -172,7 +185,8 @@ def _replay_http(args, target, send):
                        seed=args.seed, time_scale=args.time_scale, start=args.start, end=args.end,
                        clients=args.clients, max_requests=args.max_requests, afap=args.afap,
                        max_model_len=args.max_model_len, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
-                       plot=args.plot, log=_log(args), send=send,
+                       plot=args.plot, log=_log(args), send=send, release=args.release,
+                       cache_block_size=args.cache_block_size, kv_cache_tokens=args.kv_cache_tokens,
                        progress=not args.quiet and (sys.stderr.isatty() or args.progress))
 
 

@@ -47,8 +47,7 @@ def client_shares(client_id: np.ndarray, workers: int) -> list[np.ndarray]:
 
 
 def _part(plan, idx: np.ndarray) -> dict:
-    return {"row": plan.row[idx], "scheduled": plan.scheduled[idx], "input_tokens": plan.input_tokens[idx],
-            "output_tokens": plan.output_tokens[idx]}
+    return plan.part(idx)
 
 
 def measure_offset(ray, actor) -> tuple[float, float]:
@@ -170,13 +169,11 @@ def _first_line(e: BaseException) -> str:
 def _merge(n: int, shares, results, lost, offsets, wall_end) -> dict:
     """Per-request arrays indexed like the plan: the actors' rows concatenated, then placed by
     plan index (a permutation); a lost actor's rows are `not_released` with the reason."""
-    from ..replay.http.outcomes import STATS_EVERY
+    from ..replay.http.outcomes import STATS_EVERY, result_arrays
 
     got = [k for k, r in enumerate(results) if r is not None]
     idx = np.concatenate([shares[k] for k in got]) if got else np.zeros(0, np.int64)
-    out = {"released": np.full(n, np.nan), "first_token": np.full(n, np.nan), "completed": np.full(n, np.nan),
-           "generated": np.zeros(n, np.int64), "http_status": np.zeros(n, np.int32),
-           "server_input_tokens": np.full(n, -1, np.int64), "attempts": np.zeros(n, np.int32)}
+    out = result_arrays(n)
     for key, arr in out.items():
         if got:
             arr[idx] = np.concatenate([np.asarray(results[k][key]) for k in got])

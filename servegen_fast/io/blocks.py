@@ -61,16 +61,30 @@ def block_offsets(input_tokens: np.ndarray, block_size: int) -> np.ndarray:
     return off
 
 
-def hash_ids(batch: pa.RecordBatch | pa.Table, spec: BlockSpec, backend: str = "cpu") -> pa.ListArray:
-    """list<int64> of block ids per row (ceil(input_tokens / block size) each)."""
+def hash_ids(batch: pa.RecordBatch | pa.Table, spec: BlockSpec, backend: str = "cpu",
+             input_tokens: np.ndarray | None = None) -> pa.ListArray:
+    """list<int64> of block ids per row (ceil(input_tokens / block size) each); `input_tokens`
+    replaces the rows' own lengths (replay: the served lengths)."""
     if backend == "numpy":
         from ..kernels import reference as kern
     else:
         from ..kernels import cpu as kern
     sid, client, pid, inp = _columns(batch)
+    if input_tokens is not None:
+        inp = np.asarray(input_tokens, np.int64)
     off = block_offsets(inp, spec.block_size)
     ptok = spec.prefix_tokens(client, pid)
     ids = kern.fill_block_ids(np.uint64(spec.seed), sid, client, pid, ptok, inp, np.int64(spec.block_size), off)
     if off[-1] < 2 ** 31:
         return pa.ListArray.from_arrays(pa.array(off.astype(np.int32), pa.int32()), pa.array(ids, pa.int64()))
     return pa.LargeListArray.from_arrays(pa.array(off, pa.int64()), pa.array(ids, pa.int64()))
+
+
+def content_ids(batch: pa.RecordBatch | pa.Table, spec: BlockSpec) -> pa.ListArray:
+    """Per row, the id each of its blocks has once full: `hash_ids` with the partial last block
+    taken as full. A prompt's content is keyed by these (io/content.py), so the tokens of a
+    turn's partial last block are the same as the next turn's, where that block is longer:
+    turn k+1's prompt starts with turn k's whole prompt."""
+    inp = _columns(batch)[3]
+    bs = spec.block_size
+    return hash_ids(batch, spec, input_tokens=(inp + bs - 1) // bs * bs)

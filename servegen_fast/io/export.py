@@ -6,8 +6,9 @@
   (seconds after the previous turn's completion, for closed-loop replay).
 * ``vllm``: the request JSONL of vLLM's custom dataset: ``prompt`` and ``output_tokens``. The
   prompt has one word per input token; with sessions the words of a block are a keyed function
-  of its block id, so requests with equal block ids get equal text and a server's prefix cache
-  sees the trace's sharing (token counts after tokenization depend on the tokenizer).
+  of its block id (io/content.py, the same words text replay sends), so requests with equal
+  block ids get equal text, a turn's prompt starts with the previous turn's, and a server's
+  prefix cache sees the trace's sharing (token counts after tokenization depend on the tokenizer).
 * ``burstgpt``: CSV with BurstGPT's columns ``Timestamp`` (s), ``Model`` (``client-<id>``),
   ``Request tokens``, ``Response tokens``, ``Total tokens``, ``Log Type`` (``Conversation log``),
   and ``Session ID`` with sessions.
@@ -28,17 +29,11 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
-from .blocks import BlockSpec, hash_ids
+from .blocks import BlockSpec, content_ids, hash_ids
+from .content import block_words
 from .trace import _files, _is_arrow, iter_batches, read_schema, trace_metadata
 
 FORMATS = ("mooncake", "vllm", "burstgpt")
-_WORDS = ("the of and to in is you that it he was for on are as with his they at be this have from or one had by "
-          "word but not what all were we when your can said there use an each which she do how their if will up "
-          "other about out many then them these so some her would make like him into time has look two more write "
-          "go see number no way could people my than first water been call who oil its now find long down day did "
-          "get come made may part").split()
-
-
 def _total_rows(path) -> int:
     """Rows of a trace from its file footers (nothing is decoded)."""
     n = 0
@@ -49,17 +44,6 @@ def _total_rows(path) -> int:
         else:
             n += pq.ParquetFile(f).metadata.num_rows
     return n
-
-
-def _words(ids: np.ndarray, block_size: int, n_tokens: int) -> str:
-    """One word per token; word j of block b is a keyed pick from (block id, j)."""
-    if n_tokens == 0:
-        return ""
-    pos = np.arange(n_tokens)
-    bid = ids[pos // block_size].astype(np.uint64)
-    mixed = (bid * np.uint64(0x9E3779B97F4A7C15) + (pos % block_size).astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9))
-    pick = (mixed >> np.uint64(40)) % np.uint64(len(_WORDS))
-    return " ".join(_WORDS[i] for i in pick.tolist())
 
 
 def export_trace(path: str | os.PathLike, fmt: str, output: str | os.PathLike,
@@ -89,7 +73,7 @@ def _lines(batch: pa.RecordBatch, fmt: str, spec: BlockSpec | None, first_row: i
     col = lambda n: batch.column(n).to_numpy(zero_copy_only=False)  # noqa: E731
     ts, inp, outp = col("timestamp"), col("input_tokens").astype(np.int64), col("output_tokens").astype(np.int64)
     n = batch.num_rows
-    blocks = hash_ids(batch, spec) if spec is not None else None
+    blocks = hash_ids(batch, spec) if spec is not None and fmt == "mooncake" else None
     if fmt == "burstgpt":
         cid = col("client_id")
         extra = [f",{s}" for s in col("session_id").tolist()] if spec else [""] * n
@@ -109,10 +93,12 @@ def _lines(batch: pa.RecordBatch, fmt: str, spec: BlockSpec | None, first_row: i
             lines.append(json.dumps(obj))
     else:  # vllm
         if spec is not None:
-            off, ids = blocks.offsets.to_numpy(), blocks.values.to_numpy()
+            cids = content_ids(batch, spec)
+            off, ids = cids.offsets.to_numpy(), cids.values.to_numpy()
+        bs = spec.block_size if spec is not None else 512
         for r in range(n):
-            # without sessions every request's text is its own (keyed by its row number)
-            ids_r = ids[off[r]:off[r + 1]] if spec is not None else np.full(1 + int(inp[r]) // 512, first_row + r)
-            bs = spec.block_size if spec is not None else 512
-            lines.append(json.dumps({"prompt": _words(ids_r, bs, int(inp[r])), "output_tokens": int(outp[r])}))
+            # without sessions every request's text is its own (blocks keyed by its row number)
+            ids_r = ids[off[r]:off[r + 1]] if spec is not None else -1 - (first_row + r) * 4096 - np.arange(
+                1 + int(inp[r]) // bs)
+            lines.append(json.dumps({"prompt": block_words(ids_r, bs, int(inp[r])), "output_tokens": int(outp[r])}))
     return "".join(line + "\n" for line in lines)

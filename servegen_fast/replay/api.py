@@ -29,6 +29,7 @@ def replay_trace(trace, output, *, engine: str = "transformers", model: str = "t
                  clients=None, max_requests: int | None = None, afap: bool = False,
                  max_model_len: int | None = None, slo_ttft: float | None = None, slo_tpot: float | None = None,
                  plot: bool = False, progress: bool = False, engine_options: dict | None = None,
+                 release: str = "auto", cache_block_size: int | None = None, kv_cache_tokens: int | None = None,
                  log=None) -> dict:
     """Replay `trace` (a path or an Arrow table) on an engine; write results to `output`; return the summary."""
     log = log or (lambda msg: None)
@@ -37,7 +38,7 @@ def replay_trace(trace, output, *, engine: str = "transformers", model: str = "t
         model_source(model)  # a missing model is an error before anything is loaded
     # check the trace before loading a model (max_model_len is applied once the model is known)
     make_plan(table, start=start, end=end, clients=clients, max_requests=max_requests, time_scale=time_scale,
-              afap=afap, source=source)
+              afap=afap, release=release, source=source)
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} exists and is not a directory")
@@ -48,7 +49,7 @@ def replay_trace(trace, output, *, engine: str = "transformers", model: str = "t
         if limit and eng.max_model_len:
             limit = min(limit, eng.max_model_len)
         plan = make_plan(table, start=start, end=end, clients=clients, max_requests=max_requests,
-                         time_scale=time_scale, afap=afap, max_model_len=limit, source=source)
+                         time_scale=time_scale, afap=afap, max_model_len=limit, release=release, source=source)
         log("warming up")
         span = float(plan.scheduled.max())
         try:
@@ -61,10 +62,13 @@ def replay_trace(trace, output, *, engine: str = "transformers", model: str = "t
             except Exception:  # noqa: BLE001 - the first error is the one to report
                 pass
             raise
+    d = eng.info.details
+    rec.expected_cached, cache = _expected(plan, rec.released, cache_block_size or d.get("cache_block_size"),
+                                           kv_cache_tokens or d.get("kv_cache_tokens"))
     metadata = {"tool": "servegen-fast replay", "version": __version__, "trace": source,
                 "engine": {"name": eng.info.name, "model": eng.info.model, "device": eng.info.device,
                            "dtype": eng.info.dtype, **eng.info.details},
-                "options": dict(plan.options, seed=seed), "interrupted": rec.interrupted}
+                "options": dict(plan.options, seed=seed), "prefix_cache_model": cache, "interrupted": rec.interrupted}
     summary = write_results(out, rec, metadata=metadata, slo_ttft=slo_ttft, slo_tpot=slo_tpot)
     if plot:
         from .plots import plot_results
@@ -111,7 +115,8 @@ def replay_http(trace, output, *, target: str, api: str = "completions", model_n
                 time_scale: float = 1.0, start: float | None = None, end: float | None = None, clients=None,
                 max_requests: int | None = None, afap: bool = False, max_model_len: int | None = None,
                 slo_ttft: float | None = None, slo_tpot: float | None = None, plot: bool = False,
-                progress: bool = False, log=None, send=None) -> dict:
+                progress: bool = False, release: str = "auto", cache_block_size: int | None = None,
+                kv_cache_tokens: int | None = None, log=None, send=None) -> dict:
     """Replay `trace` (a path or an Arrow table) against an OpenAI-compatible server at `target`;
     write the same results as on-device replay to `output` (plus HTTP columns); return the summary.
     `send`: what releases the plan (default `http.workers.send_plan`, this machine's processes;
@@ -135,7 +140,7 @@ def replay_http(trace, output, *, target: str, api: str = "completions", model_n
                        api_key=api_key, extra_body=dict(extra_body or {}), loop=loop)
     opts.validate()
     make_plan(table, start=start, end=end, clients=clients, max_requests=max_requests, time_scale=time_scale,
-              afap=afap, source=source)
+              afap=afap, release=release, source=source)
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} exists and is not a directory")
@@ -143,7 +148,7 @@ def replay_http(trace, output, *, target: str, api: str = "completions", model_n
     meta = probe(opts)
     limit = max_model_len or meta.get("max_model_len")
     plan = make_plan(table, start=start, end=end, clients=clients, max_requests=max_requests, time_scale=time_scale,
-                     afap=afap, max_model_len=limit, source=source)
+                     afap=afap, max_model_len=limit, release=release, source=source)
     span = float(plan.scheduled.max())
     bar = ProgressLine(True) if progress and opts.workers == 1 else None  # one line: one sending process
     with _sigint_stops() as stop:
@@ -167,12 +172,16 @@ def replay_http(trace, output, *, target: str, api: str = "completions", model_n
     rec = RunRecord(plan=plan, t0=0.0, released=r["released"], started=np.full(n, np.nan),
                     first_token=r["first_token"], completed=r["completed"], generated=r["generated"],
                     preempted=np.zeros(n, bool), status=r["status"], errors=r["error"], stats=r["stats"],
-                    interrupted=interrupted, wall_end=r["end"], extra=extra)
+                    interrupted=interrupted, wall_end=r["end"], extra=extra, scheduled=_scheduled(plan, r["scheduled"]),
+                    cached=r["server_cached_tokens"])
+    rec.expected_cached, cache = _expected(plan, rec.released, cache_block_size or meta.get("cache_block_size"),
+                                           kv_cache_tokens or meta.get("kv_cache_tokens"))
     metadata = {"tool": "servegen-fast replay", "version": __version__, "trace": source,
                 "engine": {"name": "http", "model": meta["model"], "device": target, "dtype": "-",
                            "api": api, "server_type": server_type, "prompt": opts.prompt},
                 "options": dict(plan.options, seed=seed, concurrency=concurrency, timeout=timeout, retries=retries,
                                 workers=opts.workers, loop=opts.loop),
+                "prefix_cache_model": cache,
                 "clock": r.get("clock") or {"name": "time.perf_counter", "run_start": r["t0"]},
                 "interrupted": interrupted}
     summary = write_results(out, rec, metadata=metadata, slo_ttft=slo_ttft, slo_tpot=slo_tpot)
@@ -181,3 +190,31 @@ def replay_http(trace, output, *, target: str, api: str = "completions", model_n
 
         summary["plots"] = [str(p) for p in plot_results(out)]
     return summary
+
+
+def _scheduled(plan, got):
+    """The release times the senders asked for; where none came back (a lost sender), the plan's
+    (a closed-loop later turn: none, NaN)."""
+    import numpy as np
+
+    from .timing import Releases
+
+    own = Releases(plan.scheduled, closed=plan.closed_loop, session_id=plan.session_id, turn=plan.turn,
+                   think_time=plan.think_time).scheduled
+    got = np.asarray(got, np.float64)
+    return np.where(np.isfinite(got), got, own)
+
+
+def _expected(plan, released, block_size, capacity):
+    """Expected cached prompt tokens (replay/cache.py) of the released requests in release order,
+    and the model's parameters for the metadata; (None, None) without block ids."""
+    import numpy as np
+
+    from .cache import DEFAULT_BLOCK_SIZE, expected_cached
+
+    if plan.block_ids is None:
+        return None, None
+    block_size = int(block_size or DEFAULT_BLOCK_SIZE)
+    done = np.flatnonzero(np.isfinite(released))
+    order = done[np.argsort(released[done], kind="stable")]
+    return expected_cached(plan, order, block_size, capacity), {"block_size": block_size, "kv_cache_tokens": capacity}

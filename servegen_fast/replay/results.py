@@ -2,7 +2,8 @@
 
 Files in the output directory (each written under a temporary name and renamed):
 ``requests.arrow`` (one row per selected request), ``engine_stats.arrow`` (memory / KV-cache
-snapshots over time, where the engine exposes them), ``summary.json`` and ``summary.txt``
+snapshots over time, where the engine exposes them), with sessions ``sessions.arrow`` (one row
+per session, `sessions.py`), ``summary.json`` and ``summary.txt``
 (written last). The summary's numbers are recomputed from ``requests.arrow`` by
 `summarize`, so the two always agree; ``complete`` is false when the run was interrupted.
 """
@@ -19,6 +20,7 @@ import pyarrow.ipc as ipc
 
 from ..io.atomic import atomic_path, write_text
 from .plan import ReplayPlan
+from .sessions import SESSIONS_FILE, cache_summary, meets_slo, session_summary, session_table, sessions_text
 
 META_KEY = b"servegen_fast_replay"
 REQUESTS_FILE = "requests.arrow"
@@ -48,6 +50,9 @@ class RunRecord:
     interrupted: bool
     wall_end: float
     extra: list = field(default_factory=list)  # (pyarrow field, values): more request columns (HTTP replay)
+    scheduled: np.ndarray | None = None  # actual release times asked for (closed loop); None: the plan's
+    cached: np.ndarray | None = None  # cached prompt tokens the engine reported (-1: not reported)
+    expected_cached: np.ndarray | None = None  # from the trace's block ids (-1: not computed)
 
 
 REQUEST_SCHEMA = pa.schema([
@@ -75,14 +80,25 @@ REQUEST_SCHEMA = pa.schema([
 ])
 
 
+SESSION_FIELDS = [pa.field("session_id", pa.uint64()), pa.field("turn", pa.uint16())]
+CACHE_FIELDS = [pa.field("cached_tokens", pa.int64()),  # the engine's usage.prompt_tokens_details.cached_tokens
+                pa.field("expected_cached_tokens", pa.int64())]  # trace block ids through an LRU (replay/cache.py)
+
+
+def _nullable(v) -> pa.Array:
+    v = np.asarray(v, np.int64)
+    return pa.array(v, pa.int64(), mask=v < 0)
+
+
 def request_table(rec, metadata: dict) -> pa.Table:
     p = rec.plan
+    sched = p.scheduled if getattr(rec, "scheduled", None) is None else rec.scheduled
     gen = rec.generated.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(gen > 1, (rec.completed - rec.first_token) / (gen - 1), np.nan)
     cols = {
-        "request": p.row, "client_id": p.client_id, "arrival": p.arrival, "scheduled": p.scheduled,
-        "released": rec.released, "lateness": rec.released - p.scheduled, "started": rec.started,
+        "request": p.row, "client_id": p.client_id, "arrival": p.arrival, "scheduled": sched,
+        "released": rec.released, "lateness": rec.released - sched, "started": rec.started,
         "first_token": rec.first_token, "completed": rec.completed, "ttft": rec.first_token - rec.released,
         "tpot": tpot, "e2e": rec.completed - rec.released, "queueing": rec.started - rec.released,
         "input_tokens": p.input_tokens, "output_tokens": p.output_tokens, "trace_input_tokens": p.trace_input,
@@ -91,6 +107,15 @@ def request_table(rec, metadata: dict) -> pa.Table:
     }
     arrays = [pa.array(cols[f.name], type=f.type, from_pandas=False) for f in REQUEST_SCHEMA]
     fields = list(REQUEST_SCHEMA)
+    if p.session_id is not None:
+        fields += SESSION_FIELDS
+        arrays += [pa.array(p.session_id, pa.uint64()), pa.array(p.turn, pa.uint16())]
+    cached, expected = getattr(rec, "cached", None), getattr(rec, "expected_cached", None)
+    if expected is not None or (cached is not None and (np.asarray(cached) >= 0).any()):  # where known
+        n = len(p)
+        fields += CACHE_FIELDS
+        arrays += [_nullable(np.full(n, -1) if cached is None else cached),
+                   _nullable(np.full(n, -1) if expected is None else expected)]
     for f, values in getattr(rec, "extra", ()):  # e.g. HTTP replay: http_status, error_kind, itl, ...
         fields.append(f)
         arrays.append(pa.array(values, type=f.type, from_pandas=False))
@@ -154,22 +179,22 @@ def summarize(table: pa.Table, slo_ttft: float | None = None, slo_tpot: float | 
     span = float(end.max() - rel.min()) if len(end) and len(rel) else 0.0
     out["duration_s"] = span
     sched = col["scheduled"]
+    sched = sched[np.isfinite(sched)]  # closed loop: a turn never due (its session stopped) has none
     offered_span = float(sched.max() - sched.min()) if len(sched) > 1 else 0.0
-    out["offered"] = {"requests": int(len(sched)), "span_s": offered_span,
-                      "rate": len(sched) / offered_span if offered_span > 0 else None}
+    out["offered"] = {"requests": int(len(status)), "span_s": offered_span,
+                      "rate": len(status) / offered_span if offered_span > 0 else None}
     gen = col["generated_tokens"][done].astype(np.float64)
     inp = col["input_tokens"][done].astype(np.float64)
     per_s = (lambda x: x / span if span > 0 else None)
     out["throughput"] = {"requests_per_s": per_s(done.sum()), "output_tokens_per_s": per_s(gen.sum()),
                          "total_tokens_per_s": per_s(gen.sum() + inp.sum())}
-    ok = done.copy()
-    if slo_ttft is not None:
-        ok &= col["ttft"] <= slo_ttft  # nan (first token unknown) fails
-    if slo_tpot is not None:
-        ok &= ~(col["tpot"] > slo_tpot)  # one-token outputs have no TPOT and pass
+    ok = meets_slo(col, slo_ttft, slo_tpot)  # nan TTFT (unknown) fails; one-token outputs pass TPOT
     out["slo"] = {"ttft_s": slo_ttft, "tpot_s": slo_tpot}
     out["goodput"] = {"requests": int(ok.sum()), "requests_per_s": per_s(ok.sum()),
                       "fraction": float(ok.sum() / counts["selected"]) if counts["selected"] else None}
+    out["prefix_cache"] = cache_summary(col, done)
+    if "session_id" in col:
+        out["sessions"] = session_summary(table, ok, slo_ttft is not None or slo_tpot is not None, _dist)
     if stats is not None and stats.num_rows:
         es = {"samples": int(stats.num_rows)}
         for name in stats.column_names:
@@ -208,6 +233,7 @@ def summary_text(s: dict) -> str:
     frac = "-" if g["fraction"] is None else f"{g['fraction']:.1%}"
     lines.append(f"goodput    {_fmt(g['requests_per_s'], '')} req/s ({g['requests']} requests, {frac}) under SLO: {slo}")
     lines.append(f"lateness   {s['lateness'].get('over_1ms', 0)} releases later than 1 ms")
+    lines += sessions_text(s)
     if s.get("errors"):
         lines.append("errors     " + ", ".join(f"{k} {v}" for k, v in s["errors"].items()))
     es = s.get("engine_stats")
@@ -226,6 +252,10 @@ def write_results(directory, rec, *, metadata: dict, slo_ttft=None, slo_tpot=Non
     write_arrow(table, d / REQUESTS_FILE)
     stats = stats_table(rec.stats)
     write_arrow(stats, d / STATS_FILE)
+    if "session_id" in table.column_names:
+        ok = meets_slo({n: table.column(n).to_numpy(zero_copy_only=False) for n in ("status", "ttft", "tpot")},
+                       slo_ttft, slo_tpot)
+        write_arrow(session_table(table, ok), d / SESSIONS_FILE)
     summary = dict(meta, **summarize(table, slo_ttft, slo_tpot, stats))
     write_text(d / SUMMARY_TXT, summary_text(summary))
     write_text(d / SUMMARY_JSON, json.dumps(summary, indent=1))

@@ -72,3 +72,69 @@ def show_progress(line: ProgressLine, released: int, done: int, total: int, elap
     in_flight = released - done if in_flight is None else in_flight
     line.show(frac, f"released {released:,}/{total:,}  done {done:,}  in flight {in_flight:,}  "
                     f"{elapsed:7.1f}s of {span:.1f}s", final)
+
+
+class Releases:
+    """Which request is released next, and when: `scheduled[i]` (seconds from t0) on CLOCK.
+
+    Open loop: every request at its planned time, in plan order. Closed loop (sessions): a
+    session's first request at its planned time; each later turn becomes due only when the
+    previous one ends (`ended(i, t)`), at t + think_time × think_scale, and its `scheduled` is
+    set then (NaN until then), so lateness counts from that closed-loop release time. A session
+    never has two turns in flight. `next()` is the earliest due request (ties: plan order), or
+    None while every remaining one waits on a request in flight (or none is left).
+    """
+
+    def __init__(self, scheduled, *, closed: bool = False, session_id=None, turn=None, think_time=None,
+                 think_scale: float = 1.0):
+        import heapq
+
+        import numpy as np
+
+        self._push, self._pop = heapq.heappush, heapq.heappop
+        self.scheduled = np.array(scheduled, np.float64)
+        n = len(self.scheduled)
+        self.follower = np.full(n, -1, np.int64)
+        self.closed = bool(closed and n and session_id is not None)
+        heads = np.arange(n)
+        if self.closed:
+            sid, tn = np.asarray(session_id), np.asarray(turn)
+            order = np.lexsort((np.arange(n), tn, sid))
+            same = sid[order[1:]] == sid[order[:-1]]
+            self.follower[order[:-1][same]] = order[1:][same]
+            later = np.zeros(n, bool)
+            later[order[1:][same]] = True
+            self.scheduled[later] = np.nan
+            heads = np.flatnonzero(~later)
+            heads = heads[np.argsort(self.scheduled[heads], kind="stable")]
+            self.think = np.asarray(think_time, np.float64) * float(think_scale)
+        self._order = heads.tolist()
+        self._k = 0
+        self._heap: list = []
+
+    def next(self) -> int | None:
+        """The request due first among those that may be released now (not removed)."""
+        heap = self._heap
+        if self._k < len(self._order):
+            i = self._order[self._k]
+            if heap and (heap[0][0], heap[0][1]) < (self.scheduled[i], i):
+                return heap[0][1]
+            return i
+        return heap[0][1] if heap else None
+
+    def take(self, i: int) -> None:
+        """Request i (the one `next()` gave) is being released."""
+        if self._k < len(self._order) and self._order[self._k] == i:
+            self._k += 1
+        else:
+            self._pop(self._heap)
+
+    def ended(self, i: int, t: float) -> float | None:
+        """Request i ended at t (s from t0): its session's next turn becomes due; returns when (None: none)."""
+        j = int(self.follower[i]) if self.closed else -1
+        if j < 0:
+            return None
+        due = t + float(self.think[j])
+        self.scheduled[j] = due
+        self._push(self._heap, (due, j))
+        return due

@@ -15,6 +15,13 @@ Raw asyncio protocol, HTTP/1.1 keep-alive, chunked event streams; each request g
   header (a server dropping kept-alive connections: the client must not lose requests to it);
 - ``mixed``: by request id (the ``x-request-id`` header) mod 5: ok, error500, close, stall, ok.
 
+With a prefix cache (``cache_tokens``, ``--cache-tokens N``: the KV capacity in tokens; 0 is
+off, the default) the server keeps an LRU of its prompts' full blocks (`replay/cache.py`, block
+size ``cache_block_size``) and reports ``usage.prompt_tokens`` and
+``usage.prompt_tokens_details.cached_tokens`` as vLLM does; ``/v1/models`` then lists
+``cache_block_size`` and ``kv_cache_tokens``. Prompts: token ids, or text split on whitespace
+(one token a word).
+
     python -m servegen_fast.testing.fake_server --port 0 --mode ok     # prints "listening on URL"
 """
 from __future__ import annotations
@@ -25,6 +32,8 @@ import json
 import re
 import sys
 import threading
+
+from ..replay.cache import DEFAULT_BLOCK_SIZE, PrefixCache, content_keys
 
 MODES = ("ok", "error500", "close", "close_before", "stall", "slow", "oneshot", "mixed")
 MIXED = ("ok", "error500", "close", "stall", "ok")
@@ -55,9 +64,20 @@ def _token(chat: bool) -> bytes:
 TOKEN = {False: _token(False), True: _token(True)}
 
 
-def _usage(n: int) -> bytes:
-    return _event({"id": "x", "object": "text_completion", "model": "fake", "choices": [],
-                   "usage": {"completion_tokens": n}})
+def _usage(n: int, prompt: int | None = None, cached: int | None = None) -> bytes:
+    usage = {"completion_tokens": n}
+    if prompt is not None:
+        usage.update(prompt_tokens=prompt, prompt_tokens_details={"cached_tokens": cached})
+    return _event({"id": "x", "object": "text_completion", "model": "fake", "choices": [], "usage": usage})
+
+
+def _prompt_items(body: bytes) -> list:
+    """The prompt's tokens: ids as given, or the words of a text prompt / the chat messages."""
+    obj = json.loads(body)
+    p = obj.get("prompt")
+    if p is None:
+        p = " ".join(str(m.get("content", "")) for m in obj.get("messages") or [] if isinstance(m, dict))
+    return p.split() if isinstance(p, str) else list(p)
 
 
 class _Handler(asyncio.Protocol):
@@ -98,8 +118,10 @@ class _Handler(asyncio.Protocol):
     def _respond(self, head: bytes, low: bytes, body: bytes) -> bool:
         path = head.split(b" ", 2)[1] if b" " in head else b"/"
         if path.endswith(b"/models"):
-            data = json.dumps({"object": "list", "data": [{"id": "fake", "object": "model",
-                                                           "max_model_len": 1 << 20}]}).encode()
+            model = {"id": "fake", "object": "model", "max_model_len": 1 << 20}
+            if self.s.cache is not None:
+                model.update(cache_block_size=self.s.cache.block_size, kv_cache_tokens=self.s.cache_tokens)
+            data = json.dumps({"object": "list", "data": [model]}).encode()
             self.t.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
                          % (len(data), data))
             return True
@@ -111,7 +133,16 @@ class _Handler(asyncio.Protocol):
         m = _MAX_TOKENS.search(body)
         n = max(1, min(int(m.group(1)) if m else 1, self.s.max_events))
         if mode == "ok" or mode == "oneshot":
-            self.t.write(SSE_HEAD + TOKEN[chat] * n + _usage(n) + DONE)
+            usage = _usage(n)
+            if self.s.cache is not None:
+                items = _prompt_items(body)
+                cached = self.s.cache.admit(content_keys(items, self.s.cache.block_size), len(items))
+                self.s.cached.append(cached)
+                m = re.search(rb"x-request-id:\s*(\d+)", low)
+                if m:
+                    self.s.prompts[int(m.group(1))] = items
+                usage = _usage(n, len(items), cached)
+            self.t.write(SSE_HEAD + TOKEN[chat] * n + usage + DONE)
             if mode == "oneshot":
                 self.t.close()
                 return False
@@ -151,9 +182,13 @@ class FakeServer:
     """Run on loopback in a background thread: ``with FakeServer("mixed") as url: ...``."""
 
     def __init__(self, mode: str = "ok", *, port: int = 0, max_events: int = 16, delay: float = 0.05,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", cache_tokens: int = 0, cache_block_size: int = DEFAULT_BLOCK_SIZE):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+        self.cache_tokens = int(cache_tokens)
+        self.cache = PrefixCache(cache_block_size, self.cache_tokens // cache_block_size) if cache_tokens else None
+        self.cached: list = []  # cached tokens reported, in order of arrival
+        self.prompts: dict = {}  # request id -> the prompt's items (with the cache on)
         self.mode, self.port, self.max_events, self.delay, self.host = mode, port, max_events, delay, host
         self.requests = 0
         self.connections = 0
@@ -208,8 +243,11 @@ def main(argv=None) -> int:
     p.add_argument("--max-events", type=int, default=16)
     p.add_argument("--delay", type=float, default=0.05)
     p.add_argument("--uvloop", action="store_true", help="run on uvloop where installed")
+    p.add_argument("--cache-tokens", type=int, default=0, help="prefix cache capacity in tokens (0: off)")
+    p.add_argument("--cache-block-size", type=int, default=DEFAULT_BLOCK_SIZE)
     a = p.parse_args(argv)
-    s = FakeServer(a.mode, port=a.port, max_events=a.max_events, delay=a.delay, host=a.host)
+    s = FakeServer(a.mode, port=a.port, max_events=a.max_events, delay=a.delay, host=a.host,
+                   cache_tokens=a.cache_tokens, cache_block_size=a.cache_block_size)
 
     async def serve():
         await s.start()

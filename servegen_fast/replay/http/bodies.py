@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from ..prompts import prepare, text_json, token_json
+from ..prompts import pool, prepare, text_json, token_json
 
 SERVER_TYPES = ("vllm", "sglang", "tgi", "openai")
 APIS = ("completions", "chat")
@@ -47,12 +47,29 @@ class BodyBuilder:
         self._fixed = json.dumps(fixed, separators=(",", ":"))[1:-1].encode()
         prepare(seed, prompt_kind, self.vocab)  # built now, before any release
 
-    def __call__(self, row: int, input_tokens: int, output_tokens: int) -> bytes:
-        n, m = int(input_tokens), int(output_tokens)
+    def block_ranges(self, cids, block_size: int) -> tuple:
+        """Byte ranges of blocks with these content ids in this builder's prompt sequence, computed
+        at once (io.content `Pool.block_ranges`), for `prompts.Prompt.ranges`."""
+        return pool(self.seed, self.kind, self.vocab).block_ranges(cids, block_size)
+
+    def __call__(self, row, input_tokens: int, output_tokens: int) -> bytes:
+        """The body of a request; `row`: its trace row or a `prompts.Prompt`."""
+        n = int(input_tokens)
+        items = token_json(self.seed, row, n, self.vocab) if self.kind == "tokens" else text_json(self.seed, row, n)
+        return self.body(items, output_tokens)
+
+    def session_tail(self, ranges: tuple, first: int, block_size: int, n: int, skip: int) -> bytes:
+        """Items [skip, n) of a block-keyed prompt (its first `skip` items are the previous turn's
+        prompt, already encoded), as JSON text (io.content `Pool.ranges_json`)."""
+        return pool(self.seed, self.kind, self.vocab).ranges_json(ranges, first, block_size, n, skip)
+
+    def body(self, items: bytes, output_tokens: int) -> bytes:
+        """The body around a prompt's items already encoded (ids joined by commas, or words)."""
+        m = int(output_tokens)
         if self.kind == "tokens":
-            prompt = b'"prompt":[' + token_json(self.seed, row, n, self.vocab) + b"]"
+            prompt = b'"prompt":[' + items + b"]"
         else:
-            text = b'"' + text_json(self.seed, row, n) + b'"'
+            text = b'"' + items + b'"'
             if self.api == "chat":
                 prompt = b'"messages":[{"role":"user","content":' + text + b"}]"
             else:
@@ -61,3 +78,32 @@ class BodyBuilder:
         if self.force:
             lengths += f',"min_tokens":{m},"ignore_eos":true'
         return b"{" + self._fixed + b"," + prompt + b"," + lengths.encode() + b"}"
+
+
+class SessionPrompts:
+    """The prompt items (encoded) of a sender's share of a trace with block ids. Every block's
+    byte range is computed before the clock starts, and a session's later turn is encoded as the
+    previous turn's prompt (kept until then) + the rest: turn k+1 starts with turn k's prompt
+    (docs/replay.md), so only the new blocks cost anything."""
+
+    def __init__(self, build: BodyBuilder, part: dict, follower):
+        self.build, self.follower = build, follower
+        self.ranges = build.block_ranges(part["block_ids"], part["block_size"])
+        self.boff, self.bs = part["block_off"].tolist(), int(part["block_size"])
+        self.sid, self.row, self.inp = part["session_id"].tolist(), part["row"].tolist(), part["input_tokens"]
+        self.sep = b"," if build.kind == "tokens" else b" "
+        self.kept: dict = {}  # session -> (tokens, items) of its last prompt built, while a turn follows
+
+    def __call__(self, i: int) -> bytes:
+        b, n, first, sid = self.build, int(self.inp[i]), self.boff[i], self.sid[i]
+        if (self.boff[i + 1] - first) * self.bs < n:  # a zero-token trace row served as 1 token
+            return token_json(b.seed, self.row[i], n, b.vocab) if b.kind == "tokens" else text_json(b.seed, self.row[i], n)
+        prev = self.kept.pop(sid, None)
+        if prev is not None and prev[0] <= n:
+            tail = b.session_tail(self.ranges, first, self.bs, n, prev[0])
+            items = prev[1] + self.sep + tail if tail else prev[1]
+        else:
+            items = b.session_tail(self.ranges, first, self.bs, n, 0)
+        if self.follower[i] >= 0:
+            self.kept[sid] = (n, items)
+        return items

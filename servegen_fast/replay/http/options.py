@@ -89,7 +89,9 @@ class Endpoint:
 
 def probe(options: HttpOptions, timeout: float = 10.0) -> dict:
     """GET /v1/models: the model name, and the context length / vocabulary where the server says
-    (vLLM: max_model_len; our local server: both). A clear error when the target does not answer."""
+    (vLLM: max_model_len; our local server and the test server also their prefix cache's block
+    size and KV capacity: cache_block_size, kv_cache_tokens). A clear error when the target does
+    not answer."""
     ep = Endpoint.parse(options.target)
     req = urllib.request.Request(ep.url("/models"), headers=auth_headers(options))
     try:
@@ -110,7 +112,7 @@ def probe(options: HttpOptions, timeout: float = 10.0) -> dict:
         raise RuntimeError(f"target {options.target} lists no models; give the model name with --model-name")
     info = next((m for m in models if isinstance(m, dict) and m.get("id") == model), {})
     out = {"model": model, "models": names}
-    for key in ("max_model_len", "vocab_size"):
+    for key in ("max_model_len", "vocab_size", "cache_block_size", "kv_cache_tokens"):
         if isinstance(info.get(key), int):
             out[key] = info[key]
     return out

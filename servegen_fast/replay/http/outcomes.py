@@ -37,6 +37,7 @@ class Outcomes:
         self.generated = np.zeros(n, np.int64)
         self.http_status = np.zeros(n, np.int32)
         self.server_in = np.full(n, -1, np.int64)
+        self.server_cached = np.full(n, -1, np.int64)
         self.attempts = np.zeros(n, np.int32)
         self.status = ["not_released"] * n
         self.error: list = [None] * n
@@ -49,6 +50,7 @@ class Outcomes:
         self.done = 0  # requests ended (completed or failed)
         self.stopped = False  # a stop was asked: no more releases or retries
         self._pending: dict = {}  # request bytes of the requests in flight (for retries)
+        self.on_end = None  # called (i, end time from t0) when a request completes or fails (closed loop)
 
     def release(self, i: int, data: bytes) -> None:
         req = _Req(i, self.chat)
@@ -147,7 +149,7 @@ class Outcomes:
     def result(self) -> dict:
         return {"released": self.released, "first_token": self.first, "completed": self.completed,
                 "generated": self.generated, "http_status": self.http_status, "server_input_tokens": self.server_in,
-                "attempts": self.attempts, "status": self.status, "error": self.error, "error_kind": self.kind,
+                "server_cached_tokens": self.server_cached, "attempts": self.attempts, "status": self.status, "error": self.error, "error_kind": self.kind,
                 "itl": self.itl}
 
     def _record(self, req: _Req, now: float) -> None:
@@ -158,24 +160,34 @@ class Outcomes:
         self.generated[i] = req.usage_out if isinstance(req.usage_out, int) else req.events
         if isinstance(req.usage_in, int):
             self.server_in[i] = req.usage_in
+        if isinstance(req.usage_cached, int):
+            self.server_cached[i] = req.usage_cached
         self.itl[i] = req.gaps
 
     def _finish(self, i: int) -> None:
         self.active -= 1
         self.done += 1
         self._pending.pop(i, None)
+        if self.on_end is not None:
+            self.on_end(i, self.completed[i])
 
 
-def merge(n: int, results: list, workers: int) -> dict:
-    """One dict of per-request arrays indexed like the plan, from workers that took every
-    `workers`-th request; their snapshots summed on the STATS_EVERY grid."""
-    out = {"released": np.full(n, np.nan), "first_token": np.full(n, np.nan), "completed": np.full(n, np.nan),
-           "generated": np.zeros(n, np.int64), "http_status": np.zeros(n, np.int32),
-           "server_input_tokens": np.full(n, -1, np.int64), "attempts": np.zeros(n, np.int32)}
+def result_arrays(n: int) -> dict:
+    """Empty per-request result arrays of n requests (what `Outcomes.result` and a sender give)."""
+    return {"scheduled": np.full(n, np.nan), "released": np.full(n, np.nan), "first_token": np.full(n, np.nan),
+            "completed": np.full(n, np.nan), "generated": np.zeros(n, np.int64), "http_status": np.zeros(n, np.int32),
+            "server_input_tokens": np.full(n, -1, np.int64), "server_cached_tokens": np.full(n, -1, np.int64),
+            "attempts": np.zeros(n, np.int32)}
+
+
+def merge(n: int, results: list, shares: list) -> dict:
+    """One dict of per-request arrays indexed like the plan, from workers that took the plan
+    positions `shares[w]`; their snapshots summed on the STATS_EVERY grid."""
+    out = result_arrays(n)
     lists = {"status": [None] * n, "error": [None] * n, "error_kind": [None] * n, "itl": [None] * n}
     stats: dict = {}
     for wid, r in enumerate(results):
-        idx = np.arange(wid, n, workers)
+        idx = shares[wid]
         for k in out:
             out[k][idx] = r[k]
         for k in lists:

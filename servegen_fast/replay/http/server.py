@@ -15,6 +15,12 @@ Streaming and non-streaming; ``stream_options.include_usage`` adds the usage chu
 Exactly ``max_tokens`` tokens are generated (no EOS), so ``min_tokens`` and ``ignore_eos``
 are accepted and have nothing left to do.
 
+Prefix cache: the server keeps one of its own (`replay/cache.py`: an LRU of the prompts' full
+blocks of DEFAULT_BLOCK_SIZE tokens, as many as the engine's KV cache holds) and reports
+``usage.prompt_tokens_details.cached_tokens`` as vLLM does; transformers' engine itself
+recomputes every prompt, so the count says what a prefix-caching engine of this KV capacity
+would have reused. ``/v1/models`` lists ``cache_block_size`` and ``kv_cache_tokens``.
+
 Tokenizer: the random models have none, so text is split on whitespace, one token per word
 (id from a CRC of the word), and a generated token id is shown as one word. Token-id prompts
 are taken as they are (ids must lie in [0, vocab)).
@@ -29,6 +35,7 @@ import sys
 import time
 import zlib
 
+from ..cache import DEFAULT_BLOCK_SIZE, PrefixCache, content_keys
 from ..prompts import RESERVED_IDS, WORDS
 from ..timing import CLOCK
 
@@ -131,9 +138,14 @@ class ModelServer:
         self.timings: dict[str, dict] = {}  # request id -> server-side times (perf_counter) and counts
         self.log_requests = log_requests
         self._ids = itertools.count()
+        self.cache: PrefixCache | None = None
+        self.kv_tokens = None
 
     def start(self) -> None:
         self.engine.start()
+        tokens = self.engine.info.details.get("kv_cache_tokens")
+        self.cache = PrefixCache(DEFAULT_BLOCK_SIZE, None if tokens is None else int(tokens) // DEFAULT_BLOCK_SIZE)
+        self.kv_tokens = tokens
 
     def stop(self) -> None:
         self.engine.stop(abandon=True)
@@ -156,7 +168,7 @@ class ModelServer:
     async def models(self, request):
         return _web().json_response({"object": "list", "data": [
             {"id": self.name, "object": "model", "owned_by": "servegen-fast", "max_model_len": self.max_len,
-             "vocab_size": self.vocab}]})
+             "vocab_size": self.vocab, "cache_block_size": DEFAULT_BLOCK_SIZE, "kv_cache_tokens": self.kv_tokens}]})
 
     async def debug_requests(self, request):
         return _web().json_response(self.timings)
@@ -181,6 +193,7 @@ class ModelServer:
             ids, n = parse_request(body, chat, self.name, self.vocab, self.max_len)
         except Refused as e:
             return _error(*e.args)
+        cached = self.cache.admit(content_keys(ids, DEFAULT_BLOCK_SIZE), len(ids)) if self.cache is not None else 0
         rid = request.headers.get("x-request-id") or f"req-{next(self._ids)}"
         key = f"{rid}#{next(self._ids)}"
         mgr = self.engine.manager
@@ -189,7 +202,7 @@ class ModelServer:
         if mgr.add_request(ids, request_id=key, max_new_tokens=n, streaming=True, record_timestamps=True,
                            eos_token_id=-1) is None:
             return _error(503, "the engine is not accepting requests", "ServiceUnavailableError")
-        rec = {"arrival": arrival, "prompt_tokens": len(ids), "max_tokens": n}
+        rec = {"arrival": arrival, "prompt_tokens": len(ids), "max_tokens": n, "cached_tokens": cached}
         if len(self.timings) < self.log_requests:
             self.timings[rid] = rec
         created = int(time.time())
@@ -246,7 +259,8 @@ class ModelServer:
             return resp
         rec["completion_tokens"] = sent
         rec.setdefault("sent_all", CLOCK())
-        usage = {"prompt_tokens": len(ids), "completion_tokens": sent, "total_tokens": len(ids) + sent}
+        usage = {"prompt_tokens": len(ids), "completion_tokens": sent, "total_tokens": len(ids) + sent,
+                 "prompt_tokens_details": {"cached_tokens": cached}}
         if not stream:
             choice = ({"index": 0, "message": {"role": "assistant", "content": "".join(texts)}} if chat
                       else {"index": 0, "text": "".join(texts)})
@@ -259,7 +273,6 @@ class ModelServer:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
-
 
 
 async def _serve(server: ModelServer, host: str, port: int, announce) -> None:

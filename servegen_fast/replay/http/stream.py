@@ -29,7 +29,7 @@ _ROLE = b'"role"'
 # --------------------------------------------------------------------------- one request in flight
 class _Req:
     __slots__ = ("i", "conn", "status_code", "sse", "body", "events", "first", "last", "gaps", "done_marker",
-                 "usage_out", "usage_in", "stream_error", "got_bytes", "attempt", "chat")
+                 "usage_out", "usage_in", "usage_cached", "stream_error", "got_bytes", "attempt", "chat")
 
     def __init__(self, i: int, chat: bool):
         self.i, self.chat = i, chat
@@ -48,6 +48,7 @@ class _Req:
         self.done_marker = False
         self.usage_out = None
         self.usage_in = None
+        self.usage_cached = None  # usage.prompt_tokens_details.cached_tokens (vLLM; SGLang: usage.cached_tokens)
         self.stream_error = None
         self.got_bytes = False
 
@@ -142,6 +143,10 @@ class _Req:
         if usage:
             self.usage_out = usage.get("completion_tokens", self.usage_out)
             self.usage_in = usage.get("prompt_tokens", self.usage_in)
+            details = usage.get("prompt_tokens_details")
+            cached = details.get("cached_tokens") if isinstance(details, dict) else usage.get("cached_tokens")
+            if isinstance(cached, int):
+                self.usage_cached = cached
 
     def error_message(self) -> str:
         text = bytes(self.body).decode("utf-8", "replace").strip()

@@ -1,7 +1,8 @@
 """HTTP replay of a whole plan: one `Sender` on this process's event loop, or N sending processes.
 
 With `workers=N`, N spawned processes each run a `Sender` with its own event loop and
-`ceil(concurrency / N)` connections over every N-th request of the plan. Once every one has
+`ceil(concurrency / N)` connections over every N-th request of the plan (with sessions: the
+requests of every N-th session, so that a session's turns stay in one process for closed loop). Once every one has
 warmed up, all are given one start time START_DELAY ahead (perf_counter is system-wide on
 Linux), and their results are merged back by index.
 """
@@ -12,6 +13,8 @@ import contextlib
 import gc
 import math
 import signal
+
+import numpy as np
 
 from ...progress import ProgressLine
 from ..timing import CLOCK, show_progress
@@ -41,10 +44,14 @@ def _quiet_gc():
         gc.unfreeze()
 
 
-def _partition(plan, wid: int, workers: int) -> dict:
-    sl = slice(wid, None, workers)
-    return {"row": plan.row[sl], "scheduled": plan.scheduled[sl], "input_tokens": plan.input_tokens[sl],
-            "output_tokens": plan.output_tokens[sl]}
+def shares(plan, workers: int) -> list:
+    """Plan positions of each worker: round-robin by request, or by session where the plan has them."""
+    n = len(plan)
+    if plan.session_id is None:
+        return [np.arange(w, n, workers) for w in range(workers)]
+    _, inv = np.unique(plan.session_id, return_inverse=True)
+    who = inv % workers
+    return [np.flatnonzero(who == w) for w in range(workers)]
 
 
 def _worker_process(pipe, wid: int, part: dict, options: HttpOptions, meta: dict, concurrency: int,
@@ -77,7 +84,8 @@ def send_plan(plan, options: HttpOptions, meta: dict, *, should_stop=lambda: Fal
     n = len(plan)
     workers = max(1, min(int(options.workers), n))
     per_worker = max(1, math.ceil(options.concurrency / workers))
-    parts = [_partition(plan, w, workers) for w in range(workers)]
+    idx = shares(plan, workers)
+    parts = [plan.part(k) for k in idx]
     if workers == 1:
         w = Sender(parts[0], options, meta, per_worker, should_stop)
 
@@ -108,7 +116,7 @@ def send_plan(plan, options: HttpOptions, meta: dict, *, should_stop=lambda: Fal
         results = [w.result()]
     else:
         results = _run_processes(parts, options, meta, per_worker, should_stop, on_start)
-    return merge(n, results, workers)
+    return merge(n, results, idx)
 
 
 def _run_processes(parts, options, meta, per_worker, should_stop, on_start) -> list:

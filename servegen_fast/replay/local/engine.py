@@ -27,6 +27,7 @@ class Completion:
     started: float = float("nan")  # when the engine took the request out of its queue (nan: not exposed)
     error: str | None = None
     preempted: bool = False  # the engine evicted it and recomputed (first-token time lost where nan)
+    cached_tokens: int = -1  # prompt tokens served from the engine's prefix cache (-1: not reported)
 
 
 @dataclass

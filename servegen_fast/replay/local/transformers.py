@@ -81,8 +81,10 @@ class TransformersEngine(Engine):
                     raise RuntimeError(f"transformers continuous batching failed on a warm-up request: {r.error}")
                 left -= 1
         cache = self.manager.batch_processor.cache
-        self.info.details.update(page_size=int(self._cb_options["page_size"]), kv_num_blocks=int(cache.num_blocks),
-                                 max_batch_tokens=int(cache.max_batch_tokens))
+        page = int(self._cb_options["page_size"])
+        self.info.details.update(page_size=page, kv_num_blocks=int(cache.num_blocks),
+                                 max_batch_tokens=int(cache.max_batch_tokens),
+                                 cache_block_size=page, kv_cache_tokens=page * int(cache.num_blocks))
 
     def _submit(self, request_id: str, prompt_ids: list[int], output_tokens: int) -> None:
         got = self.manager.add_request(prompt_ids, request_id=request_id, max_new_tokens=int(output_tokens),

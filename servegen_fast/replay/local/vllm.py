@@ -9,7 +9,8 @@ Outputs are forced with `SamplingParams(max_tokens=n, min_tokens=n, ignore_eos=T
 `LLMEngine.step()` is synchronous, so a worker thread owns the engine: it takes submitted
 requests from a queue at each step boundary (where vLLM admits new requests anyway), steps,
 and stamps a request's first token and completion when a step returns them, on the
-replayer's clock. Prefix caching is off: synthetic prompts share nothing.
+replayer's clock. Prefix caching is on: prompts of traces with sessions share their blocks
+(prompts.py), and vLLM's `num_cached_tokens` of each request is recorded.
 """
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ from ..prompts import RESERVED_IDS
 from ..timing import CLOCK
 from .engine import Completion, Engine, EngineInfo, resolve_device
 from .models import SIZES, describe_model, model_source, write_size_config
+
+
+def _cache_details(engine) -> dict:
+    """The KV cache's block size and capacity in tokens, where this vLLM version exposes them."""
+    cfg = getattr(engine, "cache_config", None) or getattr(getattr(engine, "vllm_config", None), "cache_config", None)
+    bs, blocks = getattr(cfg, "block_size", None), getattr(cfg, "num_gpu_blocks", None)
+    out = {"cache_block_size": bs} if isinstance(bs, int) else {}
+    if out and isinstance(blocks, int):
+        out["kv_cache_tokens"] = bs * blocks
+    return out
 
 
 class VLLMEngine(Engine):
@@ -47,7 +58,7 @@ class VLLMEngine(Engine):
             load_format = "dummy"
         size_len = SIZES[model]["max_position_embeddings"] if kind == "size" else None
         args = dict(model=str(path), skip_tokenizer_init=True, load_format=load_format, seed=seed,
-                    dtype=dtype or "bfloat16", enable_prefix_caching=False, enforce_eager=enforce_eager,
+                    dtype=dtype or "bfloat16", enable_prefix_caching=True, enforce_eager=enforce_eager,
                     max_model_len=max_model_len or (min(size_len, 32768) if size_len else None))
         if gpu_memory_utilization is not None:
             args["gpu_memory_utilization"] = gpu_memory_utilization
@@ -59,7 +70,8 @@ class VLLMEngine(Engine):
         mlen = int(getattr(mcfg, "max_model_len", 0) or args["max_model_len"] or 0)
         self.info = EngineInfo(name="vllm", model=describe_model(model), device="cuda", dtype=args["dtype"],
                                details={"vocab_size": vocab, "max_model_len": mlen, "load_format": load_format,
-                                        "vllm_version": vllm.__version__, "path": "vllm LLMEngine (in-process)"})
+                                        "vllm_version": vllm.__version__, "path": "vllm LLMEngine (in-process)",
+                                        "prefix_caching": True, **_cache_details(self.engine)})
         self._inbox: queue.Queue = queue.Queue()
         self._outbox: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -93,7 +105,7 @@ class VLLMEngine(Engine):
                     except queue.Empty:
                         break
                     key = str(rid)
-                    self._live[key] = {"rid": rid, "n": 0, "first": math.nan}
+                    self._live[key] = {"rid": rid, "n": 0, "first": math.nan, "cached": -1}
                     self.engine.add_request(key, {"prompt_token_ids": ids}, self._params(n))
                 if self._stop.is_set() and (self._abandon or not self._live):
                     break
@@ -109,11 +121,14 @@ class VLLMEngine(Engine):
                     toks = len(o.outputs[0].token_ids) if o.outputs else 0
                     if toks and math.isnan(st["first"]):
                         st["first"] = now
+                    cached = getattr(o, "num_cached_tokens", None)
+                    if isinstance(cached, int) and cached >= 0:
+                        st["cached"] = cached
                     st["n"] = st["n"] + toks if self._delta else toks
                     if o.finished:
                         del self._live[o.request_id]
                         self._outbox.put(Completion(rid=st["rid"], output_tokens=st["n"], first_token=st["first"],
-                                                    completed=now, started=math.nan))
+                                                    completed=now, started=math.nan, cached_tokens=st["cached"]))
         except BaseException as e:  # reported to the loop by poll()
             self._error = e
 

@@ -55,26 +55,24 @@ def token_prompt(seed: int, p, n: int, vocab: int) -> np.ndarray:
     return pl.values[k:k + n]
 
 
-def token_json(seed: int, p, n: int, vocab: int) -> bytes:
-    """`token_prompt`'s ids as the items of a JSON array (b"17,4023,...")."""
+def _json(seed: int, p, n: int, kind: str, vocab: int = 0) -> bytes:
     p = _key(p, int(n))
-    pl = pool(seed, "tokens", vocab)
+    pl = pool(seed, kind, vocab)
     if p.ranges is not None:
         return pl.ranges_json(p.ranges[0], p.ranges[1], p.block_size, int(n))
     if p.blocks is not None:
         return pl.block_json(p.blocks, p.block_size, int(n))
     return pl.json(seed, p.row, int(n))
+
+
+def token_json(seed: int, p, n: int, vocab: int) -> bytes:
+    """`token_prompt`'s ids as the items of a JSON array (b"17,4023,...")."""
+    return _json(seed, p, n, "tokens", vocab)
 
 
 def text_json(seed: int, p, n: int) -> bytes:
     """n words of request `p` as UTF-8 bytes (the words need no JSON escaping)."""
-    p = _key(p, int(n))
-    pl = pool(seed, "text")
-    if p.ranges is not None:
-        return pl.ranges_json(p.ranges[0], p.ranges[1], p.block_size, int(n))
-    if p.blocks is not None:
-        return pl.block_json(p.blocks, p.block_size, int(n))
-    return pl.json(seed, p.row, int(n))
+    return _json(seed, p, n, "text")
 
 
 def text_prompt(seed: int, p, n: int) -> str:

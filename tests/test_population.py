@@ -118,7 +118,21 @@ def test_compiled_units_equal_the_numpy_twin(builtin, max_shift, day_sigma):
         assert len(a.law) > 0
         for name in a.__dataclass_fields__:
             x, y = getattr(a, name), getattr(b, name)
+            if x is None or y is None:  # `mod`: no modulation in a synthesized population
+                assert x is None and y is None, name
+                continue
             assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), name
+
+
+def test_a_modulated_source_keeps_its_modulation(builtin):
+    """A population of a fitted pool with intra-window modulation carries it to its units."""
+    c, w = builtin.rate.shape
+    sigma = np.where(np.arange(w) % 2 == 0, 0.5, 0.0)[None, :].repeat(c, 0)
+    src = builtin.replace(mod_sigma=sigma, mod_tau=np.full((c, w), 30.0))
+    pop = P.synthesize(src, 2_000, mean_rate=50.0, duration=DAY, seed=4)
+    u = pop.units(0, 4, np.ones(4))
+    assert u.mod is not None and len(u.mod[0]) == len(u.law) and (u.mod[0] > 0).any()
+    np.testing.assert_array_equal(u.mod[0], P._units_numpy(pop, 0, 4, np.ones(4)).mod[0])
 
 
 # --------------------------------------------------------------------------- determinism

@@ -182,8 +182,12 @@ class Population:
 
 def _units(pop: Population, w0: int, w1: int, factor: np.ndarray) -> Units:
     """The compiled planner (kernels/units.py): one pass over clients per window, no dense
-    [N, windows] arrays; identical to `_units_numpy`."""
+    [N, windows] arrays; identical to `_units_numpy`. A modulated source (a fitted pool whose
+    windows carry an intra-window modulation) is planned by the NumPy twin, which gathers the
+    modulation parameters too."""
     s = pop.source
+    if s.mod_sigma is not None and (s.mod_sigma > 0).any():
+        return _units_numpy(pop, w0, w1, factor)
     w = pop.window_index[w0:w1]
     day = pop.day_factor[pop._day_of(w)] * np.asarray(factor, np.float64)
     wi, client, window, start, length, rate, law, shape, cv, dist = population_units(

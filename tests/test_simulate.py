@@ -189,3 +189,102 @@ def test_bad_options():
         run_plan(p, profile(), 1, "random")
     with pytest.raises(ValueError, match="prefix-aware needs a prefix key"):
         run_plan(p, profile(), 1, "prefix-aware")
+
+
+def session_trace(sessions=120, span=20.0, seed=3, max_in=1500, max_out=200) -> pa.Table:
+    """Sessions of 1-4 turns; a turn's trace time is the previous one's + 2 s + its think time."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(sessions):
+        t, inp = rng.uniform(0, span), int(rng.integers(1, max_in))
+        for k in range(int(rng.integers(1, 5))):
+            think = 0.0 if k == 0 else float(rng.exponential(1.5))
+            t += 0.0 if k == 0 else 2.0 + think
+            out = int(rng.integers(1, max_out))
+            rows.append((t, s % 9, inp, out, 1000 + s, k + 1, think if k else None, s % 5))
+            inp += out + int(rng.integers(1, 200))
+    rows.sort(key=lambda r: (r[0], r[4], r[5]))
+    c = list(zip(*rows))
+    return pa.table({"timestamp": pa.array(c[0], pa.float64()), "client_id": pa.array(c[1], pa.uint32()),
+                     "input_tokens": pa.array(c[2], pa.uint32()), "output_tokens": pa.array(c[3], pa.uint32()),
+                     "session_id": pa.array(c[4], pa.uint64()), "turn": pa.array(c[5], pa.uint16()),
+                     "think_time": pa.array(c[6], pa.float64()), "prefix_id": pa.array(c[7], pa.int64())})
+
+
+def reference_of(p, prof, instances, router, keys=None):
+    from servegen_fast.simulate.cluster import session_links
+
+    follower, think = session_links(p)
+    arrival = p.scheduled.astype(np.float64).copy()
+    arrival[follower[follower >= 0]] = np.inf
+    return simulate_reference(arrival, p.input_tokens.astype(np.int64), p.output_tokens.astype(np.int64),
+                              prof.coef_array(), prof.page_size, prof.kv_blocks, prof.max_batch_tokens, prof.max_seqs,
+                              int(np.ceil(prof.admit_free_fraction * prof.kv_blocks)), instances=instances,
+                              router=router, key=keys, follower=follower, think=think)
+
+
+def assert_same(res, ref):
+    assert np.array_equal(res.instance, ref["instance"])
+    assert np.array_equal(res.status, ref["status"])
+    assert np.array_equal(res.preempted, ref["preempted"])
+    ok = res.status == COMPLETED
+    assert np.array_equal(res.generated[ok], ref["generated"][ok])
+    for name in ("released", "started", "first_token", "completed"):
+        np.testing.assert_allclose(getattr(res, name), ref[name], rtol=TOL, atol=0)
+
+
+@pytest.mark.parametrize("router", list(ROUTERS))
+@pytest.mark.parametrize("kv_blocks,instances", [(2048, 2), (64, 1), (200, 3)])
+def test_closed_loop_kernel_equals_plain_python_twin(router, kv_blocks, instances):
+    t = session_trace()
+    p = make_plan(t)
+    assert p.closed_loop
+    prof = profile(kv_blocks=kv_blocks)
+    keys = t.column("session_id").to_numpy().astype(np.int64) if router == "prefix-aware" else None
+    res = run_plan(p, prof, instances, router, keys)
+    assert_same(res, reference_of(p, prof, instances, router, keys))
+    if kv_blocks < 2048:  # preemption; the smallest cache also drops turns (their next turns still come)
+        assert res.preempted.any() and (kv_blocks > 64 or (res.status == DROPPED).any())
+
+
+@pytest.mark.parametrize("release", ["auto", "closed"])
+def test_closed_loop_turns_follow_the_previous_completion(release):
+    from servegen_fast.simulate.cluster import session_links
+
+    p = make_plan(session_trace(), release=release)
+    res = run_plan(p, profile(kv_blocks=200), 2, "least-loaded")
+    follower, think = session_links(p)
+    prev = np.flatnonzero(follower >= 0)
+    nxt = follower[prev]
+    assert len(prev) > 50
+    ends = np.where(res.status[prev] == COMPLETED, res.completed[prev], res.released[prev])  # dropped: at arrival
+    np.testing.assert_allclose(res.released[nxt], ends + think[nxt], rtol=1e-12)  # completion + think time exactly
+    ok = res.status[nxt] == COMPLETED
+    assert np.all(res.started[nxt][ok] >= res.released[nxt][ok])
+    assert np.all(res.started[nxt][ok] > res.completed[prev][ok & (res.status[prev] == COMPLETED)].min())
+    first = np.setdiff1d(np.arange(len(p)), nxt)
+    assert np.array_equal(res.released[first], p.scheduled[first])  # first turns at their trace time
+    # never two turns of a session at once: each starts after its predecessor completed
+    both = (res.status[prev] == COMPLETED) & (res.status[nxt] == COMPLETED)
+    assert np.all(res.started[nxt][both] >= res.completed[prev][both])
+    assert res.released[nxt].max() != p.scheduled[nxt].max()  # not the trace's own times
+
+
+def test_open_release_of_a_session_trace_is_the_plain_open_loop():
+    t = session_trace()
+    p = make_plan(t, release="open")
+    assert not p.closed_loop
+    res = run_plan(p, profile(), 2, "least-loaded")
+    assert np.array_equal(res.released, p.scheduled)
+    plain = run_plan(make_plan(t.select(["timestamp", "client_id", "input_tokens", "output_tokens"])), profile(), 2,
+                     "least-loaded")
+    for name in ("started", "first_token", "completed"):
+        assert np.array_equal(getattr(res, name), getattr(plain, name), equal_nan=True)
+
+
+def test_closed_loop_results_and_sessions_files(tmp_path):
+    s = simulate_trace(session_trace(), tmp_path / "r", profile=profile(), instances=2, slo_ttft=1.0, slo_tpot=0.05)
+    table = read_requests(tmp_path / "r")
+    assert s["options"]["release"] == "closed" and s["sessions"]["sessions"] == 120
+    assert (tmp_path / "r" / "sessions.arrow").is_file()
+    assert np.all(table.column("lateness").to_numpy() == 0)

@@ -33,6 +33,7 @@ class SimResult:
     generated: np.ndarray  # int64
     preempted: np.ndarray  # bool
     status: np.ndarray  # int8: kernel.COMPLETED | kernel.DROPPED
+    released: np.ndarray  # float64 arrival at the router (closed loop: previous turn's end + think time)
     stats_time: np.ndarray
     kv_used_fraction: np.ndarray  # cluster-wide, at stats_time
     running: np.ndarray
@@ -56,31 +57,53 @@ def run_plan(plan: ReplayPlan, profile: Profile, instances: int, router: str = "
         raise ValueError("router prefix-aware needs a prefix key per request (a trace column "
                          f"{' or '.join(KEY_COLUMNS)}); this trace has none: use round-robin or least-loaded")
     key = np.full(n, -1, np.int64) if keys is None else np.asarray(keys, np.int64)
-    order = np.argsort(plan.scheduled, kind="stable")  # afap or scaled plans stay in time order; be safe
-    arrival = plan.scheduled[order].astype(np.float64)
+    follower, think = session_links(plan)
+    heads = plan.scheduled.astype(np.float64)
+    heads[follower[follower >= 0]] = np.inf  # a later turn arrives when its predecessor ends
+    order = np.argsort(heads, kind="stable")  # afap or scaled plans stay in time order; be safe
+    back = np.empty(n, np.int64)
+    back[order] = np.arange(n)
+    arrival = heads[order]
+    follower = np.where(follower[order] >= 0, back[np.maximum(follower[order], 0)], -1)
     inp = plan.input_tokens[order].astype(np.int64)
     out = plan.output_tokens[order].astype(np.int64)
-    span = float(arrival[-1]) if n else 0.0
+    fin = arrival[np.isfinite(arrival)]
+    span = float(fin[-1]) if len(fin) else 0.0
     st_dt = max(span, 1e-3) / (STATS_SAMPLES // 2)  # half the grid covers the arrivals, the rest the drain
     inst = np.zeros(n, np.int64)
-    started, first, done = (np.full(n, np.nan) for _ in range(3))
+    started, first, done, released = (np.full(n, np.nan) for _ in range(4))
     gen = np.zeros(n, np.int64)
     pre = np.zeros(n, np.uint8)
     status = np.zeros(n, np.int8)
     st_kv, st_run, st_wait = (np.zeros(STATS_SAMPLES, np.int64) for _ in range(3))
     seqs = min(profile.max_seqs, profile.max_batch_tokens)
     admit = int(np.ceil(profile.admit_free_fraction * profile.kv_blocks))
-    clock = simulate_kernel(arrival, inp, out, key[order], ROUTERS[router], int(instances), profile.coef_array(),
-                            profile.page_size, profile.kv_blocks, profile.max_batch_tokens, seqs, admit, st_dt,
-                            STATS_SAMPLES, inst, started, first, done, gen, pre, status, st_kv, st_run, st_wait)
-    back = np.empty(n, np.int64)
-    back[order] = np.arange(n)
+    clock = simulate_kernel(arrival, follower, think[order], inp, out, key[order], ROUTERS[router], int(instances),
+                            profile.coef_array(), profile.page_size, profile.kv_blocks, profile.max_batch_tokens, seqs,
+                            admit, st_dt, STATS_SAMPLES, inst, started, first, done, gen, pre, status, released,
+                            st_kv, st_run, st_wait)
     end = float(clock.max()) if n else 0.0
     g = int(min(STATS_SAMPLES, np.floor(end / st_dt) + 1))
     return SimResult(instance=inst[back], started=started[back], first_token=first[back], completed=done[back],
+                     released=released[back],
                      generated=gen[back], preempted=pre[back].astype(bool), status=status[back],
                      stats_time=np.arange(g) * st_dt, kv_used_fraction=st_kv[:g] / (profile.kv_blocks * instances),
                      running=st_run[:g].astype(np.float64), waiting=st_wait[:g].astype(np.float64), end=end)
+
+
+def session_links(plan: ReplayPlan) -> tuple[np.ndarray, np.ndarray]:
+    """Closed loop (plan.closed_loop): per request the plan position of its session's next turn
+    (-1: none) and its own think time x think scale (seconds after the previous turn ends); as
+    replay's `timing.Releases` orders turns. Open loop: no links."""
+    n = len(plan)
+    follower = np.full(n, -1, np.int64)
+    if not plan.closed_loop or plan.session_id is None or n == 0:
+        return follower, np.zeros(n)
+    sid, tn = np.asarray(plan.session_id), np.asarray(plan.turn)
+    order = np.lexsort((np.arange(n), tn, sid))
+    same = sid[order[1:]] == sid[order[:-1]]
+    follower[order[:-1][same]] = order[1:][same]
+    return follower, np.asarray(plan.think_time, np.float64) * float(plan.think_scale)
 
 
 def prefix_keys(table) -> np.ndarray | None:
@@ -96,7 +119,7 @@ def run_record(plan: ReplayPlan, res: SimResult) -> RunRecord:
     errors = [None if o else "dropped: prompt + output exceed the KV cache" for o in ok]
     stats = [(float(t), {"kv_used_fraction": float(k), "running": float(r), "waiting": float(w)})
              for t, k, r, w in zip(res.stats_time, res.kv_used_fraction, res.running, res.waiting)]
-    return RunRecord(plan=plan, t0=0.0, released=plan.scheduled.astype(np.float64), started=res.started,
+    return RunRecord(plan=plan, t0=0.0, released=res.released, scheduled=res.released, started=res.started,
                      first_token=res.first_token, completed=res.completed, generated=res.generated,
                      preempted=res.preempted, status=status, errors=errors, stats=stats, interrupted=False,
                      wall_end=res.end)
@@ -104,10 +127,12 @@ def run_record(plan: ReplayPlan, res: SimResult) -> RunRecord:
 
 def simulate_trace(trace, output, *, profile, instances: int, router: str = "round-robin",
                    time_scale: float = 1.0, start: float | None = None, end: float | None = None, clients=None,
-                   max_requests: int | None = None, slo_ttft: float | None = None, slo_tpot: float | None = None,
+                   max_requests: int | None = None, release: str = "auto", slo_ttft: float | None = None,
+                   slo_tpot: float | None = None,
                    plot: bool = False, log=None) -> dict:
     """Simulate `trace` (a path or an Arrow table) on `instances` engines of `profile`; write
-    replay-shaped results to `output`; return the summary."""
+    replay-shaped results to `output`; return the summary. `release`: as replay's (auto: closed
+    loop where the trace has sessions)."""
     import pyarrow as pa
 
     from ..io.trace import read_trace
@@ -118,7 +143,7 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
     table, source = (trace, "<table>") if isinstance(trace, pa.Table) else (read_trace(trace), str(trace))
     limit = int(prof.measured_on.get("max_model_len") or 0) or None
     plan = make_plan(table, start=start, end=end, clients=clients, max_requests=max_requests, time_scale=time_scale,
-                     max_model_len=limit, source=source)
+                     max_model_len=limit, release=release, source=source)
     keys = prefix_keys(table)
     if keys is not None:
         keys = keys[plan.row]

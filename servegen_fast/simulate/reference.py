@@ -4,6 +4,7 @@ oracle (the kernel must give the same times) and the speed benchmark's baseline.
 same routing, same preemption rules; see kernel.py for them."""
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 
@@ -32,10 +33,13 @@ class _Instance:
 
 
 def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, max_seqs, admit_free, *,
-                       instances=1, router="round-robin", key=None):
-    """Per-request (instance, started, first_token, completed, generated, preempted, status)."""
+                       instances=1, router="round-robin", key=None, follower=None, think=None):
+    """Per-request (instance, released, started, first_token, completed, generated, preempted,
+    status). Closed loop: `follower[r]` is the plan position of r's session's next turn (-1:
+    none); it arrives `think[follower]` after r completes or is dropped (its `arrival` unused)."""
     n = len(arrival)
-    res = {"instance": np.zeros(n, np.int64), "started": np.full(n, np.nan), "first_token": np.full(n, np.nan),
+    res = {"instance": np.zeros(n, np.int64), "released": np.full(n, np.nan),
+           "started": np.full(n, np.nan), "first_token": np.full(n, np.nan),
            "completed": np.full(n, np.nan), "generated": np.zeros(n, np.int64), "preempted": np.zeros(n, bool),
            "status": np.zeros(n, np.int8)}
     insts = [_Instance(kv_blocks) for _ in range(instances)]
@@ -125,11 +129,35 @@ def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, 
         q.running = kept
         q.clock = end
 
+    follower = np.full(n, -1, np.int64) if follower is None else np.asarray(follower, np.int64)
+    closed = bool((follower >= 0).any())
+    later = np.zeros(n, bool)
+    later[follower[follower >= 0]] = True
+    heap = [(float(arrival[r]), r) for r in range(n) if not later[r]]
+    heapq.heapify(heap)
     rr = 0
-    for r in range(n):
-        t = float(arrival[r])
+    while True:
+        t, r = heap[0] if heap else (math.inf, -1)
+        while closed:  # every pass starting before t, earliest start first (ties: lowest instance)
+            ready = [(q.clock, k) for k, q in enumerate(insts) if q.busy() and q.clock < t]
+            if not ready:
+                break
+            q = insts[min(ready)[1]]
+            before = list(q.running)
+            step(q)
+            for x in before:
+                f = int(follower[x.r])
+                if f >= 0 and not math.isnan(res["completed"][x.r]):
+                    heapq.heappush(heap, (float(res["completed"][x.r] + think[f]), f))
+            t, r = heap[0] if heap else (math.inf, -1)
+        if r < 0:
+            break
+        heapq.heappop(heap)
+        res["released"][r] = t
         if math.ceil((inp[r] + out[r]) / page) > kv_blocks:
             res["status"][r], res["instance"][r] = DROPPED, -1
+            if follower[r] >= 0:
+                heapq.heappush(heap, (t + float(think[follower[r]]), int(follower[r])))
             continue
         if code == 0:
             targets = [rr % instances]

@@ -18,10 +18,11 @@ from ..replay.plan import ReplayPlan, make_plan
 from ..replay.results import RunRecord, write_results
 from ..version import __version__
 from .kernel import COMPLETED, ROUTERS, simulate_kernel
+from .prefix import CACHED, CONF, make_state
 from .profile import Profile, load_profile
 
 STATS_SAMPLES = 4096  # KV / queue samples over the run (a grid of at most this many points)
-KEY_COLUMNS = ("prefix_id", "session_id")  # prefix-aware routing keys, first present wins
+KEY_COLUMNS = ("session_id", "prefix_id")  # prefix-aware routing keys, first present wins
 
 
 @dataclass
@@ -33,6 +34,7 @@ class SimResult:
     generated: np.ndarray  # int64
     preempted: np.ndarray  # bool
     status: np.ndarray  # int8: kernel.COMPLETED | kernel.DROPPED
+    cached: np.ndarray | None  # int64 prompt tokens found in the instance's prefix cache (None: reuse off)
     released: np.ndarray  # float64 arrival at the router (closed loop: previous turn's end + think time)
     stats_time: np.ndarray
     kv_used_fraction: np.ndarray  # cluster-wide, at stats_time
@@ -49,8 +51,10 @@ def check_options(profile: Profile, instances: int, router: str) -> None:
 
 
 def run_plan(plan: ReplayPlan, profile: Profile, instances: int, router: str = "round-robin",
-             keys: np.ndarray | None = None) -> SimResult:
-    """Simulate `instances` copies of the profiled engine behind `router` on the plan's requests."""
+             keys: np.ndarray | None = None, blocks: tuple | None = None, reuse: bool = True) -> SimResult:
+    """Simulate `instances` copies of the profiled engine behind `router` on the plan's requests.
+    Prefix reuse (prefix.py) where `reuse` and block ids are known: `blocks` = (offsets [n + 1],
+    ids) of each request's prompt blocks at the profile's page size, else from the plan's trace."""
     check_options(profile, instances, router)
     n = len(plan)
     if router == "prefix-aware" and keys is None:
@@ -78,14 +82,25 @@ def run_plan(plan: ReplayPlan, profile: Profile, instances: int, router: str = "
     st_kv, st_run, st_wait = (np.zeros(STATS_SAMPLES, np.int64) for _ in range(3))
     seqs = min(profile.max_seqs, profile.max_batch_tokens)
     admit = int(np.ceil(profile.admit_free_fraction * profile.kv_blocks))
+    if blocks is None and reuse:
+        blocks = prompt_blocks(plan, profile.page_size)
+    if blocks is not None and reuse:
+        off, ids = (np.asarray(a, np.int64) for a in blocks)
+        lo, hi = off[order], off[order + 1]
+        boff = np.zeros(n + 1, np.int64)
+        np.cumsum(hi - lo, out=boff[1:])
+        bids = ids[np.repeat(lo - boff[:-1], hi - lo) + np.arange(boff[-1])]
+        pc = make_state(int(instances), profile.kv_blocks, boff, bids, n)
+    else:
+        pc = make_state(int(instances), profile.kv_blocks, None, None, n)
     clock = simulate_kernel(arrival, follower, think[order], inp, out, key[order], ROUTERS[router], int(instances),
                             profile.coef_array(), profile.page_size, profile.kv_blocks, profile.max_batch_tokens, seqs,
                             admit, st_dt, STATS_SAMPLES, inst, started, first, done, gen, pre, status, released,
-                            st_kv, st_run, st_wait)
+                            st_kv, st_run, st_wait, pc)
     end = float(clock.max()) if n else 0.0
     g = int(min(STATS_SAMPLES, np.floor(end / st_dt) + 1))
     return SimResult(instance=inst[back], started=started[back], first_token=first[back], completed=done[back],
-                     released=released[back],
+                     released=released[back], cached=pc[CACHED][back] if pc[CONF][1] else None,
                      generated=gen[back], preempted=pre[back].astype(bool), status=status[back],
                      stats_time=np.arange(g) * st_dt, kv_used_fraction=st_kv[:g] / (profile.kv_blocks * instances),
                      running=st_run[:g].astype(np.float64), waiting=st_wait[:g].astype(np.float64), end=end)
@@ -106,6 +121,25 @@ def session_links(plan: ReplayPlan) -> tuple[np.ndarray, np.ndarray]:
     return follower, np.asarray(plan.think_time, np.float64) * float(plan.think_scale)
 
 
+def prompt_blocks(plan: ReplayPlan, page: int) -> tuple | None:
+    """(offsets, ids) of the served prompts' blocks at `page` tokens (io/blocks.py `hash_ids`,
+    as replay's expected cache hits); None where the trace has no block metadata."""
+    if plan.block_spec is None:
+        return None
+    import pyarrow as pa
+
+    from ..io.blocks import BlockSpec, hash_ids
+
+    spec = BlockSpec(plan.block_spec.seed, int(page), plan.block_spec.profiles)
+    batch = pa.table({"session_id": pa.array(plan.session_id, pa.uint64()),
+                      "client_id": pa.array(plan.client_id, pa.uint32()),
+                      "prefix_id": pa.array(np.where(plan.prefix_id < 0, 0, plan.prefix_id), pa.int64(),
+                                            mask=plan.prefix_id < 0),
+                      "input_tokens": pa.array(plan.input_tokens.astype(np.int64), pa.int64())})
+    ids = hash_ids(batch, spec)
+    return ids.offsets.to_numpy().astype(np.int64), ids.values.to_numpy().astype(np.int64)
+
+
 def prefix_keys(table) -> np.ndarray | None:
     for name in KEY_COLUMNS:
         if name in table.column_names:
@@ -113,7 +147,7 @@ def prefix_keys(table) -> np.ndarray | None:
     return None
 
 
-def run_record(plan: ReplayPlan, res: SimResult) -> RunRecord:
+def run_record(plan: ReplayPlan, res: SimResult, expected: np.ndarray | None = None) -> RunRecord:
     ok = res.status == COMPLETED
     status = np.where(ok, "completed", "failed").tolist()
     errors = [None if o else "dropped: prompt + output exceed the KV cache" for o in ok]
@@ -122,7 +156,8 @@ def run_record(plan: ReplayPlan, res: SimResult) -> RunRecord:
     return RunRecord(plan=plan, t0=0.0, released=res.released, scheduled=res.released, started=res.started,
                      first_token=res.first_token, completed=res.completed, generated=res.generated,
                      preempted=res.preempted, status=status, errors=errors, stats=stats, interrupted=False,
-                     wall_end=res.end)
+                     wall_end=res.end, cached=res.cached,
+                     expected_cached=expected if expected is not None or res.cached is None else np.full(len(plan), -1))
 
 
 def simulate_trace(trace, output, *, profile, instances: int, router: str = "round-robin",
@@ -156,9 +191,17 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
     metadata = {"tool": "servegen-fast simulate", "version": __version__, "trace": source,
                 "engine": {"name": "simulate", "model": m.get("model", "?"), "device": f"{instances} x {m.get('device', '?')}",
                            "dtype": m.get("dtype", "?"), "profile": str(profile) if not isinstance(profile, Profile) else "<profile>",
-                           "instances": int(instances), "router": router, "measured_on": m},
+                           "instances": int(instances), "router": router,
+                           "prefix_reuse": res.cached is not None, "measured_on": m},
                 "options": dict(plan.options), "interrupted": False}
-    summary = write_results(out, run_record(plan, res), metadata=metadata, slo_ttft=slo_ttft, slo_tpot=slo_tpot)
+    expected = None
+    if res.cached is not None and instances == 1:  # replay's one-engine expectation beside the simulated hits
+        from ..replay.cache import expected_cached
+
+        done = np.flatnonzero(np.isfinite(res.released))
+        order = done[np.argsort(res.released[done], kind="stable")]
+        expected = expected_cached(plan, order, prof.page_size, prof.kv_blocks * prof.page_size)
+    summary = write_results(out, run_record(plan, res, expected), metadata=metadata, slo_ttft=slo_ttft, slo_tpot=slo_tpot)
     if plot:
         from ..replay.plots import plot_results
 

@@ -81,7 +81,7 @@ def _run_last(clock, pend_k, pend_dt, pend_a, q):
 @njit
 def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coef, page, kv_blocks, budget_tokens,
                     max_seqs, admit_free, st_dt, n_stats, inst, started, first, done, gen, preempted, status, released,
-                    st_kv, st_run, st_wait):
+                    st_kv, st_run, st_wait, pc):
     """Heads (arrival finite, in time order) arrive at `arrival`; a later turn r (arrival inf) at
     its predecessor's completion (or drop) + think[r]; follower[r]: the next turn of r's session."""
     n = arrival.shape[0]
@@ -144,11 +144,11 @@ def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coe
                 m = n_run[q]
                 snap[:m] = run[q, :m]
                 if pend[q]:
-                    settle(q, pend_k[q], clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, first, done, page,
-                           pend, pend_dt, pend_a)
+                    settle(q, pend_k[q], clock, run, n_run, free, inp, out, ctx, pre, gen, blocks, chunk, pc, first,
+                           done, page, pend, pend_dt, pend_a)
                 else:
                     step(q, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
-                         started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
+                         pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
                          st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
                 for j in range(m):
                     x = snap[j]
@@ -184,7 +184,7 @@ def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coe
                 elif clock[q] >= t or (n_run[q] == 0 and whead[q] == NONE):
                     continue  # idle, or already past t
                 advance(q, t, False, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
-                        blocks, chunk, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
+                        blocks, chunk, pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
                         admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
             best = 0
             for q in range(1, n_inst):
@@ -197,7 +197,7 @@ def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coe
                 if n_run[pref] + n_wait[pref] <= 2 * lo_load + 2:
                     i = pref
         advance(i, t, True, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
-                blocks, chunk, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
+                blocks, chunk, pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
                 admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
         inst[r] = i
         status[r] = COMPLETED
@@ -212,6 +212,6 @@ def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coe
         n_wait[i] += 1
     for q in range(n_inst):
         advance(q, np.inf, True, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
-                blocks, chunk, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
+                blocks, chunk, pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
                 admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
     return clock

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.config import njit, njit_inline
+from .prefix import CACHED, CONF, acquire, hits, register, release, take
 
 NONE = -1
 
@@ -15,7 +16,7 @@ def cdiv(a, b):
 
 
 @njit
-def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
+def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk, pc,
           started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
           st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k):
     """Schedule the next pass of instance i at clock[i] and apply it; or, for a decode-only
@@ -24,7 +25,7 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
     # KV / queue samples at the grid points this instance reaches before its pass starts
     while st_next[i] < st_kv.shape[0] and st_next[i] * st_dt <= s:
         g = st_next[i]
-        st_kv[g] += (blocks_held(i, run, n_run, blocks))
+        st_kv[g] += pc[CONF][0] - free[i]  # blocks in use (cached ones no request holds count as free)
         st_run[g] += n_run[i]
         st_wait[g] += n_wait[i]
         st_next[i] += 1
@@ -45,7 +46,7 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
                 if need > free[i]:
                     failed = True
                     continue
-                free[i] -= need
+                take(pc, i, need, free)
                 blocks[r] += need
                 chunk[r] = 1
                 D += 1
@@ -68,7 +69,7 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
             if need > free[i]:
                 failed = True
                 continue
-            free[i] -= need
+            take(pc, i, need, free)
             blocks[r] += need
             chunk[r] = c
             P += c
@@ -80,9 +81,10 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
             if free[i] < admit_free and nsched > 0:
                 break
             r = whead[i]
-            c = min(pre[r], budget)
-            need = cdiv(ctx[r] + c, page) - blocks[r]
-            if need > free[i]:
+            h, ev = hits(pc, i, r, inp, page)  # leading prompt blocks cached here: shared, not prefilled
+            c = min(pre[r] - h * page, budget)
+            need = cdiv(h * page + c, page) - h
+            if need + ev > free[i]:
                 failed = True
                 break
             whead[i] = nxt[r]
@@ -93,7 +95,14 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
             n_run[i] += 1
             if started[r] != started[r]:
                 started[r] = s
-            free[i] -= need
+            if h > 0:
+                acquire(pc, i, r, h, free)
+                ctx[r] = h * page
+                pre[r] -= h * page
+                blocks[r] = h
+            if pc[CACHED][r] < 0:
+                pc[CACHED][r] = h * page
+            take(pc, i, need, free)
             blocks[r] += need
             chunk[r] = c
             P += c
@@ -106,8 +115,7 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
         for j in range(n_run[i] - 1, -1, -1):
             r = run[i, j]
             if (chunk[r] == 0 and pre[r] == 0 and failed) or (nsched == 0 and victims == 0 and failed):
-                free[i] += blocks[r]
-                blocks[r] = 0
+                release(pc, i, r, blocks, free)
                 pre[r] = inp[r] + gen[r]
                 ctx[r] = 0
                 preempted[r] = 1
@@ -150,27 +158,27 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
             pend_a[i] = coef[4] * D
             pend_k[i] = kmax
             return
-    _apply(i, s + dt, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, first, done)
+    _apply(i, s + dt, clock, run, n_run, free, inp, out, ctx, pre, gen, blocks, chunk, pc, page, first, done)
 
 
 @njit
-def settle(i, k, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, first, done, page,
+def settle(i, k, clock, run, n_run, free, inp, out, ctx, pre, gen, blocks, chunk, pc, first, done, page,
             pend, pend_dt, pend_a):
     """Apply the first k passes of instance i's pending run of identical decode passes."""
     extra = _extra_blocks(i, run, n_run, chunk, ctx, blocks, page, k)
-    free[i] -= extra
+    take(pc, i, extra, free)
     for j in range(n_run[i]):
         r = run[i, j]
         if chunk[r] == 1:
             blocks[r] = cdiv(ctx[r] + k, page)
             chunk[r] = k
     pend[i] = False
-    _apply(i, clock[i] + k * pend_dt[i] + pend_a[i] * (k * (k - 1) // 2), clock, run, n_run, free, out, ctx, pre,
-           gen, blocks, chunk, first, done)
+    _apply(i, clock[i] + k * pend_dt[i] + pend_a[i] * (k * (k - 1) // 2), clock, run, n_run, free, inp, out, ctx,
+           pre, gen, blocks, chunk, pc, page, first, done)
 
 
 @njit
-def _apply(i, end, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, first, done):
+def _apply(i, end, clock, run, n_run, free, inp, out, ctx, pre, gen, blocks, chunk, pc, page, first, done):
     """The scheduled pass(es) of instance i end at `end`: tokens, first tokens, completions."""
     w = 0
     for j in range(n_run[i]):
@@ -184,14 +192,14 @@ def _apply(i, end, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, f
             else:
                 ctx[r] += c
                 pre[r] -= c
+                register(pc, i, r, ctx, inp, page, free)
                 if pre[r] == 0:
                     gen[r] += 1
                     if first[r] != first[r]:
                         first[r] = end
             if pre[r] == 0 and gen[r] >= out[r]:
                 done[r] = end
-                free[i] += blocks[r]
-                blocks[r] = 0
+                release(pc, i, r, blocks, free)
                 keep = False
             chunk[r] = 0
         if keep:
@@ -225,14 +233,6 @@ def _passes_before(s, dt, a, kmax, t_limit):
 
 
 @njit_inline
-def blocks_held(i, run, n_run, blocks):
-    b = 0
-    for j in range(n_run[i]):
-        b += blocks[run[i, j]]
-    return b
-
-
-@njit_inline
 def _extra_blocks(i, run, n_run, chunk, ctx, blocks, page, k):
     """Blocks the scheduled decoders need beyond what they hold to run k passes."""
     e = 0
@@ -245,7 +245,7 @@ def _extra_blocks(i, run, n_run, chunk, ctx, blocks, page, k):
 
 @njit
 def advance(q, t, target, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
-             started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
+            pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
              st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k):
     """Run instance q through every pass that starts before t. A pending run of identical
     decode passes whose last pass starts after t stays pending (its load cannot change before
@@ -256,16 +256,16 @@ def advance(q, t, target, clock, run, n_run, whead, wtail, n_wait, free, nxt, in
             k = pend_k[q]
             last = clock[q] + (k - 1) * pend_dt[q] + pend_a[q] * ((k - 1) * (k - 2) // 2)  # start of its last pass
             if last < t:  # the whole run starts before t: apply it (its completions included)
-                settle(q, k, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, first, done, page,
+                settle(q, k, clock, run, n_run, free, inp, out, ctx, pre, gen, blocks, chunk, pc, first, done, page,
                         pend, pend_dt, pend_a)
                 continue
             if target:
                 k = _passes_before(clock[q], pend_dt[q], pend_a[q], k, t)
-                settle(q, k, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, first, done, page,
+                settle(q, k, clock, run, n_run, free, inp, out, ctx, pre, gen, blocks, chunk, pc, first, done, page,
                         pend, pend_dt, pend_a)
             return
         if clock[q] >= t or (n_run[q] == 0 and whead[q] == NONE):
             return
-        step(q, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
+        step(q, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk, pc,
               started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
               st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)

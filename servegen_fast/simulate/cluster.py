@@ -18,7 +18,7 @@ from ..replay.plan import ReplayPlan, make_plan
 from ..replay.results import RunRecord, write_results
 from ..version import __version__
 from .kernel import COMPLETED, ROUTERS, simulate_kernel
-from .prefix import CACHED, CONF, make_state
+from .prefix import cached_tokens, enabled, make_state
 from .profile import Profile, load_profile
 
 STATS_SAMPLES = 4096  # KV / queue samples over the run (a grid of at most this many points)
@@ -100,7 +100,7 @@ def run_plan(plan: ReplayPlan, profile: Profile, instances: int, router: str = "
     end = float(clock.max()) if n else 0.0
     g = int(min(STATS_SAMPLES, np.floor(end / st_dt) + 1))
     return SimResult(instance=inst[back], started=started[back], first_token=first[back], completed=done[back],
-                     released=released[back], cached=pc[CACHED][back] if pc[CONF][1] else None,
+                     released=released[back], cached=cached_tokens(pc, n)[back] if enabled(pc) else None,
                      generated=gen[back], preempted=pre[back].astype(bool), status=status[back],
                      stats_time=np.arange(g) * st_dt, kv_used_fraction=st_kv[:g] / (profile.kv_blocks * instances),
                      running=st_run[:g].astype(np.float64), waiting=st_wait[:g].astype(np.float64), end=end)

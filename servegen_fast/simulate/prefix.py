@@ -14,12 +14,13 @@ prefill completes; if an equal block is cached meanwhile, the request shares tha
 returns its own copy. Output blocks are not cached (a trace's next turn holds the trace's
 keyed text, not the model's output; replay/cache.py).
 
-State, one tuple `pc` of int64 arrays: boff, bids (ragged block ids per request), nreg (each
-request's leading blocks registered in the cache), cached (tokens, -1 before admission), conf
-([kv_blocks, on]), evict (evictable blocks per instance), tval (open-addressing table of entry
-indices, -1 empty), ekey, eref, eprev, enext (entries: block id, references, evictable LRU
-links), lru (head, tail per instance: 2i, 2i + 1), pool, ptop (free entries per instance; an
-instance's entries are i·kv_blocks .. (i + 1)·kv_blocks − 1).
+State: one int64 array `pc` (one argument, not a tuple of arrays, which the passes would pay
+for on every call), segments starting at pc[SEGMENT]: boff, bids (ragged block ids per
+request), nreg (each request's leading blocks registered in the cache), cached (tokens, -1
+before admission), conf ([kv_blocks, on, table size]), evict (evictable blocks per instance),
+tval (open-addressing table of entry indices, -1 empty), ekey, eref, eprev, enext (entries:
+block id, references, evictable LRU links), lru (head, tail per instance: 2i, 2i + 1), pool,
+ptop (free entries per instance; an instance's entries are i·kv_blocks .. (i + 1)·kv_blocks − 1).
 """
 from __future__ import annotations
 
@@ -31,19 +32,28 @@ NONE = -1
 BOFF, BIDS, NREG, CACHED, CONF, EVICT, TVAL, EKEY, EREF, EPREV, ENEXT, LRU, POOL, PTOP = range(14)
 
 
-def make_state(n_inst: int, kv_blocks: int, boff, bids, n: int) -> tuple:
-    """The `pc` tuple; `boff` None: no block ids, reuse off (small placeholder arrays)."""
+def make_state(n_inst: int, kv_blocks: int, boff, bids, n: int) -> np.ndarray:
+    """The `pc` array; `boff` None: no block ids, reuse off (small placeholder segments)."""
     on = boff is not None
     if not on:
         boff, bids = np.zeros(n + 1, np.int64), np.zeros(1, np.int64)
     ent = n_inst * kv_blocks if on else 1
     size = 1 << max(int(2 * ent - 1).bit_length(), 1)  # load factor <= 1/2
-    pool = np.arange(ent, dtype=np.int64)
-    ptop = np.full(n_inst, kv_blocks if on else 0, np.int64)
-    return (np.asarray(boff, np.int64), np.asarray(bids, np.int64), np.zeros(n, np.int64), np.full(n, -1, np.int64),
-            np.array([kv_blocks, int(on)], np.int64), np.zeros(n_inst, np.int64), np.full(size, NONE, np.int64),
-            np.zeros(ent, np.int64), np.zeros(ent, np.int64), np.full(ent, NONE, np.int64),
-            np.full(ent, NONE, np.int64), np.full(2 * n_inst, NONE, np.int64), pool, ptop)
+    parts = [np.asarray(boff, np.int64), np.asarray(bids, np.int64), np.zeros(n, np.int64), np.full(n, -1, np.int64),
+             np.array([kv_blocks, int(on), size], np.int64), np.zeros(n_inst, np.int64), np.full(size, NONE, np.int64),
+             np.zeros(ent, np.int64), np.zeros(ent, np.int64), np.full(ent, NONE, np.int64),
+             np.full(ent, NONE, np.int64), np.full(2 * n_inst, NONE, np.int64), np.arange(ent, dtype=np.int64),
+             np.full(n_inst, kv_blocks if on else 0, np.int64)]
+    start = np.cumsum([len(parts)] + [len(p) for p in parts])[:-1]
+    return np.concatenate([start.astype(np.int64)] + parts)
+
+
+def enabled(pc: np.ndarray) -> bool:
+    return bool(pc[pc[CONF] + 1])
+
+
+def cached_tokens(pc: np.ndarray, n: int) -> np.ndarray:
+    return pc[pc[CACHED]:pc[CACHED] + n].copy()
 
 
 @njit_inline
@@ -55,13 +65,12 @@ def _home(key, i, mask):
 @njit
 def _find(pc, i, key):
     """Slot of (instance i, block id key) in the table, or of the empty slot ending its probe."""
-    tval, ekey = pc[TVAL], pc[EKEY]
-    kv = pc[CONF][0]
-    mask = tval.shape[0] - 1
+    tv, ek, kv = pc[TVAL], pc[EKEY], pc[pc[CONF]]
+    mask = pc[pc[CONF] + 2] - 1
     h = _home(key, i, mask)
-    while tval[h] != NONE:
-        e = tval[h]
-        if ekey[e] == key and e // kv == i:
+    while pc[tv + h] != NONE:
+        e = pc[tv + h]
+        if pc[ek + e] == key and e // kv == i:
             return h
         h = (h + 1) & mask
     return h
@@ -69,58 +78,63 @@ def _find(pc, i, key):
 
 @njit
 def _unlink(pc, i, e):
-    prv, nx, lru = pc[EPREV], pc[ENEXT], pc[LRU]
-    if prv[e] != NONE:
-        nx[prv[e]] = nx[e]
+    pv, nx, lru = pc[EPREV], pc[ENEXT], pc[LRU]
+    p, q = pc[pv + e], pc[nx + e]
+    if p != NONE:
+        pc[nx + p] = q
     else:
-        lru[2 * i] = nx[e]
-    if nx[e] != NONE:
-        prv[nx[e]] = prv[e]
+        pc[lru + 2 * i] = q
+    if q != NONE:
+        pc[pv + q] = p
     else:
-        lru[2 * i + 1] = prv[e]
-    prv[e] = NONE
-    nx[e] = NONE
-    pc[EVICT][i] -= 1
+        pc[lru + 2 * i + 1] = p
+    pc[pv + e] = NONE
+    pc[nx + e] = NONE
+    pc[pc[EVICT] + i] -= 1
 
 
 @njit
 def _drop(pc, i, e):
     """Remove entry e (evictable) from instance i's cache: table (backward shift), pool."""
-    tval, ekey = pc[TVAL], pc[EKEY]
-    kv = pc[CONF][0]
-    mask = tval.shape[0] - 1
-    pos = _find(pc, i, ekey[e])
+    tv, ek, kv = pc[TVAL], pc[EKEY], pc[pc[CONF]]
+    mask = pc[pc[CONF] + 2] - 1
+    pos = _find(pc, i, pc[ek + e])
     j = pos
     while True:
         j = (j + 1) & mask
-        f = tval[j]
+        f = pc[tv + j]
         if f == NONE:
             break
-        k = _home(ekey[f], f // kv, mask)
+        k = _home(pc[ek + f], f // kv, mask)
         if (pos < j and pos < k <= j) or (pos > j and (k > pos or k <= j)):
             continue  # its probe does not pass pos: it stays
-        tval[pos] = f
+        pc[tv + pos] = f
         pos = j
-    tval[pos] = NONE
+    pc[tv + pos] = NONE
     _unlink(pc, i, e)
-    pc[POOL][i * kv + pc[PTOP][i]] = e
-    pc[PTOP][i] += 1
+    pc[pc[POOL] + i * kv + pc[pc[PTOP] + i]] = e
+    pc[pc[PTOP] + i] += 1
+
+
+@njit_inline
+def hits(pc, i, r, inp, page):
+    """Leading cached blocks of request r's prompt on instance i, and how many are evictable."""
+    if pc[pc[CONF] + 1] == 0:
+        return 0, 0
+    return _hits(pc, i, r, inp, page)
 
 
 @njit
-def hits(pc, i, r, inp, page):
-    """Leading cached blocks of request r's prompt on instance i, and how many are evictable."""
-    if pc[CONF][1] == 0:
-        return 0, 0
-    off, ids, tval, eref = pc[BOFF][r], pc[BIDS], pc[TVAL], pc[EREF]
-    usable = min((inp[r] - 1) // page, pc[BOFF][r + 1] - off)
+def _hits(pc, i, r, inp, page):
+    off = pc[pc[BOFF] + r]
+    usable = min((inp[r] - 1) // page, pc[pc[BOFF] + r + 1] - off)
     h = 0
     ev = 0
     while h < usable:
-        e = tval[_find(pc, i, ids[off + h])]
+        e = pc[pc[TVAL] + _find(pc, i, pc[pc[BIDS] + off + h])]
         if e == NONE:
             break
-        if eref[e] == 0:
+        if pc[pc[EREF] + e] == 0:
             ev += 1
         h += 1
     return h, ev
@@ -129,73 +143,88 @@ def hits(pc, i, r, inp, page):
 @njit
 def acquire(pc, i, r, h, free):
     """Request r (nothing computed yet) shares its first h prompt blocks, found by `hits`."""
-    off, ids, tval, eref = pc[BOFF][r], pc[BIDS], pc[TVAL], pc[EREF]
+    off = pc[pc[BOFF] + r]
     for b in range(h):
-        e = tval[_find(pc, i, ids[off + b])]
-        if eref[e] == 0:
+        e = pc[pc[TVAL] + _find(pc, i, pc[pc[BIDS] + off + b])]
+        if pc[pc[EREF] + e] == 0:
             _unlink(pc, i, e)
             free[i] -= 1
-        eref[e] += 1
-    pc[NREG][r] = h
+        pc[pc[EREF] + e] += 1
+    pc[pc[NREG] + r] = h
 
 
-@njit
+@njit_inline
 def take(pc, i, need, free):
     """Allocate `need` blocks (need <= free[i]): empty ones first, then evict cached LRU ones."""
-    short = need - (free[i] - pc[EVICT][i])
-    lru = pc[LRU]
-    for _ in range(short):
-        _drop(pc, i, lru[2 * i])
-    free[i] -= need
+    if need > 0:
+        short = need - (free[i] - pc[pc[EVICT] + i])
+        if short > 0:
+            _evict(pc, i, short)
+        free[i] -= need
 
 
 @njit
+def _evict(pc, i, k):
+    for _ in range(k):
+        _drop(pc, i, pc[pc[LRU] + 2 * i])
+
+
+@njit_inline
 def release(pc, i, r, blocks, free):
     """Request r gives back its blocks (completion or preemption): cached ones it alone
     referenced become evictable (appended last-first), its own ones free."""
-    n = pc[NREG][r]
-    off, ids, tval, eref, prv, nx, lru = pc[BOFF][r], pc[BIDS], pc[TVAL], pc[EREF], pc[EPREV], pc[ENEXT], pc[LRU]
-    for b in range(n - 1, -1, -1):
-        e = tval[_find(pc, i, ids[off + b])]
-        eref[e] -= 1
-        if eref[e] == 0:
-            t = lru[2 * i + 1]
-            prv[e] = t
-            nx[e] = NONE
-            if t != NONE:
-                nx[t] = e
-            else:
-                lru[2 * i] = e
-            lru[2 * i + 1] = e
-            pc[EVICT][i] += 1
-            free[i] += 1
+    n = pc[pc[NREG] + r]
+    if n > 0:
+        _unref(pc, i, r, n, free)
     free[i] += blocks[r] - n
     blocks[r] = 0
-    pc[NREG][r] = 0
 
 
 @njit
+def _unref(pc, i, r, n, free):
+    off, pv, nx, lru = pc[pc[BOFF] + r], pc[EPREV], pc[ENEXT], pc[LRU]
+    for b in range(n - 1, -1, -1):
+        e = pc[pc[TVAL] + _find(pc, i, pc[pc[BIDS] + off + b])]
+        pc[pc[EREF] + e] -= 1
+        if pc[pc[EREF] + e] == 0:
+            t = pc[lru + 2 * i + 1]
+            pc[pv + e] = t
+            pc[nx + e] = NONE
+            if t != NONE:
+                pc[nx + t] = e
+            else:
+                pc[lru + 2 * i] = e
+            pc[lru + 2 * i + 1] = e
+            pc[pc[EVICT] + i] += 1
+            free[i] += 1
+    pc[pc[NREG] + r] = 0
+
+
+@njit_inline
 def register(pc, i, r, ctx, inp, page, free):
     """Request r's prompt blocks complete up to ctx[r] join the cache (or share an equal one)."""
-    if pc[CONF][1] == 0:
-        return
-    off, ids, tval, eref, ekey = pc[BOFF][r], pc[BIDS], pc[TVAL], pc[EREF], pc[EKEY]
-    kv = pc[CONF][0]
-    full = min(min(ctx[r], inp[r]) // page, pc[BOFF][r + 1] - off)
-    for b in range(pc[NREG][r], full):
-        key = ids[off + b]
+    if pc[pc[CONF] + 1] != 0:
+        _register(pc, i, r, ctx, inp, page, free)
+
+
+@njit
+def _register(pc, i, r, ctx, inp, page, free):
+    off, kv = pc[pc[BOFF] + r], pc[pc[CONF]]
+    full = min(min(ctx[r], inp[r]) // page, pc[pc[BOFF] + r + 1] - off)
+    for b in range(pc[pc[NREG] + r], full):
+        key = pc[pc[BIDS] + off + b]
         s = _find(pc, i, key)
-        e = tval[s]
+        e = pc[pc[TVAL] + s]
         if e != NONE:  # cached meanwhile: share it, give back the own copy
-            if eref[e] == 0:
+            if pc[pc[EREF] + e] == 0:
                 _unlink(pc, i, e)
                 free[i] -= 1
-            eref[e] += 1
+            pc[pc[EREF] + e] += 1
             free[i] += 1
         else:
-            pc[PTOP][i] -= 1
-            e = pc[POOL][i * kv + pc[PTOP][i]]
-            ekey[e] = key
-            eref[e] = 1
-            tval[s] = e
-        pc[NREG][r] += 1
+            pc[pc[PTOP] + i] -= 1
+            e = pc[pc[POOL] + i * kv + pc[pc[PTOP] + i]]
+            pc[pc[EKEY] + e] = key
+            pc[pc[EREF] + e] = 1
+            pc[pc[TVAL] + s] = e
+        pc[pc[NREG] + r] += 1

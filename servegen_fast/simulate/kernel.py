@@ -26,6 +26,12 @@ routed to its instance cuts it at the first pass boundary after the arrival (the
 progress at an arrival completes before the request joins the queue). Round-robin advances
 only the instance a request goes to; the other routers bring every instance up to the arrival
 to read its load, which a pending run does not change until it ends.
+
+Closed loop (sessions): a later turn arrives at its previous turn's completion (or drop) plus
+its think time, from a heap; before each arrival every instance's passes that start before it
+are taken in start order over the cluster (a pending run at its last pass's start), since a
+completion may release a turn due before the next arrival. Prefix reuse in each instance's
+KV cache: prefix.py (shared cached blocks change only which blocks a pass needs).
 """
 from __future__ import annotations
 

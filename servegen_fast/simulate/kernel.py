@@ -149,6 +149,11 @@ def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coe
                 q = best
                 m = n_run[q]
                 snap[:m] = run[q, :m]
+                x = whead[q]
+                while x != NONE and m < max_seqs:  # those the pass may admit (and finish: one-token outputs)
+                    snap[m] = x
+                    m += 1
+                    x = nxt[x]
                 if pend[q]:
                     settle(q, pend_k[q], clock, run, n_run, free, inp, out, ctx, pre, gen, blocks, chunk, pc, first,
                            done, page, pend, pend_dt, pend_a)

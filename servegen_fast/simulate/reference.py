@@ -196,7 +196,7 @@ def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, 
             if not ready:
                 break
             q = insts[min(ready)[1]]
-            before = list(q.running)
+            before = list(q.running) + list(q.waiting)
             step(q)
             for x in before:
                 f = int(follower[x.r])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.config import njit, njit_inline
-from .prefix import CACHED, CONF, acquire, hits, register, release, take
+from .prefix import acquire, hits, note_cached, register, release, take, used_blocks
 
 NONE = -1
 
@@ -25,7 +25,7 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
     # KV / queue samples at the grid points this instance reaches before its pass starts
     while st_next[i] < st_kv.shape[0] and st_next[i] * st_dt <= s:
         g = st_next[i]
-        st_kv[g] += pc[pc[CONF]] - free[i]  # blocks in use (cached ones no request holds count as free)
+        st_kv[g] += used_blocks(pc, i, free, run, n_run, blocks)
         st_run[g] += n_run[i]
         st_wait[g] += n_wait[i]
         st_next[i] += 1
@@ -100,8 +100,7 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
                 ctx[r] = h * page
                 pre[r] -= h * page
                 blocks[r] = h
-            if pc[pc[CACHED] + r] < 0:
-                pc[pc[CACHED] + r] = h * page
+            note_cached(pc, r, h, page)
             take(pc, i, need, free)
             blocks[r] += need
             chunk[r] = c

@@ -21,6 +21,9 @@ before admission), conf ([kv_blocks, on, table size]), evict (evictable blocks p
 tval (open-addressing table of entry indices, -1 empty), ekey, eref, eprev, enext (entries:
 block id, references, evictable LRU links), lru (head, tail per instance: 2i, 2i + 1), pool,
 ptop (free entries per instance; an instance's entries are i·kv_blocks .. (i + 1)·kv_blocks − 1).
+Without block ids `pc` is None and every function takes its `pc is None` branch, which Numba
+prunes at compile time: the passes compile to the cache-less model's code (calls left in the
+pass loops, even never taken, made the event loop a third slower).
 """
 from __future__ import annotations
 
@@ -32,24 +35,24 @@ NONE = -1
 BOFF, BIDS, NREG, CACHED, CONF, EVICT, TVAL, EKEY, EREF, EPREV, ENEXT, LRU, POOL, PTOP = range(14)
 
 
-def make_state(n_inst: int, kv_blocks: int, boff, bids, n: int) -> np.ndarray:
-    """The `pc` array; `boff` None: no block ids, reuse off (small placeholder segments)."""
-    on = boff is not None
-    if not on:
-        boff, bids = np.zeros(n + 1, np.int64), np.zeros(1, np.int64)
-    ent = n_inst * kv_blocks if on else 1
+def make_state(n_inst: int, kv_blocks: int, boff, bids, n: int) -> np.ndarray | None:
+    """The `pc` array; None without block ids (reuse off): the passes are then compiled with
+    every `pc is None` branch pruned, as fast as without this module."""
+    if boff is None:
+        return None
+    ent = n_inst * kv_blocks
     size = 1 << max(int(2 * ent - 1).bit_length(), 1)  # load factor <= 1/2
     parts = [np.asarray(boff, np.int64), np.asarray(bids, np.int64), np.zeros(n, np.int64), np.full(n, -1, np.int64),
-             np.array([kv_blocks, int(on), size], np.int64), np.zeros(n_inst, np.int64), np.full(size, NONE, np.int64),
+             np.array([kv_blocks, 1, size], np.int64), np.zeros(n_inst, np.int64), np.full(size, NONE, np.int64),
              np.zeros(ent, np.int64), np.zeros(ent, np.int64), np.full(ent, NONE, np.int64),
              np.full(ent, NONE, np.int64), np.full(2 * n_inst, NONE, np.int64), np.arange(ent, dtype=np.int64),
-             np.full(n_inst, kv_blocks if on else 0, np.int64)]
+             np.full(n_inst, kv_blocks, np.int64)]
     start = np.cumsum([len(parts)] + [len(p) for p in parts])[:-1]
     return np.concatenate([start.astype(np.int64)] + parts)
 
 
-def enabled(pc: np.ndarray) -> bool:
-    return bool(pc[pc[CONF] + 1])
+def enabled(pc: np.ndarray | None) -> bool:
+    return pc is not None
 
 
 def cached_tokens(pc: np.ndarray, n: int) -> np.ndarray:
@@ -119,7 +122,7 @@ def _drop(pc, i, e):
 @njit_inline
 def hits(pc, i, r, inp, page):
     """Leading cached blocks of request r's prompt on instance i, and how many are evictable."""
-    if pc[pc[CONF] + 1] == 0:
+    if pc is None:
         return 0, 0
     return _hits(pc, i, r, inp, page)
 
@@ -143,6 +146,8 @@ def _hits(pc, i, r, inp, page):
 @njit
 def acquire(pc, i, r, h, free):
     """Request r (nothing computed yet) shares its first h prompt blocks, found by `hits`."""
+    if pc is None:
+        return
     off = pc[pc[BOFF] + r]
     for b in range(h):
         e = pc[pc[TVAL] + _find(pc, i, pc[pc[BIDS] + off + b])]
@@ -156,7 +161,9 @@ def acquire(pc, i, r, h, free):
 @njit_inline
 def take(pc, i, need, free):
     """Allocate `need` blocks (need <= free[i]): empty ones first, then evict cached LRU ones."""
-    if need > 0:
+    if pc is None:
+        free[i] -= need
+    elif need > 0:
         short = need - (free[i] - pc[pc[EVICT] + i])
         if short > 0:
             _evict(pc, i, short)
@@ -173,10 +180,13 @@ def _evict(pc, i, k):
 def release(pc, i, r, blocks, free):
     """Request r gives back its blocks (completion or preemption): cached ones it alone
     referenced become evictable (appended last-first), its own ones free."""
-    n = pc[pc[NREG] + r]
-    if n > 0:
-        _unref(pc, i, r, n, free)
-    free[i] += blocks[r] - n
+    if pc is None:
+        free[i] += blocks[r]
+    else:
+        n = pc[pc[NREG] + r]
+        if n > 0:
+            _unref(pc, i, r, n, free)
+        free[i] += blocks[r] - n
     blocks[r] = 0
 
 
@@ -203,8 +213,27 @@ def _unref(pc, i, r, n, free):
 @njit_inline
 def register(pc, i, r, ctx, inp, page, free):
     """Request r's prompt blocks complete up to ctx[r] join the cache (or share an equal one)."""
-    if pc[pc[CONF] + 1] != 0:
+    if pc is not None:
         _register(pc, i, r, ctx, inp, page, free)
+
+
+@njit_inline
+def note_cached(pc, r, h, page):
+    """Request r's cached tokens at its first admission."""
+    if pc is not None:
+        if pc[pc[CACHED] + r] < 0:
+            pc[pc[CACHED] + r] = h * page
+
+
+@njit_inline
+def used_blocks(pc, i, free, run, n_run, blocks):
+    """Blocks in use on instance i (cached ones no request holds count as free)."""
+    if pc is None:
+        b = 0
+        for j in range(n_run[i]):
+            b += blocks[run[i, j]]
+        return b
+    return pc[pc[CONF]] - free[i]
 
 
 @njit

@@ -410,3 +410,18 @@ def test_trace_block_ids_give_the_known_cached_tokens(tmp_path):
     assert pc["cached_tokens"] == 272 and pc["hit_ratio"] == pytest.approx(272 / 536)
     off = run_plan(make_plan(t), profile(page_size=16), 1, reuse=False)
     assert off.cached is None
+
+
+def test_attainment_counts_ttft_from_the_closed_loop_release():
+    from servegen_fast.simulate.provision import attainment
+
+    p = make_plan(session_trace())
+    prof = profile()
+    res = run_plan(p, prof, 3, "least-loaded")
+    g = res.generated.astype(float)
+    tpot = np.where(g > 1, (res.completed - res.first_token) / np.maximum(g - 1, 1), np.nan)
+    ok = (res.status == COMPLETED) & ~(tpot > 0.05)
+    want = float((ok & (res.first_token - res.released <= 1.0)).mean())
+    assert attainment(p, prof, 3, "least-loaded", 1.0, 0.05) == pytest.approx(want, abs=1e-12)
+    # from the trace's own times instead, later turns would count their wait for the previous turn
+    assert want != pytest.approx(float((ok & (res.first_token - p.scheduled <= 1.0)).mean()), abs=0.05)

@@ -4,6 +4,7 @@ oracle: one pass at a time) timed in the same run on the first requests of the s
 
     python benchmarks/bench_simulate.py                       # 1 h of m-large, 10 instances
     python benchmarks/bench_simulate.py --fleet-day           # also: 1 day of a 10^6-client fleet trace
+    python benchmarks/bench_simulate.py --sessions            # also: closed loop + prefix reuse vs open loop
 
 The trace: language/m-large from 12h, aggregate --rate req/s (default 100), played at
 --time-scale (default 40: 2.5 req/s, about the load 10 instances of the built-in cpu-tiny
@@ -50,6 +51,8 @@ def main() -> None:
     ap.add_argument("--baseline-requests", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--fleet-day", action="store_true")
+    ap.add_argument("--sessions", action="store_true", help="also a chat-sessions trace: closed loop with prefix "
+                    "reuse against open loop without, same trace, same run")
     ap.add_argument("--fleet-instances", type=int, default=200)
     ap.add_argument("--work", default=None, help="folder for the generated traces (default: a temporary one)")
     a = ap.parse_args()
@@ -87,6 +90,20 @@ def main() -> None:
         base = time.perf_counter() - t0
         print(f"{'plain Python ' + router:28s} {m:9,d} {base:7.2f} {m / base:10,.0f}  ratio "
               f"{(len(plan) / dt) / (m / base):,.0f}x")
+    if a.sessions:
+        chat = work / "chat-1h.parquet"
+        _trace(chat, data, "--sessions", "chat", "--block-size", "16", "--duration", "1h", "--rate", "20", "--seed", "3")
+        table = read_trace(chat)
+        for release, reuse in (("open", False), ("closed", True)):
+            p = make_plan(table, time_scale=a.time_scale / 8, max_model_len=limit, release=release)
+            keys = table.column("session_id").to_numpy().astype(np.int64)[p.row]
+            run_plan(p, prof, a.instances, "prefix-aware", keys, reuse=reuse)
+            t0 = time.process_time()
+            res = run_plan(p, prof, a.instances, "prefix-aware", keys, reuse=reuse)
+            dt = time.process_time() - t0
+            hit = "-" if res.cached is None else f"{res.cached.sum() / p.input_tokens.sum():.3f}"
+            print(f"{'chat ' + release + (' + reuse' if reuse else ''):28s} {len(p):9,d} {dt:7.2f} {len(p) / dt:10,.0f}  "
+                  f"TTFT p50 {np.nanpercentile(res.first_token - res.released, 50):.3f} s, hit ratio {hit} (CPU s)")
     if a.fleet_day:
         day = work / "fleet-1M-1d.parquet"
         t0 = time.perf_counter()

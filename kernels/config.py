@@ -64,6 +64,19 @@ def _sources_key(folder: str, path: str | None = None) -> str:
     return h.hexdigest()[:16]
 
 
+def _sibling_key(folder: str, key: str) -> str:
+    """`key` extended by every .py file in `folder`: a jitted function outside kernels/ (the
+    simulator's event loop, simulate/kernel.py) compiles in jitted functions of the modules
+    beside it (simulate/passes.py, prefix.py), and numba checks only its own file, so an edit
+    to a sibling would otherwise leave the old machine code in the cache."""
+    h = hashlib.sha1(key.encode())
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as f:
+                h.update(name.encode() + b"\0" + f.read())
+    return h.hexdigest()[:16]
+
+
 def _cache_root() -> str | None:
     """Where Numba caches the compiled kernels: `.cache/numba` of a checkout, or for a package
     installed into site-packages a per-user folder (~/.cache/servegen-fast/numba), since cache
@@ -87,7 +100,10 @@ def cache_dir(path: str | None = None) -> str | None:
     root = _cache_root()
     if root is None:
         return None
-    folder = os.path.join(root, _sources_key(_HERE, path))
+    key = _sources_key(_HERE, path)
+    if path is not None and os.path.dirname(os.path.abspath(path)) != _HERE:
+        key = _sibling_key(os.path.dirname(os.path.abspath(path)), key)
+    folder = os.path.join(root, key)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError:

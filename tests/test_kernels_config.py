@@ -37,3 +37,17 @@ def test_cache_folder_is_per_module():
     assert config.CACHE_DIR == config.cache_dir(f"{config._HERE}/cpu.py")
     if config.CACHE_DIR is not None:
         assert config.cache_dir(f"{config._HERE}/textparse.py") != config.CACHE_DIR
+
+
+def test_a_kernel_outside_kernels_keys_on_its_sibling_modules(tmp_path):
+    """simulate/kernel.py's event loop compiles in simulate/passes.py: editing passes.py must
+    change the cache folder, or the old machine code would be served."""
+    (tmp_path / "kernel.py").write_text("x = 1\n")
+    (tmp_path / "passes.py").write_text("y = 1\n")
+    (tmp_path / "notes.txt").write_text("not a source\n")
+    before = config._sibling_key(str(tmp_path), "k")
+    (tmp_path / "notes.txt").write_text("edited\n")
+    assert config._sibling_key(str(tmp_path), "k") == before
+    (tmp_path / "passes.py").write_text("y = 2\n")
+    assert config._sibling_key(str(tmp_path), "k") != before
+    assert config._sibling_key(str(tmp_path), "other") != config._sibling_key(str(tmp_path), "k")

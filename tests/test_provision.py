@@ -92,3 +92,25 @@ def test_cli_simulate_and_provision(tmp_path, capsys):
     bad.write_text("[]")
     assert main(["simulate", str(path), "--profile", str(bad), "-o", str(tmp_path / "x")]) == 2
     assert "not a profile" in capsys.readouterr().err
+
+
+def test_cli_simulate_release_of_a_session_trace(tmp_path, capsys):
+    from test_simulate import session_trace
+
+    path = tmp_path / "s.parquet"
+    pq.write_table(session_trace(), path)
+    prof = tmp_path / "p.json"
+    prof.write_text(profile().to_json())
+    for release in ("auto", "closed", "open"):
+        assert main(["simulate", str(path), "--profile", str(prof), "-n", "2", "--release", release, "-q",
+                     "-o", str(tmp_path / release)]) == 0
+        s = json.loads((tmp_path / release / "summary.json").read_text())
+        assert s["options"]["release"] == ("open" if release == "open" else "closed")
+        assert s["sessions"]["sessions"] == 120 and s["counts"]["completed"] == s["counts"]["selected"]
+    with pytest.raises(SystemExit):
+        main(["simulate", str(path), "--release", "sometimes", "-o", str(tmp_path / "x")])
+    assert "invalid choice" in capsys.readouterr().err
+    pq.write_table(trace(n=20), tmp_path / "t.parquet")
+    assert main(["simulate", str(tmp_path / "t.parquet"), "--profile", str(prof), "--release", "closed", "-q",
+                 "-o", str(tmp_path / "y")]) == 2
+    assert "closed-loop release needs sessions" in capsys.readouterr().err

@@ -189,3 +189,239 @@ def test_bad_options():
         run_plan(p, profile(), 1, "random")
     with pytest.raises(ValueError, match="prefix-aware needs a prefix key"):
         run_plan(p, profile(), 1, "prefix-aware")
+
+
+def session_trace(sessions=120, span=20.0, seed=3, max_in=1500, max_out=200) -> pa.Table:
+    """Sessions of 1-4 turns; a turn's trace time is the previous one's + 2 s + its think time."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(sessions):
+        t, inp = rng.uniform(0, span), int(rng.integers(1, max_in))
+        for k in range(int(rng.integers(1, 5))):
+            think = 0.0 if k == 0 else float(rng.exponential(1.5))
+            t += 0.0 if k == 0 else 2.0 + think
+            out = 1 if rng.random() < 0.1 else int(rng.integers(1, max_out))  # one-token turns: admitted and done at once
+            rows.append((t, s % 9, inp, out, 1000 + s, k + 1, think if k else None, s % 5))
+            inp += out + int(rng.integers(1, 200))
+    rows.sort(key=lambda r: (r[0], r[4], r[5]))
+    c = list(zip(*rows))
+    return pa.table({"timestamp": pa.array(c[0], pa.float64()), "client_id": pa.array(c[1], pa.uint32()),
+                     "input_tokens": pa.array(c[2], pa.uint32()), "output_tokens": pa.array(c[3], pa.uint32()),
+                     "session_id": pa.array(c[4], pa.uint64()), "turn": pa.array(c[5], pa.uint16()),
+                     "think_time": pa.array(c[6], pa.float64()), "prefix_id": pa.array(c[7], pa.int64())})
+
+
+def reference_of(p, prof, instances, router, keys=None):
+    from servegen_fast.simulate.cluster import session_links
+
+    follower, think = session_links(p)
+    arrival = p.scheduled.astype(np.float64).copy()
+    arrival[follower[follower >= 0]] = np.inf
+    return simulate_reference(arrival, p.input_tokens.astype(np.int64), p.output_tokens.astype(np.int64),
+                              prof.coef_array(), prof.page_size, prof.kv_blocks, prof.max_batch_tokens, prof.max_seqs,
+                              int(np.ceil(prof.admit_free_fraction * prof.kv_blocks)), instances=instances,
+                              router=router, key=keys, follower=follower, think=think)
+
+
+def assert_same(res, ref):
+    assert np.array_equal(res.instance, ref["instance"])
+    assert np.array_equal(res.status, ref["status"])
+    assert np.array_equal(res.preempted, ref["preempted"])
+    ok = res.status == COMPLETED
+    assert np.array_equal(res.generated[ok], ref["generated"][ok])
+    for name in ("released", "started", "first_token", "completed"):
+        np.testing.assert_allclose(getattr(res, name), ref[name], rtol=TOL, atol=0)
+
+
+@pytest.mark.parametrize("router", list(ROUTERS))
+@pytest.mark.parametrize("kv_blocks,instances", [(2048, 2), (64, 1), (200, 3)])
+def test_closed_loop_kernel_equals_plain_python_twin(router, kv_blocks, instances):
+    t = session_trace()
+    p = make_plan(t)
+    assert p.closed_loop
+    prof = profile(kv_blocks=kv_blocks)
+    keys = t.column("session_id").to_numpy().astype(np.int64) if router == "prefix-aware" else None
+    res = run_plan(p, prof, instances, router, keys)
+    assert_same(res, reference_of(p, prof, instances, router, keys))
+    if kv_blocks < 2048:  # preemption; the smallest cache also drops turns (their next turns still come)
+        assert res.preempted.any() and (kv_blocks > 64 or (res.status == DROPPED).any())
+
+
+@pytest.mark.parametrize("release", ["auto", "closed"])
+def test_closed_loop_turns_follow_the_previous_completion(release):
+    from servegen_fast.simulate.cluster import session_links
+
+    p = make_plan(session_trace(), release=release)
+    res = run_plan(p, profile(kv_blocks=200), 2, "least-loaded")
+    follower, think = session_links(p)
+    assert np.all(np.isfinite(res.released)) and set(np.unique(res.status)) <= {COMPLETED, DROPPED}  # conservation
+    assert np.all(np.isfinite(res.completed[res.status == COMPLETED]))
+    assert (p.output_tokens == 1).sum() > 5  # one-token turns finish in the pass that admits them
+    prev = np.flatnonzero(follower >= 0)
+    nxt = follower[prev]
+    assert len(prev) > 50
+    ends = np.where(res.status[prev] == COMPLETED, res.completed[prev], res.released[prev])  # dropped: at arrival
+    np.testing.assert_allclose(res.released[nxt], ends + think[nxt], rtol=1e-12)  # completion + think time exactly
+    ok = res.status[nxt] == COMPLETED
+    assert np.all(res.started[nxt][ok] >= res.released[nxt][ok])
+    assert np.all(res.started[nxt][ok] > res.completed[prev][ok & (res.status[prev] == COMPLETED)].min())
+    first = np.setdiff1d(np.arange(len(p)), nxt)
+    assert np.array_equal(res.released[first], p.scheduled[first])  # first turns at their trace time
+    # never two turns of a session at once: each starts after its predecessor completed
+    both = (res.status[prev] == COMPLETED) & (res.status[nxt] == COMPLETED)
+    assert np.all(res.started[nxt][both] >= res.completed[prev][both])
+    assert res.released[nxt].max() != p.scheduled[nxt].max()  # not the trace's own times
+
+
+def test_open_release_of_a_session_trace_is_the_plain_open_loop():
+    t = session_trace()
+    p = make_plan(t, release="open")
+    assert not p.closed_loop
+    res = run_plan(p, profile(), 2, "least-loaded")
+    assert np.array_equal(res.released, p.scheduled)
+    plain = run_plan(make_plan(t.select(["timestamp", "client_id", "input_tokens", "output_tokens"])), profile(), 2,
+                     "least-loaded")
+    for name in ("started", "first_token", "completed"):
+        assert np.array_equal(getattr(res, name), getattr(plain, name), equal_nan=True)
+
+
+def test_closed_loop_results_and_sessions_files(tmp_path):
+    s = simulate_trace(session_trace(), tmp_path / "r", profile=profile(), instances=2, slo_ttft=1.0, slo_tpot=0.05)
+    table = read_requests(tmp_path / "r")
+    assert s["options"]["release"] == "closed" and s["sessions"]["sessions"] == 120
+    assert (tmp_path / "r" / "sessions.arrow").is_file()
+    assert np.all(table.column("lateness").to_numpy() == 0)
+
+
+def crafted_blocks(t: pa.Table, page: int = 32) -> tuple:
+    """Prompt block ids: the first 8 blocks shared by the sessions of a prefix_id, the rest the
+    session's own (a turn's prompt starts with the previous turn's)."""
+    inp, sid, pid = (t.column(c).to_numpy().astype(np.int64) for c in ("input_tokens", "session_id", "prefix_id"))
+    ids = [np.where(np.arange(-(-i // page)) < 8, (p + 1) * 10 ** 6, s * 10 ** 4) + np.arange(-(-i // page))
+           for i, s, p in zip(inp, sid, pid)]
+    off = np.zeros(len(ids) + 1, np.int64)
+    np.cumsum([len(x) for x in ids], out=off[1:])
+    return off, np.concatenate(ids).astype(np.int64)
+
+
+@pytest.mark.parametrize("router", list(ROUTERS))
+@pytest.mark.parametrize("kv_blocks,instances,release", [(2048, 2, "closed"), (64, 1, "closed"), (200, 3, "closed"),
+                                                         (120, 2, "open")])
+def test_prefix_reuse_kernel_equals_plain_python_twin(router, kv_blocks, instances, release):
+    t = session_trace(sessions=150, max_in=1200)
+    p = make_plan(t, release=release)
+    prof = profile(kv_blocks=kv_blocks)
+    blocks = crafted_blocks(t)
+    keys = t.column("session_id").to_numpy().astype(np.int64) if router == "prefix-aware" else None
+    res = run_plan(p, prof, instances, router, keys, blocks=blocks)
+    from servegen_fast.simulate.cluster import session_links
+
+    follower, think = session_links(p)
+    arrival = p.scheduled.astype(np.float64).copy()
+    arrival[follower[follower >= 0]] = np.inf
+    ref = simulate_reference(arrival, p.input_tokens.astype(np.int64), p.output_tokens.astype(np.int64),
+                             prof.coef_array(), prof.page_size, prof.kv_blocks, prof.max_batch_tokens, prof.max_seqs,
+                             int(np.ceil(prof.admit_free_fraction * prof.kv_blocks)), instances=instances,
+                             router=router, key=keys, follower=follower, think=think, blocks=blocks)
+    assert_same(res, ref)
+    ok = res.status == COMPLETED
+    assert np.array_equal(res.cached[ok], ref["cached"][ok])
+    assert res.cached[ok].sum() > 0.1 * p.input_tokens[ok].sum()  # reuse happened
+    assert np.all(res.cached[ok] < p.input_tokens[ok]) and np.all(res.cached[ok] % 32 == 0)
+    if kv_blocks < 2048:
+        assert res.preempted.any()
+
+
+def test_prefix_reuse_saves_prefill_time():
+    t = session_trace(sessions=150, max_in=1200)
+    p = make_plan(t)
+    on = run_plan(p, profile(), 1, blocks=crafted_blocks(t))
+    off = run_plan(p, profile(), 1, blocks=crafted_blocks(t), reuse=False)
+    assert off.cached is None and on.cached.sum() > 0
+    ttft = lambda r: np.nanmean(r.first_token - r.released)  # noqa: E731
+    assert ttft(on) < 0.9 * ttft(off)
+
+
+def hand_trace(inputs, gap=10.0) -> pa.Table:
+    n = len(inputs)
+    return pa.table({"timestamp": np.arange(n) * gap, "client_id": pa.array(np.zeros(n), pa.uint32()),
+                     "input_tokens": pa.array(inputs, pa.uint32()), "output_tokens": pa.array([1] * n, pa.uint32())})
+
+
+def ragged(ids) -> tuple:
+    off = np.zeros(len(ids) + 1, np.int64)
+    np.cumsum([len(x) for x in ids], out=off[1:])
+    return off, np.concatenate([np.asarray(x, np.int64) for x in ids])
+
+
+def test_known_reuse_exact_cached_tokens_large_cache():
+    # page 32; each request ends long before the next: A caches its 3 full blocks (not the partial 4th)
+    ids = [[1, 2, 3, 4], [1, 2, 3, 9, 10, 11, 12], [1, 2], [5, 6], [1, 2, 3, 9, 10, 11, 12, 13]]
+    p = make_plan(hand_trace([100, 200, 64, 64, 256]))
+    res = run_plan(p, profile(kv_blocks=4096), 1, blocks=ragged(ids))
+    # B: A's 3 blocks; C: at most (64 - 1) // 32 = 1 block; D: none; E: B's 6 full blocks, capped at 7
+    assert res.cached.tolist() == [0, 96, 32, 0, 192]
+    # and the prefill shrinks accordingly: E's first token as a 64-token prefill over 256 context
+    prof = profile(kv_blocks=4096)
+    c = COEF
+    e = c["base"] + c["prefill_token"] * 64 + c["prefill_seq"] + c["kv_token"] * 256 + c["varlen_qk"] * 64 * 256
+    assert res.first_token[4] - 40.0 == pytest.approx(e, rel=1e-12)
+    assert prof.page_size == 32
+
+
+def test_known_reuse_with_eviction_least_recently_released_first():
+    # 12 blocks of 32. A caches blocks 1-3 (released last-first: 3, 2, 1, so 1 is the most recent);
+    # E (321 tokens) needs 11 blocks, 9 are empty: 3 then 2 are evicted; F finds 1 (not 2): 32 tokens
+    ids = [[1, 2, 3, 4], list(range(20, 31)), [1, 2, 3, 40, 41]]
+    prof = profile(kv_blocks=12, admit_free_fraction=0.0)
+    res = run_plan(make_plan(hand_trace([100, 321, 129])), prof, 1, blocks=ragged(ids))
+    assert res.cached.tolist() == [0, 0, 32]
+    big = run_plan(make_plan(hand_trace([100, 321, 129])), profile(kv_blocks=64, admit_free_fraction=0.0), 1,
+                   blocks=ragged(ids))
+    assert big.cached.tolist() == [0, 0, 96]  # nothing evicted: all three of A's blocks
+    assert big.kv_used_fraction.max() <= 1.0
+
+
+def test_trace_block_ids_give_the_known_cached_tokens(tmp_path):
+    """Block ids derived from the trace (io/blocks.py), as test_session_replay's hand trace: session
+    100 has three turns, sessions 200 and 300 share a 64-token prompt; page 16 as the trace's."""
+    from servegen_fast.io.trace import trace_schema
+
+    prof = {"format": "servegen-fast-sessions", "version": 1, "source": "test",
+            "default": {"session_share": 0.6, "turns": {"values": [2, 3], "probs": [0.5, 0.5]},
+                        "think_time": {"values": [0.1], "probs": [1.0]}, "new_tokens": {"values": [30], "probs": [1.0]},
+                        "prefix_share": 0.5, "prefixes": {"tokens": [700, 1500, 64, 2048], "zipf": 1.2},
+                        "service": {"ttft": 0.01, "tpot": 0.001}}}
+    rows = [(0.00, 100, 0, 0.0, None, 40, 10), (0.05, 200, 0, 0.0, 2, 100, 7), (0.30, 300, 0, 0.0, 2, 90, 5),
+            (0.40, 100, 1, 0.12, None, 80, 6), (0.45, 200, 1, 0.08, 2, 127, 3), (0.75, 100, 2, 0.15, None, 99, 4)]
+    schema = trace_schema("language", ("input_tokens", "output_tokens"),
+                          metadata={"seed": 5, "sessions": {"profiles": prof, "block_size": 16}}, sessions=True)
+    c = list(zip(*rows))
+    t = pa.table({"timestamp": np.array(c[0]), "client_id": np.zeros(len(rows), np.uint32),
+                  "input_tokens": np.array(c[5], np.uint32), "output_tokens": np.array(c[6], np.uint32),
+                  "session_id": np.array(c[1], np.uint64), "turn": np.array(c[2], np.uint16),
+                  "think_time": np.array(c[3], np.float32), "prefix_id": pa.array(c[4], pa.uint32())}, schema=schema)
+    s = simulate_trace(t, tmp_path / "r", profile=profile(page_size=16), instances=1)
+    table = read_requests(tmp_path / "r")
+    # 100: 0, 2 of turn 1's blocks, 5 of turn 2's; 200: 0, then its 6 full blocks; 300: the shared 4
+    assert table.column("cached_tokens").to_pylist() == [0, 0, 64, 32, 96, 80]
+    assert table.column("expected_cached_tokens").to_pylist() == [0, 0, 64, 32, 96, 80]  # replay's LRU agrees
+    pc = s["prefix_cache"]["reported"]
+    assert pc["cached_tokens"] == 272 and pc["hit_ratio"] == pytest.approx(272 / 536)
+    off = run_plan(make_plan(t), profile(page_size=16), 1, reuse=False)
+    assert off.cached is None
+
+
+def test_attainment_counts_ttft_from_the_closed_loop_release():
+    from servegen_fast.simulate.provision import attainment
+
+    p = make_plan(session_trace())
+    prof = profile()
+    res = run_plan(p, prof, 3, "least-loaded")
+    g = res.generated.astype(float)
+    tpot = np.where(g > 1, (res.completed - res.first_token) / np.maximum(g - 1, 1), np.nan)
+    ok = (res.status == COMPLETED) & ~(tpot > 0.05)
+    want = float((ok & (res.first_token - res.released <= 1.0)).mean())
+    assert attainment(p, prof, 3, "least-loaded", 1.0, 0.05) == pytest.approx(want, abs=1e-12)
+    # from the trace's own times instead, later turns would count their wait for the previous turn
+    assert want != pytest.approx(float((ok & (res.first_token - p.scheduled <= 1.0)).mean()), abs=0.05)

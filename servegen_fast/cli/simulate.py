@@ -24,6 +24,9 @@ def add_arguments(sub) -> None:
     s.add_argument("--start", type=parse_seconds, default=None, help="from this trace time")
     s.add_argument("--end", type=parse_seconds, default=None, help="up to this trace time")
     s.add_argument("--max-requests", type=int, default=None, help="at most this many requests")
+    s.add_argument("--release", choices=("auto", "closed", "open"), default="auto",
+                   help="sessions: closed (a turn arrives at the previous turn's simulated completion + think time), "
+                        "open (every request at its trace time); auto (default): closed where the trace has sessions")
     s.add_argument("--slo-ttft", type=parse_seconds, default=None, help="TTFT SLO for goodput (e.g. 500ms)")
     s.add_argument("--slo-tpot", type=parse_seconds, default=None, help="TPOT SLO for goodput (e.g. 50ms)")
     s.add_argument("--plot", action="store_true", help="also write PNG plots (needs the plot extra)")
@@ -39,7 +42,8 @@ def run(args) -> int:
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     summary = simulate_trace(args.trace, args.output, profile=args.profile, instances=args.instances,
                              router=args.router, time_scale=args.time_scale, start=args.start, end=args.end,
-                             max_requests=args.max_requests, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
+                             max_requests=args.max_requests, release=args.release, slo_ttft=args.slo_ttft,
+                             slo_tpot=args.slo_tpot,
                              plot=args.plot, log=log)
     if args.json:
         print(json.dumps(summary, indent=1))

@@ -18,10 +18,11 @@ from ..replay.plan import ReplayPlan, make_plan
 from ..replay.results import RunRecord, write_results
 from ..version import __version__
 from .kernel import COMPLETED, ROUTERS, simulate_kernel
+from .prefix import cached_tokens, enabled, make_state
 from .profile import Profile, load_profile
 
 STATS_SAMPLES = 4096  # KV / queue samples over the run (a grid of at most this many points)
-KEY_COLUMNS = ("prefix_id", "session_id")  # prefix-aware routing keys, first present wins
+KEY_COLUMNS = ("session_id", "prefix_id")  # prefix-aware routing keys, first present wins
 
 
 @dataclass
@@ -33,6 +34,8 @@ class SimResult:
     generated: np.ndarray  # int64
     preempted: np.ndarray  # bool
     status: np.ndarray  # int8: kernel.COMPLETED | kernel.DROPPED
+    cached: np.ndarray | None  # int64 prompt tokens found in the instance's prefix cache (None: reuse off)
+    released: np.ndarray  # float64 arrival at the router (closed loop: previous turn's end + think time)
     stats_time: np.ndarray
     kv_used_fraction: np.ndarray  # cluster-wide, at stats_time
     running: np.ndarray
@@ -48,39 +51,93 @@ def check_options(profile: Profile, instances: int, router: str) -> None:
 
 
 def run_plan(plan: ReplayPlan, profile: Profile, instances: int, router: str = "round-robin",
-             keys: np.ndarray | None = None) -> SimResult:
-    """Simulate `instances` copies of the profiled engine behind `router` on the plan's requests."""
+             keys: np.ndarray | None = None, blocks: tuple | None = None, reuse: bool = True) -> SimResult:
+    """Simulate `instances` copies of the profiled engine behind `router` on the plan's requests.
+    Prefix reuse (prefix.py) where `reuse` and block ids are known: `blocks` = (offsets [n + 1],
+    ids) of each request's prompt blocks at the profile's page size, else from the plan's trace."""
     check_options(profile, instances, router)
     n = len(plan)
     if router == "prefix-aware" and keys is None:
         raise ValueError("router prefix-aware needs a prefix key per request (a trace column "
                          f"{' or '.join(KEY_COLUMNS)}); this trace has none: use round-robin or least-loaded")
     key = np.full(n, -1, np.int64) if keys is None else np.asarray(keys, np.int64)
-    order = np.argsort(plan.scheduled, kind="stable")  # afap or scaled plans stay in time order; be safe
-    arrival = plan.scheduled[order].astype(np.float64)
+    follower, think = session_links(plan)
+    heads = plan.scheduled.astype(np.float64)
+    heads[follower[follower >= 0]] = np.inf  # a later turn arrives when its predecessor ends
+    order = np.argsort(heads, kind="stable")  # afap or scaled plans stay in time order; be safe
+    back = np.empty(n, np.int64)
+    back[order] = np.arange(n)
+    arrival = heads[order]
+    follower = np.where(follower[order] >= 0, back[np.maximum(follower[order], 0)], -1)
     inp = plan.input_tokens[order].astype(np.int64)
     out = plan.output_tokens[order].astype(np.int64)
-    span = float(arrival[-1]) if n else 0.0
+    fin = arrival[np.isfinite(arrival)]
+    span = float(fin[-1]) if len(fin) else 0.0
     st_dt = max(span, 1e-3) / (STATS_SAMPLES // 2)  # half the grid covers the arrivals, the rest the drain
     inst = np.zeros(n, np.int64)
-    started, first, done = (np.full(n, np.nan) for _ in range(3))
+    started, first, done, released = (np.full(n, np.nan) for _ in range(4))
     gen = np.zeros(n, np.int64)
     pre = np.zeros(n, np.uint8)
-    status = np.zeros(n, np.int8)
+    status = np.full(n, -1, np.int8)  # -1: never arrived (a bug if any is left)
     st_kv, st_run, st_wait = (np.zeros(STATS_SAMPLES, np.int64) for _ in range(3))
     seqs = min(profile.max_seqs, profile.max_batch_tokens)
     admit = int(np.ceil(profile.admit_free_fraction * profile.kv_blocks))
-    clock = simulate_kernel(arrival, inp, out, key[order], ROUTERS[router], int(instances), profile.coef_array(),
-                            profile.page_size, profile.kv_blocks, profile.max_batch_tokens, seqs, admit, st_dt,
-                            STATS_SAMPLES, inst, started, first, done, gen, pre, status, st_kv, st_run, st_wait)
-    back = np.empty(n, np.int64)
-    back[order] = np.arange(n)
+    if blocks is None and reuse:
+        blocks = prompt_blocks(plan, profile.page_size)
+    if blocks is not None and reuse:
+        off, ids = (np.asarray(a, np.int64) for a in blocks)
+        lo, hi = off[order], off[order + 1]
+        boff = np.zeros(n + 1, np.int64)
+        np.cumsum(hi - lo, out=boff[1:])
+        bids = ids[np.repeat(lo - boff[:-1], hi - lo) + np.arange(boff[-1])]
+        pc = make_state(int(instances), profile.kv_blocks, boff, bids, n)
+    else:
+        pc = make_state(int(instances), profile.kv_blocks, None, None, n)
+    clock = simulate_kernel(arrival, follower, think[order], inp, out, key[order], ROUTERS[router], int(instances),
+                            profile.coef_array(), profile.page_size, profile.kv_blocks, profile.max_batch_tokens, seqs,
+                            admit, st_dt, STATS_SAMPLES, inst, started, first, done, gen, pre, status, released,
+                            st_kv, st_run, st_wait, pc)
     end = float(clock.max()) if n else 0.0
     g = int(min(STATS_SAMPLES, np.floor(end / st_dt) + 1))
     return SimResult(instance=inst[back], started=started[back], first_token=first[back], completed=done[back],
+                     released=released[back], cached=cached_tokens(pc, n)[back] if enabled(pc) else None,
                      generated=gen[back], preempted=pre[back].astype(bool), status=status[back],
                      stats_time=np.arange(g) * st_dt, kv_used_fraction=st_kv[:g] / (profile.kv_blocks * instances),
                      running=st_run[:g].astype(np.float64), waiting=st_wait[:g].astype(np.float64), end=end)
+
+
+def session_links(plan: ReplayPlan) -> tuple[np.ndarray, np.ndarray]:
+    """Closed loop (plan.closed_loop): per request the plan position of its session's next turn
+    (-1: none) and its own think time x think scale (seconds after the previous turn ends); as
+    replay's `timing.Releases` orders turns. Open loop: no links."""
+    n = len(plan)
+    follower = np.full(n, -1, np.int64)
+    if not plan.closed_loop or plan.session_id is None or n == 0:
+        return follower, np.zeros(n)
+    sid, tn = np.asarray(plan.session_id), np.asarray(plan.turn)
+    order = np.lexsort((np.arange(n), tn, sid))
+    same = sid[order[1:]] == sid[order[:-1]]
+    follower[order[:-1][same]] = order[1:][same]
+    return follower, np.asarray(plan.think_time, np.float64) * float(plan.think_scale)
+
+
+def prompt_blocks(plan: ReplayPlan, page: int) -> tuple | None:
+    """(offsets, ids) of the served prompts' blocks at `page` tokens (io/blocks.py `hash_ids`,
+    as replay's expected cache hits); None where the trace has no block metadata."""
+    if plan.block_spec is None:
+        return None
+    import pyarrow as pa
+
+    from ..io.blocks import BlockSpec, hash_ids
+
+    spec = BlockSpec(plan.block_spec.seed, int(page), plan.block_spec.profiles)
+    batch = pa.table({"session_id": pa.array(plan.session_id, pa.uint64()),
+                      "client_id": pa.array(plan.client_id, pa.uint32()),
+                      "prefix_id": pa.array(np.where(plan.prefix_id < 0, 0, plan.prefix_id), pa.int64(),
+                                            mask=plan.prefix_id < 0),
+                      "input_tokens": pa.array(plan.input_tokens.astype(np.int64), pa.int64())})
+    ids = hash_ids(batch, spec)
+    return ids.offsets.to_numpy().astype(np.int64), ids.values.to_numpy().astype(np.int64)
 
 
 def prefix_keys(table) -> np.ndarray | None:
@@ -90,24 +147,27 @@ def prefix_keys(table) -> np.ndarray | None:
     return None
 
 
-def run_record(plan: ReplayPlan, res: SimResult) -> RunRecord:
+def run_record(plan: ReplayPlan, res: SimResult, expected: np.ndarray | None = None) -> RunRecord:
     ok = res.status == COMPLETED
     status = np.where(ok, "completed", "failed").tolist()
     errors = [None if o else "dropped: prompt + output exceed the KV cache" for o in ok]
     stats = [(float(t), {"kv_used_fraction": float(k), "running": float(r), "waiting": float(w)})
              for t, k, r, w in zip(res.stats_time, res.kv_used_fraction, res.running, res.waiting)]
-    return RunRecord(plan=plan, t0=0.0, released=plan.scheduled.astype(np.float64), started=res.started,
+    return RunRecord(plan=plan, t0=0.0, released=res.released, scheduled=res.released, started=res.started,
                      first_token=res.first_token, completed=res.completed, generated=res.generated,
                      preempted=res.preempted, status=status, errors=errors, stats=stats, interrupted=False,
-                     wall_end=res.end)
+                     wall_end=res.end, cached=res.cached,
+                     expected_cached=expected if expected is not None or res.cached is None else np.full(len(plan), -1))
 
 
 def simulate_trace(trace, output, *, profile, instances: int, router: str = "round-robin",
                    time_scale: float = 1.0, start: float | None = None, end: float | None = None, clients=None,
-                   max_requests: int | None = None, slo_ttft: float | None = None, slo_tpot: float | None = None,
+                   max_requests: int | None = None, release: str = "auto", slo_ttft: float | None = None,
+                   slo_tpot: float | None = None,
                    plot: bool = False, log=None) -> dict:
     """Simulate `trace` (a path or an Arrow table) on `instances` engines of `profile`; write
-    replay-shaped results to `output`; return the summary."""
+    replay-shaped results to `output`; return the summary. `release`: as replay's (auto: closed
+    loop where the trace has sessions)."""
     import pyarrow as pa
 
     from ..io.trace import read_trace
@@ -118,7 +178,7 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
     table, source = (trace, "<table>") if isinstance(trace, pa.Table) else (read_trace(trace), str(trace))
     limit = int(prof.measured_on.get("max_model_len") or 0) or None
     plan = make_plan(table, start=start, end=end, clients=clients, max_requests=max_requests, time_scale=time_scale,
-                     max_model_len=limit, source=source)
+                     max_model_len=limit, release=release, source=source)
     keys = prefix_keys(table)
     if keys is not None:
         keys = keys[plan.row]
@@ -131,9 +191,17 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
     metadata = {"tool": "servegen-fast simulate", "version": __version__, "trace": source,
                 "engine": {"name": "simulate", "model": m.get("model", "?"), "device": f"{instances} x {m.get('device', '?')}",
                            "dtype": m.get("dtype", "?"), "profile": str(profile) if not isinstance(profile, Profile) else "<profile>",
-                           "instances": int(instances), "router": router, "measured_on": m},
+                           "instances": int(instances), "router": router,
+                           "prefix_reuse": res.cached is not None, "measured_on": m},
                 "options": dict(plan.options), "interrupted": False}
-    summary = write_results(out, run_record(plan, res), metadata=metadata, slo_ttft=slo_ttft, slo_tpot=slo_tpot)
+    expected = None
+    if res.cached is not None and instances == 1:  # replay's one-engine expectation beside the simulated hits
+        from ..replay.cache import expected_cached
+
+        done = np.flatnonzero(np.isfinite(res.released))
+        order = done[np.argsort(res.released[done], kind="stable")]
+        expected = expected_cached(plan, order, prof.page_size, prof.kv_blocks * prof.page_size)
+    summary = write_results(out, run_record(plan, res, expected), metadata=metadata, slo_ttft=slo_ttft, slo_tpot=slo_tpot)
     if plot:
         from ..replay.plots import plot_results
 

@@ -26,284 +26,70 @@ routed to its instance cuts it at the first pass boundary after the arrival (the
 progress at an arrival completes before the request joins the queue). Round-robin advances
 only the instance a request goes to; the other routers bring every instance up to the arrival
 to read its load, which a pending run does not change until it ends.
+
+Closed loop (sessions): a later turn arrives at its previous turn's completion (or drop) plus
+its think time, from a heap; before each arrival every instance's passes that start before it
+are taken in start order over the cluster (a pending run at its last pass's start), since a
+completion may release a turn due before the next arrival. Prefix reuse in each instance's
+KV cache: prefix.py (shared cached blocks change only which blocks a pass needs).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..kernels.config import njit, njit_inline
+from .passes import NONE, advance, cdiv, settle, step
 
 ROUTERS = {"round-robin": 0, "least-loaded": 1, "prefix-aware": 2}
 COMPLETED, DROPPED = 0, 1
-NONE = -1
 
 
 @njit_inline
-def _cdiv(a, b):
-    return (a + b - 1) // b
-
-
-@njit
-def _step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
-          started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
-          st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k):
-    """Schedule the next pass of instance i at clock[i] and apply it; or, for a decode-only
-    pass that can repeat, leave the run of identical passes pending (`_settle` applies it)."""
-    s = clock[i]
-    # KV / queue samples at the grid points this instance reaches before its pass starts
-    while st_next[i] < st_kv.shape[0] and st_next[i] * st_dt <= s:
-        g = st_next[i]
-        st_kv[g] += (blocks_held(i, run, n_run, blocks))
-        st_run[g] += n_run[i]
-        st_wait[g] += n_wait[i]
-        st_next[i] += 1
-    while True:
-        budget = budget_tokens
-        P = 0
-        S = 0
-        D = 0
-        K = 0
-        nsched = 0
-        failed = False
-        m = 1 << 62
-        for j in range(n_run[i]):  # decode sequences first
-            r = run[i, j]
-            chunk[r] = 0
-            if pre[r] == 0:
-                need = _cdiv(ctx[r] + 1, page) - blocks[r]
-                if need > free[i]:
-                    failed = True
-                    continue
-                free[i] -= need
-                blocks[r] += need
-                chunk[r] = 1
-                D += 1
-                K += ctx[r] + 1
-                budget -= 1
-                nsched += 1
-                left = out[r] - gen[r]
-                if left < m:
-                    m = left
-        stop_prefill = False
-        for j in range(n_run[i]):  # then partially prefilled requests
-            r = run[i, j]
-            if pre[r] == 0 or budget == 0:
-                continue
-            if free[i] < admit_free and nsched > 0:
-                stop_prefill = True
-                break
-            c = min(pre[r], budget)
-            need = _cdiv(ctx[r] + c, page) - blocks[r]
-            if need > free[i]:
-                failed = True
-                continue
-            free[i] -= need
-            blocks[r] += need
-            chunk[r] = c
-            P += c
-            S += 1
-            K += ctx[r] + c
-            budget -= c
-            nsched += 1
-        while not stop_prefill and budget > 0 and whead[i] != NONE and n_run[i] < max_seqs:  # then the queue
-            if free[i] < admit_free and nsched > 0:
-                break
-            r = whead[i]
-            c = min(pre[r], budget)
-            need = _cdiv(ctx[r] + c, page) - blocks[r]
-            if need > free[i]:
-                failed = True
-                break
-            whead[i] = nxt[r]
-            if whead[i] == NONE:
-                wtail[i] = NONE
-            n_wait[i] -= 1
-            run[i, n_run[i]] = r
-            n_run[i] += 1
-            if started[r] != started[r]:
-                started[r] = s
-            free[i] -= need
-            blocks[r] += need
-            chunk[r] = c
-            P += c
-            S += 1
-            K += ctx[r] + c
-            budget -= c
-            nsched += 1
-        # preempt what could not get a block: unscheduled decoders, or the latest admitted if nothing ran
-        victims = 0
-        for j in range(n_run[i] - 1, -1, -1):
-            r = run[i, j]
-            if (chunk[r] == 0 and pre[r] == 0 and failed) or (nsched == 0 and victims == 0 and failed):
-                free[i] += blocks[r]
-                blocks[r] = 0
-                pre[r] = inp[r] + gen[r]
-                ctx[r] = 0
-                preempted[r] = 1
-                nxt[r] = whead[i]
-                whead[i] = r
-                if wtail[i] == NONE:
-                    wtail[i] = r
-                n_wait[i] += 1
-                run[i, j] = NONE
-                victims += 1
-        if victims:
-            k = 0
-            for j in range(n_run[i]):
-                if run[i, j] != NONE:
-                    run[i, k] = run[i, j]
-                    k += 1
-            n_run[i] = k
-        if nsched > 0:
+def _hpush(ht, hi, hn, t, j):
+    """Push (t, j) on the binary min-heap ht/hi of hn[0] entries, ordered by (time, index)."""
+    k = hn[0]
+    hn[0] += 1
+    while k > 0:
+        p = (k - 1) // 2
+        if ht[p] < t or (ht[p] == t and hi[p] < j):
             break
-        if not failed:  # nothing to do (cannot happen while the instance has work)
-            return
-    dt = coef[0] + coef[1] * P + coef[2] * S + coef[3] * D + coef[4] * K
-    if P > 0:
-        dt += coef[5] * (P + D) * K
-    # identical decode-only passes: as many as fit before a completion or a block shortage
-    if P == 0 and victims == 0 and m > 1:
-        kmax = m
-        if _extra_blocks(i, run, n_run, chunk, ctx, blocks, page, kmax) > free[i]:
-            lo, hi = 1, kmax  # blocks needed by k passes grow with k: the largest k that fits
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if _extra_blocks(i, run, n_run, chunk, ctx, blocks, page, mid) <= free[i]:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            kmax = lo
-        if kmax > 1:
-            pend[i] = True
-            pend_dt[i] = dt
-            pend_a[i] = coef[4] * D
-            pend_k[i] = kmax
-            return
-    _apply(i, s + dt, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, first, done)
-
-
-@njit
-def _settle(i, k, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, first, done, page,
-            pend, pend_dt, pend_a):
-    """Apply the first k passes of instance i's pending run of identical decode passes."""
-    extra = _extra_blocks(i, run, n_run, chunk, ctx, blocks, page, k)
-    free[i] -= extra
-    for j in range(n_run[i]):
-        r = run[i, j]
-        if chunk[r] == 1:
-            blocks[r] = _cdiv(ctx[r] + k, page)
-            chunk[r] = k
-    pend[i] = False
-    _apply(i, clock[i] + k * pend_dt[i] + pend_a[i] * (k * (k - 1) // 2), clock, run, n_run, free, out, ctx, pre,
-           gen, blocks, chunk, first, done)
-
-
-@njit
-def _apply(i, end, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, first, done):
-    """The scheduled pass(es) of instance i end at `end`: tokens, first tokens, completions."""
-    w = 0
-    for j in range(n_run[i]):
-        r = run[i, j]
-        c = chunk[r]
-        keep = True
-        if c > 0:
-            if pre[r] == 0:
-                gen[r] += c
-                ctx[r] += c
-            else:
-                ctx[r] += c
-                pre[r] -= c
-                if pre[r] == 0:
-                    gen[r] += 1
-                    if first[r] != first[r]:
-                        first[r] = end
-            if pre[r] == 0 and gen[r] >= out[r]:
-                done[r] = end
-                free[i] += blocks[r]
-                blocks[r] = 0
-                keep = False
-            chunk[r] = 0
-        if keep:
-            run[i, w] = r
-            w += 1
-    n_run[i] = w
-    clock[i] = end
+        ht[k], hi[k] = ht[p], hi[p]
+        k = p
+    ht[k], hi[k] = t, j
 
 
 @njit_inline
-def _passes_before(s, dt, a, kmax, t_limit):
-    """Passes j = 0..k-1 of durations dt + a·j starting at s: k = min(kmax, the number starting
-    before t_limit). Start of pass j: s + j·dt + a·j(j-1)/2 (closed form, no loop over passes)."""
-    if t_limit == np.inf:
-        return kmax
-    room = t_limit - s
-    # smallest j >= 1 with j·dt + a·j(j-1)/2 >= room, from the quadratic, then corrected exactly
-    if a > 0:
-        b = dt - 0.5 * a
-        j = int(np.ceil((-b + np.sqrt(b * b + 2.0 * a * room)) / a))
-    else:
-        j = int(np.ceil(room / dt))
-    j = max(j, 1)
-    if j > kmax:
-        return kmax
-    while j > 1 and (j - 1) * dt + a * ((j - 1) * (j - 2) // 2) >= room:
-        j -= 1
-    while j * dt + a * (j * (j - 1) // 2) < room:
-        j += 1
-    return min(j, kmax)
-
-
-@njit_inline
-def blocks_held(i, run, n_run, blocks):
-    b = 0
-    for j in range(n_run[i]):
-        b += blocks[run[i, j]]
-    return b
-
-
-@njit_inline
-def _extra_blocks(i, run, n_run, chunk, ctx, blocks, page, k):
-    """Blocks the scheduled decoders need beyond what they hold to run k passes."""
-    e = 0
-    for j in range(n_run[i]):
-        r = run[i, j]
-        if chunk[r] == 1:
-            e += _cdiv(ctx[r] + k, page) - blocks[r]
-    return e
-
-
-@njit
-def _advance(q, t, target, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
-             started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
-             st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k):
-    """Run instance q through every pass that starts before t. A pending run of identical
-    decode passes whose last pass starts after t stays pending (its load cannot change before
-    that pass ends), unless a request is routed to q at t (`target`): then the passes started
-    before t apply."""
+def _hpop(ht, hi, hn):
+    hn[0] -= 1
+    m = hn[0]
+    t, j = ht[m], hi[m]
+    k = 0
     while True:
-        if pend[q]:
-            k = pend_k[q]
-            last = clock[q] + (k - 1) * pend_dt[q] + pend_a[q] * ((k - 1) * (k - 2) // 2)  # start of its last pass
-            if last < t:  # the whole run starts before t: apply it (its completions included)
-                _settle(q, k, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, first, done, page,
-                        pend, pend_dt, pend_a)
-                continue
-            if target:
-                k = _passes_before(clock[q], pend_dt[q], pend_a[q], k, t)
-                _settle(q, k, clock, run, n_run, free, out, ctx, pre, gen, blocks, chunk, first, done, page,
-                        pend, pend_dt, pend_a)
-            return
-        if clock[q] >= t or (n_run[q] == 0 and whead[q] == NONE):
-            return
-        _step(q, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
-              started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
-              st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
+        c = 2 * k + 1
+        if c >= m:
+            break
+        if c + 1 < m and (ht[c + 1] < ht[c] or (ht[c + 1] == ht[c] and hi[c + 1] < hi[c])):
+            c += 1
+        if t < ht[c] or (t == ht[c] and j < hi[c]):
+            break
+        ht[k], hi[k] = ht[c], hi[c]
+        k = c
+    ht[k], hi[k] = t, j
+
+
+@njit_inline
+def _run_last(clock, pend_k, pend_dt, pend_a, q):
+    """Start of the last pass of instance q's pending run of identical decode passes."""
+    k = pend_k[q]
+    return clock[q] + (k - 1) * pend_dt[q] + pend_a[q] * ((k - 1) * (k - 2) // 2)
 
 
 @njit
-def simulate_kernel(arrival, inp, out, key, router, n_inst, coef, page, kv_blocks, budget_tokens, max_seqs,
-                    admit_free, st_dt, n_stats, inst, started, first, done, gen, preempted, status,
-                    st_kv, st_run, st_wait):
+def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coef, page, kv_blocks, budget_tokens,
+                    max_seqs, admit_free, st_dt, n_stats, inst, started, first, done, gen, preempted, status, released,
+                    st_kv, st_run, st_wait, pc):
+    """Heads (arrival finite, in time order) arrive at `arrival`; a later turn r (arrival inf) at
+    its predecessor's completion (or drop) + think[r]; follower[r]: the next turn of r's session."""
     n = arrival.shape[0]
     clock = np.zeros(n_inst)
     run = np.full((n_inst, max_seqs), NONE, np.int64)
@@ -322,27 +108,95 @@ def simulate_kernel(arrival, inp, out, key, router, n_inst, coef, page, kv_block
     pre = np.zeros(n, np.int64)
     blocks = np.zeros(n, np.int64)
     chunk = np.zeros(n, np.int64)
-    rr = 0
+    closed = False
     for r in range(n):
-        t = arrival[r]
-        if _cdiv(inp[r] + out[r], page) > kv_blocks:
+        if follower[r] != NONE:
+            closed = True
+            break
+    ht = np.empty(n)  # later turns released, not yet arrived: a heap by (time, index)
+    hi = np.empty(n, np.int64)
+    hn = np.zeros(1, np.int64)
+    snap = np.empty(max_seqs, np.int64)
+    h = 0
+    rr = 0
+    while True:
+        for attempt in range(2):  # the next arrival; closed loop: once more after the passes before it
+            if h < n and arrival[h] < np.inf and (hn[0] == 0 or arrival[h] < ht[0]
+                                                  or (arrival[h] == ht[0] and h < hi[0])):
+                r, t, head = h, arrival[h], True
+            elif hn[0] > 0:
+                r, t, head = hi[0], ht[0], False
+            else:
+                r, t, head = NONE, np.inf, False
+            if not closed or attempt == 1:
+                break
+            # every pass starting before t, in start order over the cluster (a run of identical
+            # decode passes at its last pass's start): a completion releases its session's next turn
+            while True:
+                best = NONE
+                bk = t
+                for q in range(n_inst):
+                    if pend[q]:
+                        kq = _run_last(clock, pend_k, pend_dt, pend_a, q)
+                    elif n_run[q] > 0 or whead[q] != NONE:
+                        kq = clock[q]
+                    else:
+                        continue
+                    if kq < bk:
+                        best, bk = q, kq
+                if best == NONE:
+                    break
+                q = best
+                m = n_run[q]
+                snap[:m] = run[q, :m]
+                x = whead[q]
+                while x != NONE and m < max_seqs:  # those the pass may admit (and finish: one-token outputs)
+                    snap[m] = x
+                    m += 1
+                    x = nxt[x]
+                if pend[q]:
+                    settle(q, pend_k[q], clock, run, n_run, free, inp, out, ctx, pre, gen, blocks, chunk, pc, first,
+                           done, page, pend, pend_dt, pend_a)
+                else:
+                    step(q, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
+                         pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
+                         st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
+                for j in range(m):
+                    x = snap[j]
+                    f = follower[x]
+                    if done[x] == done[x] and f != NONE:
+                        due = done[x] + think[f]
+                        _hpush(ht, hi, hn, due, f)
+                        if due < t:
+                            t = due
+        if r == NONE:
+            break
+        if head:
+            h += 1
+        else:
+            _hpop(ht, hi, hn)
+        released[r] = t
+        if cdiv(inp[r] + out[r], page) > kv_blocks:
             status[r] = DROPPED
             inst[r] = NONE
+            if follower[r] != NONE:
+                _hpush(ht, hi, hn, t + think[follower[r]], follower[r])
             continue
         if router == 0:
             i = rr % n_inst
             rr += 1
         else:
             for q in range(n_inst):
+                if closed:
+                    break  # every instance is already where t finds it
                 if pend[q]:
-                    k = pend_k[q]
-                    if clock[q] + (k - 1) * pend_dt[q] + pend_a[q] * ((k - 1) * (k - 2) // 2) >= t:
+                    if _run_last(clock, pend_k, pend_dt, pend_a, q) >= t:
                         continue  # a pending run going on past t: nothing changes before t
                 elif clock[q] >= t or (n_run[q] == 0 and whead[q] == NONE):
                     continue  # idle, or already past t
-                _advance(q, t, False, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
-                         blocks, chunk, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
-                         admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
+                advance(q, t, False, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
+                        blocks, chunk, pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
+                        admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
             best = 0
             for q in range(1, n_inst):
                 if n_run[q] + n_wait[q] < n_run[best] + n_wait[best]:
@@ -353,9 +207,9 @@ def simulate_kernel(arrival, inp, out, key, router, n_inst, coef, page, kv_block
                 lo_load = n_run[best] + n_wait[best]
                 if n_run[pref] + n_wait[pref] <= 2 * lo_load + 2:
                     i = pref
-        _advance(i, t, True, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
-                 blocks, chunk, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
-                 admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
+        advance(i, t, True, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
+                blocks, chunk, pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
+                admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
         inst[r] = i
         status[r] = COMPLETED
         if clock[i] < t:
@@ -368,7 +222,7 @@ def simulate_kernel(arrival, inp, out, key, router, n_inst, coef, page, kv_block
         wtail[i] = r
         n_wait[i] += 1
     for q in range(n_inst):
-        _advance(q, np.inf, True, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
-                 blocks, chunk, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
-                 admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
+        advance(q, np.inf, True, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
+                blocks, chunk, pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
+                admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
     return clock

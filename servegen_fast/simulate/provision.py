@@ -80,7 +80,7 @@ def attainment(plan: ReplayPlan, profile: Profile, instances: int, router: str, 
                slo_tpot: float | None) -> float:
     """Fraction of the plan's requests meeting both SLOs on `instances` simulated engines."""
     res = run_plan(plan, profile, instances, router)
-    return float(_meets(res.status == COMPLETED, res.first_token - plan.scheduled, _tpot(res),
+    return float(_meets(res.status == COMPLETED, res.first_token - res.released, _tpot(res),
                         slo_ttft, slo_tpot).mean())
 
 

@@ -4,8 +4,9 @@ oracle (the kernel must give the same times) and the speed benchmark's baseline.
 same routing, same preemption rules; see kernel.py for them."""
 from __future__ import annotations
 
+import heapq
 import math
-from collections import deque
+from collections import OrderedDict, deque
 
 import numpy as np
 
@@ -13,32 +14,82 @@ from .kernel import COMPLETED, DROPPED, ROUTERS
 
 
 class _Req:
-    __slots__ = ("r", "inp", "out", "ctx", "pre", "gen", "blocks", "chunk")
+    __slots__ = ("r", "inp", "out", "ctx", "pre", "gen", "blocks", "chunk", "ids", "nreg")
 
-    def __init__(self, r, inp, out):
-        self.r, self.inp, self.out = r, inp, out
-        self.ctx, self.pre, self.gen, self.blocks, self.chunk = 0, inp, 0, 0, 0
+    def __init__(self, r, inp, out, ids):
+        self.r, self.inp, self.out, self.ids = r, inp, out, ids
+        self.ctx, self.pre, self.gen, self.blocks, self.chunk, self.nreg = 0, inp, 0, 0, 0, 0
 
 
 class _Instance:
-    def __init__(self, kv_blocks):
+    """An engine's queue, batch and KV blocks; its prefix cache: references per cached block id,
+    and the unreferenced ones (free, evictable) least recently released first."""
+
+    def __init__(self, kv_blocks, page):
         self.clock = 0.0
         self.running: list[_Req] = []
         self.waiting: deque[_Req] = deque()
-        self.free = kv_blocks
+        self.free, self.page = kv_blocks, page
+        self.refs: dict = {}
+        self.lru: OrderedDict = OrderedDict()
 
     def busy(self):
         return bool(self.running or self.waiting)
 
+    def hits(self, x):
+        h = 0
+        while h < min((x.inp - 1) // self.page, len(x.ids)) and x.ids[h] in self.refs:
+            h += 1
+        return h, sum(self.refs[k] == 0 for k in x.ids[:h])
+
+    def acquire(self, x, h):
+        for k in x.ids[:h]:
+            if self.refs[k] == 0:
+                del self.lru[k]
+                self.free -= 1
+            self.refs[k] += 1
+        x.nreg = h
+
+    def take(self, need):
+        for _ in range(need - (self.free - len(self.lru))):
+            del self.refs[self.lru.popitem(last=False)[0]]
+        self.free -= need
+
+    def release(self, x):
+        for k in reversed(x.ids[:x.nreg]):
+            self.refs[k] -= 1
+            if self.refs[k] == 0:
+                self.lru[k] = None
+                self.free += 1
+        self.free += x.blocks - x.nreg
+        x.blocks, x.nreg = 0, 0
+
+    def register(self, x):
+        for k in x.ids[x.nreg:min(min(x.ctx, x.inp) // self.page, len(x.ids))]:
+            if k in self.refs:  # cached meanwhile: share it, give back the own copy
+                if self.refs[k] == 0:
+                    del self.lru[k]
+                    self.free -= 1
+                self.refs[k] += 1
+                self.free += 1
+            else:
+                self.refs[k] = 1
+            x.nreg += 1
+
 
 def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, max_seqs, admit_free, *,
-                       instances=1, router="round-robin", key=None):
-    """Per-request (instance, started, first_token, completed, generated, preempted, status)."""
+                       instances=1, router="round-robin", key=None, follower=None, think=None,
+                       blocks=None):
+    """Per-request (instance, released, started, first_token, completed, generated, preempted,
+    status). Closed loop: `follower[r]` is the plan position of r's session's next turn (-1:
+    none); it arrives `think[follower]` after r completes or is dropped (its `arrival` unused).
+    Prefix reuse: `blocks` = (offsets, ids) of each request's prompt blocks (at `page` tokens)."""
     n = len(arrival)
-    res = {"instance": np.zeros(n, np.int64), "started": np.full(n, np.nan), "first_token": np.full(n, np.nan),
+    res = {"instance": np.zeros(n, np.int64), "released": np.full(n, np.nan),
+           "started": np.full(n, np.nan), "first_token": np.full(n, np.nan),
            "completed": np.full(n, np.nan), "generated": np.zeros(n, np.int64), "preempted": np.zeros(n, bool),
-           "status": np.zeros(n, np.int8)}
-    insts = [_Instance(kv_blocks) for _ in range(instances)]
+           "status": np.zeros(n, np.int8), "cached": np.full(n, -1, np.int64)}
+    insts = [_Instance(kv_blocks, page) for _ in range(instances)]
     code = ROUTERS[router]
 
     def step(q: _Instance):
@@ -52,7 +103,7 @@ def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, 
                     if need > q.free:
                         failed = True
                         continue
-                    q.free -= need
+                    q.take(need)
                     x.blocks += need
                     x.chunk, D, K, budget, nsched = 1, D + 1, K + x.ctx + 1, budget - 1, nsched + 1
             stop = False
@@ -67,23 +118,29 @@ def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, 
                 if need > q.free:
                     failed = True
                     continue
-                q.free -= need
+                q.take(need)
                 x.blocks += need
                 x.chunk, P, S, K, budget, nsched = c, P + c, S + 1, K + x.ctx + c, budget - c, nsched + 1
             while not stop and budget > 0 and q.waiting and len(q.running) < max_seqs:
                 if q.free < admit_free and nsched > 0:
                     break
                 x = q.waiting[0]
-                c = min(x.pre, budget)
-                need = math.ceil((x.ctx + c) / page) - x.blocks
-                if need > q.free:
+                h, ev = q.hits(x)
+                c = min(x.pre - h * page, budget)
+                need = math.ceil((h * page + c) / page) - h
+                if need + ev > q.free:
                     failed = True
                     break
                 q.waiting.popleft()
                 q.running.append(x)
                 if math.isnan(res["started"][x.r]):
                     res["started"][x.r] = s
-                q.free -= need
+                if h:
+                    q.acquire(x, h)
+                    x.ctx, x.pre, x.blocks = h * page, x.pre - h * page, h
+                if res["cached"][x.r] < 0:
+                    res["cached"][x.r] = h * page
+                q.take(need)
                 x.blocks += need
                 x.chunk, P, S, K, budget, nsched = c, P + c, S + 1, K + x.ctx + c, budget - c, nsched + 1
             victims = []
@@ -91,8 +148,8 @@ def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, 
                 if (x.chunk == 0 and x.pre == 0 and failed) or (nsched == 0 and not victims and failed):
                     victims.append(x)
             for x in victims:  # latest admitted first, each pushed to the queue's head
-                q.free += x.blocks
-                x.blocks, x.pre, x.ctx = 0, x.inp + x.gen, 0
+                q.release(x)
+                x.pre, x.ctx = x.inp + x.gen, 0
                 res["preempted"][x.r] = True
                 q.waiting.appendleft(x)
                 q.running.remove(x)
@@ -110,6 +167,7 @@ def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, 
                     x.gen += 1
                 else:
                     x.pre -= x.chunk
+                    q.register(x)
                     if x.pre == 0:
                         x.gen += 1
                         if math.isnan(res["first_token"][x.r]):
@@ -118,18 +176,41 @@ def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, 
                 if x.pre == 0 and x.gen >= x.out:
                     res["completed"][x.r] = end
                     res["generated"][x.r] = x.gen
-                    q.free += x.blocks
-                    x.blocks = 0
+                    q.release(x)
                     continue
             kept.append(x)
         q.running = kept
         q.clock = end
 
+    follower = np.full(n, -1, np.int64) if follower is None else np.asarray(follower, np.int64)
+    closed = bool((follower >= 0).any())
+    later = np.zeros(n, bool)
+    later[follower[follower >= 0]] = True
+    heap = [(float(arrival[r]), r) for r in range(n) if not later[r]]
+    heapq.heapify(heap)
     rr = 0
-    for r in range(n):
-        t = float(arrival[r])
+    while True:
+        t, r = heap[0] if heap else (math.inf, -1)
+        while closed:  # every pass starting before t, earliest start first (ties: lowest instance)
+            ready = [(q.clock, k) for k, q in enumerate(insts) if q.busy() and q.clock < t]
+            if not ready:
+                break
+            q = insts[min(ready)[1]]
+            before = list(q.running) + list(q.waiting)
+            step(q)
+            for x in before:
+                f = int(follower[x.r])
+                if f >= 0 and not math.isnan(res["completed"][x.r]):
+                    heapq.heappush(heap, (float(res["completed"][x.r] + think[f]), f))
+            t, r = heap[0] if heap else (math.inf, -1)
+        if r < 0:
+            break
+        heapq.heappop(heap)
+        res["released"][r] = t
         if math.ceil((inp[r] + out[r]) / page) > kv_blocks:
             res["status"][r], res["instance"][r] = DROPPED, -1
+            if follower[r] >= 0:
+                heapq.heappush(heap, (t + float(think[follower[r]]), int(follower[r])))
             continue
         if code == 0:
             targets = [rr % instances]
@@ -151,7 +232,8 @@ def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, 
         res["instance"][r], res["status"][r] = i, COMPLETED
         q = insts[i]
         q.clock = max(q.clock, t)
-        q.waiting.append(_Req(r, int(inp[r]), int(out[r])))
+        ids = [] if blocks is None else blocks[1][blocks[0][r]:blocks[0][r + 1]].tolist()
+        q.waiting.append(_Req(r, int(inp[r]), int(out[r]), ids))
     for q in insts:
         while q.busy():
             step(q)

@@ -111,8 +111,9 @@ def make_session_bodies(jit, s, lookup):
                         out_vals[j, f] = 0.0
                 return
             for f in range(nf):
-                d = dist[r, f]
-                out_vals[row, f] = lookup(pv, pc, guide, pdoff[d], pdoff[d + 1], goff[d], ub)
+                if f != fin:  # the input is the context so far, not a draw: no lookup for it
+                    d = dist[r, f]
+                    out_vals[row, f] = lookup(pv, pc, guide, pdoff[d], pdoff[d + 1], goff[d], ub)
             inp = inp + outp + new
             out_vals[row, fin] = inp
             outp = out_vals[row, fout]

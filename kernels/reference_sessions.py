@@ -70,8 +70,9 @@ def expand_turns(seed, client, window, k, prof, turns, ts, fin, fout, values, cd
         r, p, think, new, ub = r[~over], p[~over], think[~over], new[~over], ub[~over]
         row = toff[r] + t - 1
         for f in range(dist.shape[1]):
-            d = dist[r, f]
-            out_vals[row, f] = pv[tab_index(pc, pdoff[d], pdoff[d + 1], ub)]  # the pool's inverse CDF
+            if f != fin:  # the input is the context so far (below), not a draw
+                d = dist[r, f]
+                out_vals[row, f] = pv[tab_index(pc, pdoff[d], pdoff[d + 1], ub)]  # the pool's inverse CDF
         cur_in[r] = cur_in[r] + cur_out[r] + new
         out_vals[row, fin] = cur_in[r]
         cur_out[r] = out_vals[row, fout]

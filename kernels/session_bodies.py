@@ -58,15 +58,17 @@ def make_session_bodies(jit, s, lookup):
 
     @jit
     def tab_index(cdf, lo, hi, u):
-        a = lo
-        b = hi - 1
-        while a < b:
-            mid = (a + b) >> 1
-            if cdf[mid] < u:
-                a = mid + 1
-            else:
-                b = mid
-        return a
+        # lo + the number of cdf[lo:hi-1] below u (a prefix: cdf is non-decreasing), so at most
+        # hi - 1; halving without a data-dependent branch (a select), as the draws are random
+        base = lo
+        n = hi - 1 - lo
+        if n <= 0:
+            return lo
+        while n > 1:
+            half = n >> 1
+            base = base + half if cdf[base + half] < u else base
+            n -= half
+        return base + 1 if cdf[base] < u else base
 
     @jit
     def slot_role(seed, client, window, k, p, values, cdf, off, par):
@@ -111,8 +113,9 @@ def make_session_bodies(jit, s, lookup):
                         out_vals[j, f] = 0.0
                 return
             for f in range(nf):
-                d = dist[r, f]
-                out_vals[row, f] = lookup(pv, pc, guide, pdoff[d], pdoff[d + 1], goff[d], ub)
+                if f != fin:  # the input is the context so far, not a draw: no lookup for it
+                    d = dist[r, f]
+                    out_vals[row, f] = lookup(pv, pc, guide, pdoff[d], pdoff[d + 1], goff[d], ub)
             inp = inp + outp + new
             out_vals[row, fin] = inp
             outp = out_vals[row, fout]

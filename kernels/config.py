@@ -37,6 +37,16 @@ def _local_imports(source: bytes) -> set[str]:
     return out
 
 
+def _py_sources(folder: str) -> dict[str, bytes]:
+    """The .py files of `folder`, name -> bytes."""
+    out = {}
+    for name in os.listdir(folder):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as f:
+                out[name] = f.read()
+    return out
+
+
 def _sources_key(folder: str, path: str | None = None) -> str:
     """A hash of the kernel sources the module at `path` is compiled from: its own file, the
     kernel modules it imports (transitively) and this one (the JIT options); every kernel source
@@ -44,11 +54,7 @@ def _sources_key(folder: str, path: str | None = None) -> str:
     kernel, not the files it inlines (bodies.py, philox.py), so a cache keyed by them can never
     serve machine code compiled from older sources; and a module keeps its cache when an
     unrelated kernel changes (the ServeGen text parsers are not recompiled for a sampler edit)."""
-    sources = {}
-    for name in os.listdir(folder):
-        if name.endswith(".py"):
-            with open(os.path.join(folder, name), "rb") as f:
-                sources[name] = f.read()
+    sources = _py_sources(folder)
     names = set(sources)
     if path is not None and os.path.dirname(os.path.abspath(path)) == folder:
         todo, names = [os.path.basename(path), "config.py"], set()
@@ -70,10 +76,8 @@ def _sibling_key(folder: str, key: str) -> str:
     beside it (simulate/passes.py, prefix.py), and numba checks only its own file, so an edit
     to a sibling would otherwise leave the old machine code in the cache."""
     h = hashlib.sha1(key.encode())
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".py"):
-            with open(os.path.join(folder, name), "rb") as f:
-                h.update(name.encode() + b"\0" + f.read())
+    for name, source in sorted(_py_sources(folder).items()):
+        h.update(name.encode() + b"\0" + source)
     return h.hexdigest()[:16]
 
 

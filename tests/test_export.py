@@ -46,10 +46,10 @@ def test_mooncake_round_trip(trace, tmp_path):
     assert np.array_equal(log.output_tokens, t.column("output_tokens").to_numpy())
     expect = hash_ids(t, BlockSpec.from_metadata(trace_metadata(trace)))
     assert log.blocks.equals(expect)
+    assert log.block_size == 64  # inferred from the id counts, not Mooncake's 512
     first = json.loads(out.read_text().splitlines()[0])
     assert set(first) == {"timestamp", "input_length", "output_length", "hash_ids", "session_id", "turn", "think_time"}
-    # and fit reads it back (the exported block size is the trace's, 64, not Mooncake's 512: the lengths
-    # and ids round-trip; the fit below just has to run)
+    # and fit reads it back
     r = subprocess.run([sys.executable, "-m", "servegen_fast.cli", "fit", str(out), "--format", "mooncake",
                         "-o", str(tmp_path / "p.parquet"), "-q"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

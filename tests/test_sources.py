@@ -200,3 +200,26 @@ def test_real_logs(shared_data):
     mc = read_log(shared_data / "mooncake-conversation.jsonl")
     assert mc.report.format == "mooncake" and len(mc) == 12031 and not mc.report.dropped
     assert mc.resolution == 1e-3 and np.all(np.diff(mc.timestamp) >= 0)
+
+
+def test_mooncake_block_size_is_inferred_or_checked(tmp_path):
+    rows = lambda bs: [{"timestamp": i, "input_length": L, "output_length": 1, "hash_ids": list(range(-(-L // bs)))}
+                       for i, L in enumerate((1, 16, 17, 100, 1000, 4097))]
+    for bs in (16, 64, 512):
+        log = read_log(write(tmp_path, f"b{bs}.jsonl", mooncake_lines(rows(bs))), "mooncake")
+        assert log.block_size == bs and not log.report.flagged
+    # ids that fit no single size are kept and flagged, with Mooncake's 512 assumed
+    odd = write(tmp_path, "odd.jsonl", mooncake_lines([{"timestamp": 0, "input_length": 10, "output_length": 1,
+                                                        "hash_ids": [1, 2]},
+                                                       {"timestamp": 1, "input_length": 20, "output_length": 1,
+                                                        "hash_ids": [1]}]))
+    log = read_log(odd, "mooncake")
+    assert log.block_size == 512 and len(log) == 2 and list(log.report.flagged.values()) == [2]
+    # a given size checks every row: a mismatch names its line, or is dropped and counted
+    p = write(tmp_path, "b16.jsonl", mooncake_lines(rows(16)))
+    with pytest.raises(LogFormatError, match=r"b16\.jsonl, line 3: 2 hash_ids for input_length 17; expected 1 blocks of 64"):
+        read_log(p, "mooncake", block_size=64)
+    log = read_log(p, "mooncake", block_size=64, on_error="drop")
+    assert len(log) == 2 and log.block_size == 64  # 1 and 16 tokens are one block at either size
+    with pytest.raises(ValueError, match="block_size"):
+        read_log(p, "mooncake", block_size=0)

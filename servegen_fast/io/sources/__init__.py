@@ -54,8 +54,9 @@ def detect_format(path: str | os.PathLike) -> str:
 
 
 def read_log(path: str | os.PathLike, format: str = "auto", *, on_error: str = "raise", sort: bool = False,
-             drop_failed: bool = False) -> RequestLog:
-    """Read a request log of the given format ("auto": `detect_format`)."""
+             drop_failed: bool = False, block_size: int | None = None) -> RequestLog:
+    """Read a request log of the given format ("auto": `detect_format`). `block_size`: tokens per
+    Mooncake hash_ids block (None: inferred from the log)."""
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     fmt = detect_format(path) if format == "auto" else format
@@ -64,7 +65,7 @@ def read_log(path: str | os.PathLike, format: str = "auto", *, on_error: str = "
     if fmt == "burstgpt":
         return read_burstgpt(path, on_error=on_error, sort=sort, drop_failed=drop_failed)
     if fmt == "mooncake":
-        return read_mooncake(path, on_error=on_error, sort=sort)
+        return read_mooncake(path, on_error=on_error, sort=sort, block_size=block_size)
     if fmt == "trace":
         return read_trace_log(path)
     raise ValueError(f"unknown log format {fmt!r}; expected one of {FORMATS} or 'auto'")

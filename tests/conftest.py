@@ -8,14 +8,23 @@ with SERVEGEN_FAST_REQUIRE_DATA set (CI) they fail instead.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("SERVEGEN_FAST_REFERENCE") or ROOT.parent / "shared" / "data")
+# Parsed ServeGen pools are cached (io/pool_cache.py) for this test session only: subprocesses
+# inherit the folder, and temporary model directories leave nothing in the user's cache.
+if not os.environ.get("SERVEGEN_FAST_POOL_CACHE"):
+    os.environ["SERVEGEN_FAST_POOL_CACHE"] = tempfile.mkdtemp(prefix="servegen-fast-pools-")
+    atexit.register(shutil.rmtree, os.environ["SERVEGEN_FAST_POOL_CACHE"], True)
+
 POOLS = ("language/m-large", "language/m-mid", "language/m-small", "multimodal/mm-image", "reason/deepseek-r1")
 
 

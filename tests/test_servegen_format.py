@@ -451,3 +451,61 @@ def test_no_client_with_a_dataset(tmp_path):
     with pytest.warns(UserWarning, match=r"2 of 2 clients"):
         with pytest.raises(ServeGenFormatError, match=r"no client has both a trace and a dataset file"):
             read_servegen(model_dir)
+
+
+# --------------------------------------------------------------------------- the pool cache (io/pool_cache.py)
+def _pool_arrays(p) -> dict:
+    from servegen_fast.io.pool_file import _ARRAYS, _TABLE
+
+    out = {n: getattr(p, n) for n in _ARRAYS if getattr(p, n) is not None}
+    out.update({"dists." + n: getattr(p.dists, n) for n in _TABLE})
+    return out
+
+
+def test_pool_cache_gives_the_parsed_pool_exactly(servegen_root, tmp_path, monkeypatch):
+    from servegen_fast.io import pool_cache
+
+    monkeypatch.setenv("SERVEGEN_FAST_POOL_CACHE", str(tmp_path / "pools"))
+    model = servegen_root / "language" / "m-small"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # m-small's clients without a dataset file
+        parsed = read_servegen(model, cache=False)
+        assert not (tmp_path / "pools").exists()  # cache=False neither reads nor writes
+        first = read_servegen(model)  # parses and keeps
+    assert len(list((tmp_path / "pools").glob("*.parquet"))) == 1
+    calls = []
+    monkeypatch.setattr("servegen_fast.io.servegen_format._parse", lambda *a: calls.append(a))
+    with pytest.warns(UserWarning, match="5 of 43 clients have no dataset file"):  # still said from the cache
+        cached = read_servegen(model)  # from the cache: no parse
+    assert calls == [] and cached is not None
+    for p in (first, cached):
+        assert (p.model, p.category, p.fields, p.window_size, p.length_window_size, p.origin) == \
+               (parsed.model, parsed.category, parsed.fields, parsed.window_size, parsed.length_window_size,
+                parsed.origin)
+        a, b = _pool_arrays(parsed), _pool_arrays(p)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+    assert pool_cache.entry_key(model, "language") != pool_cache.entry_key(model, "reason")
+
+
+def test_pool_cache_follows_edits_and_survives_bad_folders(tmp_path, monkeypatch):
+    model = _write_synthetic(tmp_path / "data" / "language" / "toy")
+    monkeypatch.setenv("SERVEGEN_FAST_POOL_CACHE", str(tmp_path / "pools"))
+    assert read_servegen(model).rate[0, 0] == 2.0
+    (model / "chunk-0-trace.csv").write_text(GOOD_TRACE.replace("0,2.0,1.5", "0,3.0,1.5", 1))
+    assert read_servegen(model).rate[0, 0] == 3.0  # a new key: parsed again, not the kept pool
+    (model / "chunk-0-trace.csv").write_text(GOOD_TRACE.replace("Gamma", "Poisson", 1))
+    with pytest.raises(ServeGenFormatError, match="unknown arrival pattern"):
+        read_servegen(model)  # a broken file is an error, cache or not
+    (model / "chunk-0-trace.csv").write_text(GOOD_TRACE)
+    entries = list((tmp_path / "pools").glob("*.parquet"))
+    for e in entries:
+        e.write_bytes(b"not parquet")  # a corrupt entry is parsed around and replaced
+    assert read_servegen(model).rate[0, 0] == 2.0
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for where in (str(blocker), "off"):  # a folder that cannot be made, or caching off: plain parse
+        monkeypatch.setenv("SERVEGEN_FAST_POOL_CACHE", where)
+        assert read_servegen(model).rate[0, 0] == 2.0
+    assert blocker.read_text() == "x"

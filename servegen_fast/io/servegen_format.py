@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import pool_cache
 from .atomic import write_text
 from ..model.distributions import DistTableBuilder
 from ..kernels import textparse as tp
@@ -45,12 +46,13 @@ def resolve_model_dir(data_dir: str | os.PathLike | None, pool: str | None) -> P
 
 
 def read_servegen(data_dir: str | os.PathLike | None, pool: str | None = None, *,
-                  category: str | None = None) -> ClientPool:
+                  category: str | None = None, cache: bool = True) -> ClientPool:
     """Load a ServeGen model directory as a `ClientPool`.
 
     `data_dir` is ServeGen's ``data/`` directory and `pool` is ``"<category>/<model>"``;
     or `data_dir` is the model directory and `pool` is None. With data_dir None the
-    ``SERVEGEN_DATA_DIR`` environment variable, else ``./data``, is used.
+    ``SERVEGEN_DATA_DIR`` environment variable, else ``./data``, is used. `cache`: read the
+    directory's parsed pool from, and keep it in, the pool cache (io/pool_cache.py).
     """
     path = resolve_model_dir(data_dir, pool)
     if not path.is_dir():
@@ -76,6 +78,15 @@ def read_servegen(data_dir: str | os.PathLike | None, pool: str | None = None, *
     ids = sorted(datasets)
     if not ids:
         raise ServeGenFormatError(f"{path}: no client has both a trace and a dataset file")
+    if cache and (kept := pool_cache.load(path, category)) is not None:
+        return kept
+    pool = _parse(path, category, ids, traces, datasets)
+    if cache:
+        pool_cache.store(path, category, pool)
+    return pool
+
+
+def _parse(path: Path, category: str, ids: list, traces: dict, datasets: dict) -> ClientPool:
 
     cols = [_read_trace(path / traces[i]) for i in ids]
     ts0 = cols[0][0]

@@ -17,7 +17,7 @@ import numpy as np
 from ..replay.plan import ReplayPlan, make_plan
 from ..replay.results import RunRecord, write_results
 from ..version import __version__
-from .kernel import COMPLETED, ROUTERS, simulate_kernel
+from .kernel import COMPLETED, ROUTERS, simulate_kernel, work_arrays
 from .prefix import cached_tokens, enabled, make_state
 from .profile import Profile, load_profile
 
@@ -93,10 +93,12 @@ def run_plan(plan: ReplayPlan, profile: Profile, instances: int, router: str = "
         pc = make_state(int(instances), profile.kv_blocks, boff, bids, n)
     else:
         pc = make_state(int(instances), profile.kv_blocks, None, None, n)
-    clock = simulate_kernel(arrival, follower, think[order], inp, out, key[order], ROUTERS[router], int(instances),
+    work = work_arrays(n, int(instances), seqs, profile.kv_blocks)
+    simulate_kernel(arrival, follower, think[order], inp, out, key[order], ROUTERS[router], int(instances),
                             profile.coef_array(), profile.page_size, profile.kv_blocks, profile.max_batch_tokens, seqs,
-                            admit, st_dt, STATS_SAMPLES, inst, started, first, done, gen, pre, status, released,
-                            st_kv, st_run, st_wait, pc)
+                            admit, st_dt, inst, started, first, done, gen, pre, status, released,
+                            st_kv, st_run, st_wait, pc, work)
+    clock = work[0]
     end = float(clock.max()) if n else 0.0
     g = int(min(STATS_SAMPLES, np.floor(end / st_dt) + 1))
     return SimResult(instance=inst[back], started=started[back], first_token=first[back], completed=done[back],

@@ -97,16 +97,18 @@ def work_arrays(n: int, n_inst: int, max_seqs: int, kv_blocks: int) -> tuple:
             np.zeros(n_inst), np.zeros(n_inst), np.zeros(n_inst, np.int64),
             np.full(n, NONE, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
             np.zeros(n, np.int64), np.empty(n), np.empty(n, np.int64), np.zeros(1, np.int64),
-            np.empty(max_seqs, np.int64))
+            np.empty(max_seqs, np.int64), np.zeros(1, np.int64))
 
 
 @njit
 def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coef, page, kv_blocks, budget_tokens,
                     max_seqs, admit_free, st_dt, inst, started, first, done, gen, preempted, status, released,
-                    st_kv, st_run, st_wait, pc, work):
+                    st_kv, st_run, st_wait, pc, work, final=True):
     """Heads (arrival finite, in time order) arrive at `arrival`; a later turn r (arrival inf) at
     its predecessor's completion (or drop) + think[r]; follower[r]: the next turn of r's session.
-    `work`: `work_arrays(...)`; its first array ends as the instances' clocks."""
+    `work`: `work_arrays(...)`; its first array ends as the instances' clocks. Not `final`: stop
+    after the last arrival, leaving the instances' work pending in `work` (stream.py goes on
+    from there with the next chunk of arrivals); else run every instance to its last pass."""
     n = arrival.shape[0]
     arrival, follower, think, inp, out, key = (borrow(arrival), borrow(follower), borrow(think), borrow(inp),
                                                borrow(out), borrow(key))
@@ -119,14 +121,14 @@ def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coe
         borrow(work[0]), borrow(work[1]), borrow(work[2]), borrow(work[3]), borrow(work[4]), borrow(work[5]),
         borrow(work[6]), borrow(work[7]), borrow(work[8]), borrow(work[9]), borrow(work[10]), borrow(work[11]))
     nxt, ctx, pre, blocks, chunk = borrow(work[12]), borrow(work[13]), borrow(work[14]), borrow(work[15]), borrow(work[16])
-    ht, hi, hn, snap = borrow(work[17]), borrow(work[18]), borrow(work[19]), borrow(work[20])  # ht/hi/hn: later turns released, not yet arrived: a heap by (time, index)
+    # ht/hi/hn: later turns released, not yet arrived, a heap by (time, index); cursor: round-robin's count
+    ht, hi, hn, snap, cursor = borrow(work[17]), borrow(work[18]), borrow(work[19]), borrow(work[20]), borrow(work[21])
     closed = False
     for r in range(n):
         if follower[r] != NONE:
             closed = True
             break
     h = 0
-    rr = 0
     while True:
         for attempt in range(2):  # the next arrival; closed loop: once more after the passes before it
             if h < n and arrival[h] < np.inf and (hn[0] == 0 or arrival[h] < ht[0]
@@ -178,6 +180,8 @@ def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coe
                         if due < t:
                             t = due
         drain = r == NONE
+        if drain and not final:
+            return
         if not drain:
             if head:
                 h += 1
@@ -203,8 +207,8 @@ def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coe
                 break
             else:
                 if router == 0:
-                    i = rr % n_inst
-                    rr += 1
+                    i = cursor[0] % n_inst  # round-robin's next instance
+                    cursor[0] += 1
                 else:
                     i = 0
                     for q in range(1, n_inst):

@@ -124,44 +124,52 @@ def run_chunks(chunks, profile: Profile, instances: int, router: str = "round-ro
     and after the previous one: a trace's record batches), open loop without prefix reuse,
     the loop's state carried between chunks (stream.py): the same results as `run_plan` on
     their concatenation, returned with it. `chunks()` is called twice: the stats grid needs
-    the last arrival first."""
-    from .stream import Stream
+    the last arrival, and the results their number, first."""
+    from .stream import RESULTS, Stream
 
     check_options(profile, instances, router)
-    span = 0.0
+    span, n = 0.0, 0
     for p in chunks():
         span = max(span, float(p.scheduled.max())) if len(p) else span
+        n += len(p)
+    if n == 0:
+        raise ValueError("no requests to simulate")
     stream = Stream(profile, instances, router, stats_step(span), STATS_SAMPLES)
-    parts, outs, n = [], [], 0
+    plan, cols = None, {name: a for name, a in Stream._fresh(n).items() if name not in ("inp", "out", "key")}
+
+    def keep(done):
+        for name, col in cols.items():
+            col[done["gid"]] = done[name]
+
+    at = 0
     for p in chunks():
         if p.closed_loop:
             raise ValueError("a streamed simulation is open loop (sessions are simulated from the whole trace)")
+        if at + len(p) > n:
+            raise ValueError("the trace changed while it was simulated")
+        plan = plan or _empty_plan(p, n)
+        for name in PLAN_COLUMNS:
+            getattr(plan, name)[at:at + len(p)] = getattr(p, name)
         order = np.argsort(p.scheduled, kind="stable")
         try:
-            outs.append(stream.feed(n + order, p.scheduled[order], p.input_tokens[order], p.output_tokens[order]))
+            keep(stream.feed(at + order, p.scheduled[order], p.input_tokens[order], p.output_tokens[order]))
         except ValueError as e:
-            raise ValueError(f"chunk {len(parts)} (rows {n}..{n + len(p) - 1}): {e}") from None
-        parts.append(p)
-        n += len(p)
-    outs.append(stream.feed([], [], [], [], final=True))
-    gid = np.concatenate([o["gid"] for o in outs])
-    cols = {}
-    for name in ("inst", "started", "first", "done", "gen", "preempted", "status", "released"):
-        cols[name] = np.empty(n, outs[0][name].dtype)
-        cols[name][gid] = np.concatenate([o[name] for o in outs])
+            raise ValueError(f"rows {at}..{at + len(p) - 1}: {e}") from None
+        at += len(p)
+    keep(stream.feed([], [], [], [], final=True))
     res = _result(profile, instances, stream.work[0], stream.st_dt, stream.stats, cols["inst"], cols["started"],
                   cols["first"], cols["done"], cols["gen"], cols["preempted"], cols["status"], cols["released"], None)
-    return concat_plans(parts), res
+    return plan, res
 
 
-def concat_plans(parts: list) -> ReplayPlan:
-    """One plan of the chunks' plans (open loop, no sessions; rows as each chunk gave them)."""
-    if not parts:
-        raise ValueError("no requests to simulate")
-    cat = {name: np.concatenate([getattr(p, name) for p in parts])
-           for name in ("row", "client_id", "arrival", "scheduled", "trace_input", "trace_output", "input_tokens",
-                        "output_tokens")}
-    return ReplayPlan(**cat, options=dict(parts[0].options), closed_loop=False, think_scale=parts[0].think_scale)
+PLAN_COLUMNS = ("row", "client_id", "arrival", "scheduled", "trace_input", "trace_output", "input_tokens",
+                "output_tokens")
+
+
+def _empty_plan(like: ReplayPlan, n: int) -> ReplayPlan:
+    """A plan of n requests with `like`'s column types and options (open loop, no sessions)."""
+    return ReplayPlan(**{name: np.empty(n, getattr(like, name).dtype) for name in PLAN_COLUMNS},
+                      options=dict(like.options), closed_loop=False, think_scale=like.think_scale)
 
 
 def session_links(plan: ReplayPlan) -> tuple[np.ndarray, np.ndarray]:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels.config import njit
 from .kernel import ROUTERS, simulate_kernel, work_arrays
 from .passes import NONE
 from .profile import Profile
 
 # per-request kernel arrays, in the order `feed` keeps them: inputs, then results
 _INPUTS = ("inp", "out", "key")
-_RESULTS = ("inst", "started", "first", "done", "gen", "preempted", "status", "released")
+RESULTS = ("inst", "started", "first", "done", "gen", "preempted", "status", "released")
 _STATE = (12, 13, 14, 15, 16)  # work arrays per request: nxt, ctx, pre, blocks, chunk
 
 
@@ -41,16 +42,19 @@ class Stream:
         self.last = -np.inf
 
     @staticmethod
-    def _fresh(n: int) -> dict:
-        return {"inp": np.zeros(n, np.int64), "out": np.zeros(n, np.int64), "key": np.full(n, -1, np.int64),
-                "inst": np.zeros(n, np.int64), "started": np.full(n, np.nan), "first": np.full(n, np.nan),
-                "done": np.full(n, np.nan), "gen": np.zeros(n, np.int64), "preempted": np.zeros(n, np.uint8),
-                "status": np.full(n, -1, np.int8), "released": np.full(n, np.nan)}
+    def _fresh(n: int, names=_INPUTS + RESULTS) -> dict:
+        make = {"inp": lambda: np.zeros(n, np.int64), "out": lambda: np.zeros(n, np.int64),
+                "key": lambda: np.full(n, -1, np.int64), "inst": lambda: np.zeros(n, np.int64),
+                "started": lambda: np.full(n, np.nan), "first": lambda: np.full(n, np.nan),
+                "done": lambda: np.full(n, np.nan), "gen": lambda: np.zeros(n, np.int64),
+                "preempted": lambda: np.zeros(n, np.uint8), "status": lambda: np.full(n, -1, np.int8),
+                "released": lambda: np.full(n, np.nan)}
+        return {name: make[name]() for name in names}
 
     def feed(self, gid, arrival, inp, out, final: bool = False) -> dict:
         """Requests `gid` arrive at `arrival` (sorted, not before the previous chunk's last);
         run the loop up to the last of them (`final`: to the end). Returns the finished
-        requests' results: gid and the columns of `_RESULTS`."""
+        requests' results: gid and the columns of `RESULTS`."""
         arrival = np.asarray(arrival, np.float64)
         if len(arrival) and (arrival[0] < self.last or np.any(np.diff(arrival) < 0)):
             raise ValueError("streamed arrivals must be in time order across chunks")
@@ -78,7 +82,7 @@ class Stream:
         live = _in_flight(work, n)
         done = np.ones(n, bool)
         done[live] = False
-        out = {"gid": gid[done], **{name: req[name][done] for name in _RESULTS}}
+        out = {"gid": gid[done], **{name: req[name][done] for name in RESULTS}}
         # carry the live ones, renumbered 0 .. len(live)-1 in the order of `live`
         self.carry = {name: a[live] for name, a in req.items()}
         self.carry_gid = gid[live]
@@ -107,12 +111,21 @@ def _shift(work: list, k: int) -> None:
 
 def _in_flight(work: list, n: int) -> np.ndarray:
     """Numbers of the requests in an instance's batch or queue, batches first, each queue in order."""
-    run, n_run, whead, nxt = work[1], work[2], work[3], work[12]
-    live = [run[q, :n_run[q]] for q in range(len(n_run))]
-    for q in range(len(whead)):
-        x, queue = whead[q], []
+    return _live(work[1], work[2], work[3], work[5], work[12])
+
+
+@njit
+def _live(run, n_run, whead, n_wait, nxt):
+    out = np.empty(n_run.sum() + n_wait.sum(), np.int64)
+    k = 0
+    for q in range(n_run.shape[0]):
+        for j in range(n_run[q]):
+            out[k] = run[q, j]
+            k += 1
+    for q in range(whead.shape[0]):
+        x = whead[q]
         while x != NONE:
-            queue.append(x)
+            out[k] = x
+            k += 1
             x = nxt[x]
-        live.append(np.asarray(queue, np.int64))
-    return np.concatenate(live) if live else np.zeros(0, np.int64)
+    return out

@@ -94,9 +94,8 @@ def run_plan(plan: ReplayPlan, profile: Profile, instances: int, router: str = "
         pc = make_state(int(instances), profile.kv_blocks, None, None, n)
     work = work_arrays(n, int(instances), seqs, profile.kv_blocks)
     simulate_kernel(arrival, follower, think[order], inp, out, key[order], ROUTERS[router], int(instances),
-                            profile.coef_array(), profile.page_size, profile.kv_blocks, profile.max_batch_tokens, seqs,
-                            admit, st_dt, inst, started, first, done, gen, pre, status, released,
-                            st_kv, st_run, st_wait, pc, work)
+                    profile.coef_array(), profile.page_size, profile.kv_blocks, profile.max_batch_tokens, seqs, admit,
+                    st_dt, inst, started, first, done, gen, pre, status, released, st_kv, st_run, st_wait, pc, work)
     return _result(profile, instances, work[0], st_dt, (st_kv, st_run, st_wait), inst[back], started[back],
                    first[back], done[back], gen[back], pre[back], status[back], released[back],
                    cached_tokens(pc, n)[back] if enabled(pc) else None)
@@ -135,7 +134,7 @@ def run_chunks(chunks, profile: Profile, instances: int, router: str = "round-ro
     if n == 0:
         raise ValueError("no requests to simulate")
     stream = Stream(profile, instances, router, stats_step(span), STATS_SAMPLES)
-    plan, cols = None, {name: a for name, a in Stream._fresh(n).items() if name not in ("inp", "out", "key")}
+    plan, cols = None, Stream.columns(n, RESULTS)
 
     def keep(done):
         for name, col in cols.items():

@@ -120,7 +120,8 @@ def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coe
     clock, run, n_run, whead, wtail, n_wait, free, st_next, pend, pend_dt, pend_a, pend_k = (
         borrow(work[0]), borrow(work[1]), borrow(work[2]), borrow(work[3]), borrow(work[4]), borrow(work[5]),
         borrow(work[6]), borrow(work[7]), borrow(work[8]), borrow(work[9]), borrow(work[10]), borrow(work[11]))
-    nxt, ctx, pre, blocks, chunk = borrow(work[12]), borrow(work[13]), borrow(work[14]), borrow(work[15]), borrow(work[16])
+    nxt, ctx, pre, blocks, chunk = (borrow(work[12]), borrow(work[13]), borrow(work[14]), borrow(work[15]),
+                                    borrow(work[16]))
     # ht/hi/hn: later turns released, not yet arrived, a heap by (time, index); cursor: round-robin's count
     ht, hi, hn, snap, cursor = borrow(work[17]), borrow(work[18]), borrow(work[19]), borrow(work[20]), borrow(work[21])
     closed = False

@@ -261,7 +261,8 @@ def advance(q, t, target, clock, run, n_run, whead, wtail, n_wait, free, nxt, in
     while True:
         if pend[q]:
             k = pend_k[q]
-            whole = clock[q] + (k - 1) * pend_dt[q] + pend_a[q] * ((k - 1) * (k - 2) // 2) < t  # its last pass starts before t
+            last = clock[q] + (k - 1) * pend_dt[q] + pend_a[q] * ((k - 1) * (k - 2) // 2)  # start of its last pass
+            whole = last < t
             if not whole:
                 if not target:
                     return

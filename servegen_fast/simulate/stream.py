@@ -36,13 +36,14 @@ class Stream:
         self.admit = int(np.ceil(profile.admit_free_fraction * profile.kv_blocks))
         self.work = list(work_arrays(0, self.n_inst, self.seqs, profile.kv_blocks))
         self.stats = tuple(np.zeros(n_stats, np.int64) for _ in range(3))
-        self.carry = {name: a[:0] for name, a in self._fresh(0).items()}
+        self.carry = {name: a[:0] for name, a in self.columns(0).items()}
         self.carry_state = [self.work[k] for k in _STATE]
         self.carry_gid = np.zeros(0, np.int64)
         self.last = -np.inf
 
     @staticmethod
-    def _fresh(n: int, names=_INPUTS + RESULTS) -> dict:
+    def columns(n: int, names=_INPUTS + RESULTS) -> dict:
+        """Fresh per-request arrays (inputs and results) of n requests, by name."""
         make = {"inp": lambda: np.zeros(n, np.int64), "out": lambda: np.zeros(n, np.int64),
                 "key": lambda: np.full(n, -1, np.int64), "inst": lambda: np.zeros(n, np.int64),
                 "started": lambda: np.full(n, np.nan), "first": lambda: np.full(n, np.nan),
@@ -62,7 +63,7 @@ class Stream:
             self.last = float(arrival[-1])
         k, m = len(arrival), len(self.carry_gid)
         n = k + m
-        req = self._fresh(k)
+        req = self.columns(k)
         req["inp"][:] = inp
         req["out"][:] = out
         req = {name: np.concatenate([req[name], self.carry[name]]) for name in req}
@@ -94,9 +95,6 @@ class Stream:
         work[1] = np.where(run >= 0, new[run], NONE)
         work[3], work[4] = new[work[3]], new[work[4]]
         return out
-
-    def stats_arrays(self):
-        return self.stats
 
 
 def _shift(work: list, k: int) -> None:

@@ -263,7 +263,7 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
                 "engine": {"name": "simulate", "model": m.get("model", "?"), "device": f"{instances} x {m.get('device', '?')}",
                            "dtype": m.get("dtype", "?"), "profile": str(profile) if not isinstance(profile, Profile) else "<profile>",
                            "instances": int(instances), "router": router,
-                           "prefix_reuse": res.cached is not None, "measured_on": m},
+                           "prefix_reuse": res.cached is not None, "streamed": streamed, "measured_on": m},
                 "options": dict(plan.options), "interrupted": False}
     expected = None
     if res.cached is not None and instances == 1:  # replay's one-engine expectation beside the simulated hits
@@ -273,7 +273,6 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
         order = done[np.argsort(res.released[done], kind="stable")]
         expected = expected_cached(plan, order, prof.page_size, prof.kv_blocks * prof.page_size)
     summary = write_results(out, run_record(plan, res, expected), metadata=metadata, slo_ttft=slo_ttft, slo_tpot=slo_tpot)
-    summary["streamed"] = streamed
     if plot:
         from ..replay.plots import plot_results
 

@@ -46,7 +46,9 @@ def test_chunks_out_of_time_order_are_an_error():
         run_chunks(_chunks(pa.concat_tables([later, earlier]), [50]), profile(), 2)
 
 
-def test_partitioned_trace_streams_with_the_results_of_the_whole_table(tmp_path):
+@pytest.mark.parametrize("select", [{}, {"start": 2000.0, "end": 6000.0, "max_requests": 300},
+                                    {"clients": [1, 2, 5], "time_scale": 0.5}])
+def test_partitioned_trace_streams_with_the_results_of_the_whole_table(tmp_path, select):
     from servegen_fast.io.trace import read_trace, write_partitions
 
     t = trace(n=800, span=7200.0, seed=3, max_in=4000)  # two hourly partitions, several batches each
@@ -60,12 +62,17 @@ def test_partitioned_trace_streams_with_the_results_of_the_whole_table(tmp_path)
     d = tmp_path / "parts"
     write_partitions(batches, d, schema, fmt="parquet", partition="hour", duration=7200.0)
     assert read_trace(d).num_rows == 800
-    a = simulate_trace(d, tmp_path / "streamed", profile=profile(kv_blocks=120), instances=2, router="least-loaded")
+    a = simulate_trace(d, tmp_path / "streamed", profile=profile(kv_blocks=120), instances=2, router="least-loaded",
+                       **select)
     b = simulate_trace(read_trace(d), tmp_path / "whole", profile=profile(kv_blocks=120), instances=2,
-                       router="least-loaded")
+                       router="least-loaded", **select)
     assert a["engine"]["streamed"] and not b["engine"]["streamed"]
     ra, rb = read_requests(tmp_path / "streamed"), read_requests(tmp_path / "whole")
-    assert ra.column_names == rb.column_names and ra.num_rows == 800
+    assert ra.column_names == rb.column_names and ra.num_rows == rb.num_rows == a["counts"]["selected"]
+    n = ra.num_rows
+    assert n == 800 if not select else n == 300 if "max_requests" in select else 0 < n < 800
+    arrival = ra.column("arrival").to_numpy()
+    assert arrival.min() < 3600 <= arrival.max()  # both partitions
     for name in ra.column_names:  # NaN-aware: dropped requests have no times
         np.testing.assert_array_equal(ra.column(name).to_numpy(zero_copy_only=False),
                                       rb.column(name).to_numpy(zero_copy_only=False), err_msg=name)

@@ -143,5 +143,6 @@ def fleet_case(how: str, path: str, instances: int) -> None:
           f"({len(plan) / dt:,.0f} req/s); TTFT p50 {np.nanpercentile(ttft, 50):.3f} s, "
           f"p99 {np.nanpercentile(ttft, 99):.3f} s; peak RSS {peak_rss_mib():,.0f} MiB", flush=True)
 
+
 if __name__ == "__main__":
     main()

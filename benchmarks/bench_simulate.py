@@ -3,7 +3,8 @@
 oracle: one pass at a time) timed in the same run on the first requests of the same trace.
 
     python benchmarks/bench_simulate.py                       # 1 h of m-large, 10 instances
-    python benchmarks/bench_simulate.py --fleet-day           # also: 1 day of a 10^6-client fleet trace
+    python benchmarks/bench_simulate.py --fleet-day           # also: 1 day of a 10^6-client fleet trace,
+                                                              # the whole table and streamed (peak RSS of each)
     python benchmarks/bench_simulate.py --sessions            # also: closed loop + prefix reuse vs open loop
 
 The trace: language/m-large from 12h, aggregate --rate req/s (default 100), played at
@@ -54,8 +55,11 @@ def main() -> None:
     ap.add_argument("--sessions", action="store_true", help="also a chat-sessions trace: closed loop with prefix "
                     "reuse against open loop without, same trace, same run")
     ap.add_argument("--fleet-instances", type=int, default=200)
+    ap.add_argument("--fleet-case", nargs=2, metavar=("HOW", "TRACE"), help=argparse.SUPPRESS)
     ap.add_argument("--work", default=None, help="folder for the generated traces (default: a temporary one)")
     a = ap.parse_args()
+    if a.fleet_case:
+        return fleet_case(a.fleet_case[0], a.fleet_case[1], a.fleet_instances)
 
     from servegen_fast.io.trace import read_trace
     from servegen_fast.replay.plan import make_plan
@@ -108,18 +112,36 @@ def main() -> None:
         day = work / "fleet-1M-1d.parquet"
         t0 = time.perf_counter()
         _trace(day, data, "--pool", "language/m-large", "--clients", "1000000", "--duration", "1d", "--seed", "7")
-        gen = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        plan = make_plan(read_trace(day), max_model_len=limit)
-        load = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        res = run_plan(plan, prof, a.fleet_instances, "round-robin")
-        dt = time.perf_counter() - t0
-        ttft = res.first_token - plan.scheduled
-        print(f"fleet day: {len(plan):,d} requests of 10^6 clients (generated in {gen:.0f} s, read in {load:.0f} s), "
-              f"simulated on {a.fleet_instances} instances round-robin in {dt:.1f} s ({len(plan) / dt:,.0f} req/s); "
-              f"TTFT p50 {np.nanpercentile(ttft, 50):.3f} s, p99 {np.nanpercentile(ttft, 99):.3f} s; "
-              f"peak RSS {peak_rss_mib():,.0f} MiB")
+        print(f"fleet day: 10^6 clients, 1 day (generated in {time.perf_counter() - t0:.0f} s); "
+              f"{a.fleet_instances} instances round-robin, each way in a fresh process:")
+        for how in ("whole", "streamed"):
+            subprocess.run([sys.executable, __file__, "--fleet-instances", str(a.fleet_instances), "--fleet-case", how,
+                            str(day)], check=True)
+
+
+def fleet_case(how: str, path: str, instances: int) -> None:
+    """One simulation of the fleet-day trace: `whole` (read the table, plan, run) or `streamed`
+    (batch by batch, cluster.run_chunks); time and this process's peak RSS."""
+    from servegen_fast.io.trace import read_trace
+    from servegen_fast.replay.plan import make_plan
+    from servegen_fast.simulate.cluster import _plan_chunks, run_chunks, run_plan
+    from servegen_fast.simulate.profile import load_profile
+
+    prof = load_profile("cpu-tiny")
+    limit = prof.measured_on["max_model_len"]
+    run_plan(make_plan(read_trace(path).slice(0, 1000), max_model_len=limit), prof, instances)  # JIT cache load
+    t0 = time.perf_counter()
+    if how == "whole":
+        plan = make_plan(read_trace(path), max_model_len=limit)
+        res = run_plan(plan, prof, instances, "round-robin")
+    else:
+        select = dict(start=None, end=None, clients=None, time_scale=1.0, max_model_len=limit, release="auto")
+        plan, res = run_chunks(lambda: _plan_chunks(path, None, select), prof, instances, "round-robin")
+    dt = time.perf_counter() - t0
+    ttft = res.first_token - plan.scheduled
+    print(f"  {how:8s} {len(plan):,d} requests read, planned and simulated in {dt:.1f} s "
+          f"({len(plan) / dt:,.0f} req/s); TTFT p50 {np.nanpercentile(ttft, 50):.3f} s, "
+          f"p99 {np.nanpercentile(ttft, 99):.3f} s; peak RSS {peak_rss_mib():,.0f} MiB", flush=True)
 
 
 if __name__ == "__main__":

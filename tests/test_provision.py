@@ -114,3 +114,32 @@ def test_cli_simulate_release_of_a_session_trace(tmp_path, capsys):
     assert main(["simulate", str(tmp_path / "t.parquet"), "--profile", str(prof), "--release", "closed", "-q",
                  "-o", str(tmp_path / "y")]) == 2
     assert "closed-loop release needs sessions" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("release", ["closed", "open"])
+def test_release_and_prefix_aware_keys_reach_the_search(release):
+    from test_simulate import session_trace
+
+    t = session_trace()
+    r = provision(t, profile=profile(), slo_ttft=1.0, router="prefix-aware", release=release,
+                  variants=["realistic", "poisson"], window=10.0)
+    assert r["release"] == release
+    p = make_plan(t, release=release)
+    keys = t.column("session_id").to_numpy().astype(np.int64)[p.row]
+    curve = r["variants"]["realistic"]["curve"]
+    assert len(curve) >= 2
+    for n, a in curve.items():  # the realistic trace: its own release, routed by its session ids
+        assert a == attainment(p, profile(), int(n), "prefix-aware", 1.0, None, keys)
+    naive = make_plan(naive_poisson(t, window=10.0, seed=0))
+    for n, a in r["variants"]["poisson"]["curve"].items():  # no keys: least-loaded, open loop
+        assert not naive.closed_loop
+        assert a == attainment(naive, profile(), int(n), "least-loaded", 1.0, None)
+
+
+def test_prefix_aware_provisioning_needs_keys(tmp_path, capsys):
+    with pytest.raises(ValueError, match="prefix-aware needs a prefix key"):
+        provision(trace(n=50), profile=profile(), slo_ttft=1.0, router="prefix-aware")
+    path = tmp_path / "t.parquet"
+    pq.write_table(trace(n=50), path)
+    assert main(["provision", str(path), "--slo-ttft", "1s", "--router", "prefix-aware", "-q"]) == 2
+    assert "prefix-aware needs a prefix key" in capsys.readouterr().err

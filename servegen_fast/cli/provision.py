@@ -31,8 +31,13 @@ def add_arguments(sub) -> None:
     p.add_argument("--slo-ttft", type=parse_seconds, default=None, help="TTFT SLO (e.g. 500ms)")
     p.add_argument("--slo-tpot", type=parse_seconds, default=None, help="TPOT SLO (e.g. 50ms)")
     p.add_argument("--goodput", type=_fraction, default=0.99, help="fraction of requests meeting the SLO (default 0.99)")
-    p.add_argument("--router", choices=("round-robin", "least-loaded"), default="least-loaded",
-                   help="router of the simulated cluster (default least-loaded)")
+    p.add_argument("--router", choices=("round-robin", "least-loaded", "prefix-aware"), default="least-loaded",
+                   help="router of the simulated cluster (default least-loaded; prefix-aware: by the trace's "
+                        "session_id or prefix_id, the naive variants least-loaded)")
+    p.add_argument("--release", choices=("auto", "closed", "open"), default="auto",
+                   help="the trace's sessions: closed (a turn arrives at the previous turn's simulated completion + "
+                        "think time), open (at its trace time); auto (default): closed where the trace has sessions; "
+                        "the naive variants are open loop")
     p.add_argument("--variants", default="realistic,poisson,shuffled",
                    help="comma-separated: realistic (the trace), poisson, shuffled (default: all three)")
     p.add_argument("--window", type=parse_seconds, default=600.0,
@@ -58,7 +63,8 @@ def run(args) -> int:
     r = provision(args.trace, profile=args.profile, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
                   goodput=args.goodput, router=args.router, window=args.window, seed=args.seed,
                   max_instances=args.max_instances, time_scale=args.time_scale, start=args.start, end=args.end,
-                  variants=[v.strip() for v in args.variants.split(",") if v.strip()], output=args.output,
+                  variants=[v.strip() for v in args.variants.split(",") if v.strip()], release=args.release,
+                  output=args.output,
                   plot=args.plot, log=log)
     if args.json:
         print(json.dumps(r, indent=1))

@@ -17,7 +17,7 @@ import numpy as np
 from ..replay.plan import ReplayPlan, make_plan
 from ..replay.results import RunRecord, write_results
 from ..version import __version__
-from .kernel import COMPLETED, ROUTERS, simulate_kernel
+from .kernel import COMPLETED, ROUTERS, simulate_kernel, work_arrays
 from .prefix import cached_tokens, enabled, make_state
 from .profile import Profile, load_profile
 
@@ -72,8 +72,7 @@ def run_plan(plan: ReplayPlan, profile: Profile, instances: int, router: str = "
     inp = plan.input_tokens[order].astype(np.int64)
     out = plan.output_tokens[order].astype(np.int64)
     fin = arrival[np.isfinite(arrival)]
-    span = float(fin[-1]) if len(fin) else 0.0
-    st_dt = max(span, 1e-3) / (STATS_SAMPLES // 2)  # half the grid covers the arrivals, the rest the drain
+    st_dt = stats_step(float(fin[-1]) if len(fin) else 0.0)
     inst = np.zeros(n, np.int64)
     started, first, done, released = (np.full(n, np.nan) for _ in range(4))
     gen = np.zeros(n, np.int64)
@@ -93,17 +92,83 @@ def run_plan(plan: ReplayPlan, profile: Profile, instances: int, router: str = "
         pc = make_state(int(instances), profile.kv_blocks, boff, bids, n)
     else:
         pc = make_state(int(instances), profile.kv_blocks, None, None, n)
-    clock = simulate_kernel(arrival, follower, think[order], inp, out, key[order], ROUTERS[router], int(instances),
-                            profile.coef_array(), profile.page_size, profile.kv_blocks, profile.max_batch_tokens, seqs,
-                            admit, st_dt, STATS_SAMPLES, inst, started, first, done, gen, pre, status, released,
-                            st_kv, st_run, st_wait, pc)
-    end = float(clock.max()) if n else 0.0
+    work = work_arrays(n, int(instances), seqs, profile.kv_blocks)
+    simulate_kernel(arrival, follower, think[order], inp, out, key[order], ROUTERS[router], int(instances),
+                    profile.coef_array(), profile.page_size, profile.kv_blocks, profile.max_batch_tokens, seqs, admit,
+                    st_dt, inst, started, first, done, gen, pre, status, released, st_kv, st_run, st_wait, pc, work)
+    return _result(profile, instances, work[0], st_dt, (st_kv, st_run, st_wait), inst[back], started[back],
+                   first[back], done[back], gen[back], pre[back], status[back], released[back],
+                   cached_tokens(pc, n)[back] if enabled(pc) else None)
+
+
+def stats_step(span: float) -> float:
+    """The KV / queue sampling interval for arrivals over [0, span]: half the grid covers the
+    arrivals, the rest the drain."""
+    return max(span, 1e-3) / (STATS_SAMPLES // 2)
+
+
+def _result(profile, instances, clock, st_dt, stats, inst, started, first, done, gen, pre, status, released,
+            cached) -> SimResult:
+    end = float(clock.max()) if len(inst) else 0.0
     g = int(min(STATS_SAMPLES, np.floor(end / st_dt) + 1))
-    return SimResult(instance=inst[back], started=started[back], first_token=first[back], completed=done[back],
-                     released=released[back], cached=cached_tokens(pc, n)[back] if enabled(pc) else None,
-                     generated=gen[back], preempted=pre[back].astype(bool), status=status[back],
+    st_kv, st_run, st_wait = stats
+    return SimResult(instance=inst, started=started, first_token=first, completed=done, released=released,
+                     cached=cached, generated=gen, preempted=pre.astype(bool), status=status,
                      stats_time=np.arange(g) * st_dt, kv_used_fraction=st_kv[:g] / (profile.kv_blocks * instances),
                      running=st_run[:g].astype(np.float64), waiting=st_wait[:g].astype(np.float64), end=end)
+
+
+def run_chunks(chunks, profile: Profile, instances: int, router: str = "round-robin") -> tuple[ReplayPlan, SimResult]:
+    """`run_plan` over a plan met in chunks (`chunks()` yields ReplayPlans, each in time order
+    and after the previous one: a trace's record batches), open loop without prefix reuse,
+    the loop's state carried between chunks (stream.py): the same results as `run_plan` on
+    their concatenation, returned with it. `chunks()` is called twice: the stats grid needs
+    the last arrival, and the results their number, first."""
+    from .stream import RESULTS, Stream
+
+    check_options(profile, instances, router)
+    span, n = 0.0, 0
+    for p in chunks():
+        span = max(span, float(p.scheduled.max())) if len(p) else span
+        n += len(p)
+    if n == 0:
+        raise ValueError("no requests to simulate")
+    stream = Stream(profile, instances, router, stats_step(span), STATS_SAMPLES)
+    plan, cols = None, Stream.columns(n, RESULTS)
+
+    def keep(done):
+        for name, col in cols.items():
+            col[done["gid"]] = done[name]
+
+    at = 0
+    for p in chunks():
+        if p.closed_loop:
+            raise ValueError("a streamed simulation is open loop (sessions are simulated from the whole trace)")
+        if at + len(p) > n:
+            raise ValueError("the trace changed while it was simulated")
+        plan = plan or _empty_plan(p, n)
+        for name in PLAN_COLUMNS:
+            getattr(plan, name)[at:at + len(p)] = getattr(p, name)
+        order = np.argsort(p.scheduled, kind="stable")
+        try:
+            keep(stream.feed(at + order, p.scheduled[order], p.input_tokens[order], p.output_tokens[order]))
+        except ValueError as e:
+            raise ValueError(f"rows {at}..{at + len(p) - 1}: {e}") from None
+        at += len(p)
+    keep(stream.feed([], [], [], [], final=True))
+    res = _result(profile, instances, stream.work[0], stream.st_dt, stream.stats, cols["inst"], cols["started"],
+                  cols["first"], cols["done"], cols["gen"], cols["preempted"], cols["status"], cols["released"], None)
+    return plan, res
+
+
+PLAN_COLUMNS = ("row", "client_id", "arrival", "scheduled", "trace_input", "trace_output", "input_tokens",
+                "output_tokens")
+
+
+def _empty_plan(like: ReplayPlan, n: int) -> ReplayPlan:
+    """A plan of n requests with `like`'s column types and options (open loop, no sessions)."""
+    return ReplayPlan(**{name: np.empty(n, getattr(like, name).dtype) for name in PLAN_COLUMNS},
+                      options=dict(like.options), closed_loop=False, think_scale=like.think_scale)
 
 
 def session_links(plan: ReplayPlan) -> tuple[np.ndarray, np.ndarray]:
@@ -175,24 +240,30 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
     log = log or (lambda msg: None)
     prof = load_profile(profile)
     check_options(prof, instances, router)
-    table, source = (trace, "<table>") if isinstance(trace, pa.Table) else (read_trace(trace), str(trace))
     limit = int(prof.measured_on.get("max_model_len") or 0) or None
-    plan = make_plan(table, start=start, end=end, clients=clients, max_requests=max_requests, time_scale=time_scale,
-                     max_model_len=limit, release=release, source=source)
-    keys = prefix_keys(table)
-    if keys is not None:
-        keys = keys[plan.row]
+    select = dict(start=start, end=end, clients=clients, time_scale=time_scale, max_model_len=limit, release=release)
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} exists and is not a directory")
-    log(f"simulating {len(plan)} requests on {instances} instance(s), router {router}")
-    res = run_plan(plan, prof, instances, router, keys)
+    streamed = not isinstance(trace, pa.Table) and _streamable(trace, router)
+    if streamed:  # open loop: batch by batch, the loop's state carried (never the whole table in memory)
+        source = str(trace)
+        log(f"simulating {source} batch by batch on {instances} instance(s), router {router}")
+        plan, res = run_chunks(lambda: _plan_chunks(trace, max_requests, select), prof, instances, router)
+    else:
+        table, source = (trace, "<table>") if isinstance(trace, pa.Table) else (read_trace(trace), str(trace))
+        plan = make_plan(table, max_requests=max_requests, source=source, **select)
+        keys = prefix_keys(table)
+        if keys is not None:
+            keys = keys[plan.row]
+        log(f"simulating {len(plan)} requests on {instances} instance(s), router {router}")
+        res = run_plan(plan, prof, instances, router, keys)
     m = prof.measured_on
     metadata = {"tool": "servegen-fast simulate", "version": __version__, "trace": source,
                 "engine": {"name": "simulate", "model": m.get("model", "?"), "device": f"{instances} x {m.get('device', '?')}",
                            "dtype": m.get("dtype", "?"), "profile": str(profile) if not isinstance(profile, Profile) else "<profile>",
                            "instances": int(instances), "router": router,
-                           "prefix_reuse": res.cached is not None, "measured_on": m},
+                           "prefix_reuse": res.cached is not None, "streamed": streamed, "measured_on": m},
                 "options": dict(plan.options), "interrupted": False}
     expected = None
     if res.cached is not None and instances == 1:  # replay's one-engine expectation beside the simulated hits
@@ -207,3 +278,43 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
 
         summary["plots"] = [str(p) for p in plot_results(out)]
     return summary
+
+
+def _streamable(path, router: str) -> bool:
+    """A trace file or directory is simulated batch by batch unless it has sessions (closed loop
+    and prefix reuse need it whole) or the router needs their keys."""
+    from ..io.trace import read_schema
+    from ..replay.plan import SESSION_COLUMNS
+
+    names = read_schema(path).names
+    return router != "prefix-aware" and not any(c in names for c in SESSION_COLUMNS)
+
+
+def _plan_chunks(path, max_requests, select):
+    """make_plan of each record batch of the trace at `path` (rows numbered over the whole trace)."""
+    import pyarrow as pa
+
+    from ..io.trace import iter_batches
+
+    offset, left = 0, max_requests
+    for batch in iter_batches(path):
+        table = pa.Table.from_batches([batch])
+        n = table.num_rows
+        if left is not None and left <= 0:
+            break
+        ts = table.column("timestamp").to_numpy()
+        keep = np.ones(n, bool)
+        if select["start"] is not None:
+            keep &= ts >= select["start"]
+        if select["end"] is not None:
+            keep &= ts < select["end"]
+        if select["clients"] is not None:
+            cid = table.column("client_id").to_numpy().astype(np.int64)
+            keep &= np.isin(cid, np.asarray(list(select["clients"]), np.int64))
+        if keep.any():  # make_plan refuses an empty selection
+            p = make_plan(table, max_requests=left, source=str(path), **select)
+            p.row = p.row + offset
+            if left is not None:
+                left -= len(p)
+            yield p
+        offset += n

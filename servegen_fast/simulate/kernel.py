@@ -32,12 +32,16 @@ its think time, from a heap; before each arrival every instance's passes that st
 are taken in start order over the cluster (a pending run at its last pass's start), since a
 completion may release a turn due before the next arrival. Prefix reuse in each instance's
 KV cache: prefix.py (shared cached blocks change only which blocks a pass needs).
+
+Speed: the passes are inlined (passes.py) and the loop works on borrowed views of its arrays
+(borrow.py: no reference counting); the arrays are allocated by the Python caller.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..kernels.config import njit, njit_inline
+from .borrow import borrow
 from .passes import NONE, advance, cdiv, settle, step
 
 ROUTERS = {"round-robin": 0, "least-loaded": 1, "prefix-aware": 2}
@@ -84,41 +88,48 @@ def _run_last(clock, pend_k, pend_dt, pend_a, q):
     return clock[q] + (k - 1) * pend_dt[q] + pend_a[q] * ((k - 1) * (k - 2) // 2)
 
 
+def work_arrays(n: int, n_inst: int, max_seqs: int, kv_blocks: int) -> tuple:
+    """The event loop's state, allocated by its (Python) caller, which keeps it alive while the
+    loop runs on borrowed views of it (borrow.py)."""
+    return (np.zeros(n_inst), np.full((n_inst, max_seqs), NONE, np.int64), np.zeros(n_inst, np.int64),
+            np.full(n_inst, NONE, np.int64), np.full(n_inst, NONE, np.int64), np.zeros(n_inst, np.int64),
+            np.full(n_inst, kv_blocks, np.int64), np.zeros(n_inst, np.int64), np.zeros(n_inst, np.bool_),
+            np.zeros(n_inst), np.zeros(n_inst), np.zeros(n_inst, np.int64),
+            np.full(n, NONE, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
+            np.zeros(n, np.int64), np.empty(n), np.empty(n, np.int64), np.zeros(1, np.int64),
+            np.empty(max_seqs, np.int64), np.zeros(1, np.int64))
+
+
 @njit
 def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coef, page, kv_blocks, budget_tokens,
-                    max_seqs, admit_free, st_dt, n_stats, inst, started, first, done, gen, preempted, status, released,
-                    st_kv, st_run, st_wait, pc):
+                    max_seqs, admit_free, st_dt, inst, started, first, done, gen, preempted, status, released,
+                    st_kv, st_run, st_wait, pc, work, final=True):
     """Heads (arrival finite, in time order) arrive at `arrival`; a later turn r (arrival inf) at
-    its predecessor's completion (or drop) + think[r]; follower[r]: the next turn of r's session."""
+    its predecessor's completion (or drop) + think[r]; follower[r]: the next turn of r's session.
+    `work`: `work_arrays(...)`; its first array ends as the instances' clocks. Not `final`: stop
+    after the last arrival, leaving the instances' work pending in `work` (stream.py goes on
+    from there with the next chunk of arrivals); else run every instance to its last pass."""
     n = arrival.shape[0]
-    clock = np.zeros(n_inst)
-    run = np.full((n_inst, max_seqs), NONE, np.int64)
-    n_run = np.zeros(n_inst, np.int64)
-    whead = np.full(n_inst, NONE, np.int64)
-    wtail = np.full(n_inst, NONE, np.int64)
-    n_wait = np.zeros(n_inst, np.int64)
-    free = np.full(n_inst, kv_blocks, np.int64)
-    st_next = np.zeros(n_inst, np.int64)
-    pend = np.zeros(n_inst, np.bool_)
-    pend_dt = np.zeros(n_inst)
-    pend_a = np.zeros(n_inst)
-    pend_k = np.zeros(n_inst, np.int64)
-    nxt = np.full(n, NONE, np.int64)
-    ctx = np.zeros(n, np.int64)
-    pre = np.zeros(n, np.int64)
-    blocks = np.zeros(n, np.int64)
-    chunk = np.zeros(n, np.int64)
+    arrival, follower, think, inp, out, key = (borrow(arrival), borrow(follower), borrow(think), borrow(inp),
+                                               borrow(out), borrow(key))
+    inst, started, first, done, gen, preempted = (borrow(inst), borrow(started), borrow(first), borrow(done),
+                                                 borrow(gen), borrow(preempted))
+    status, released, st_kv, st_run, st_wait = (borrow(status), borrow(released), borrow(st_kv), borrow(st_run),
+                                                borrow(st_wait))
+    coef, pc = borrow(coef), borrow(pc)
+    clock, run, n_run, whead, wtail, n_wait, free, st_next, pend, pend_dt, pend_a, pend_k = (
+        borrow(work[0]), borrow(work[1]), borrow(work[2]), borrow(work[3]), borrow(work[4]), borrow(work[5]),
+        borrow(work[6]), borrow(work[7]), borrow(work[8]), borrow(work[9]), borrow(work[10]), borrow(work[11]))
+    nxt, ctx, pre, blocks, chunk = (borrow(work[12]), borrow(work[13]), borrow(work[14]), borrow(work[15]),
+                                    borrow(work[16]))
+    # ht/hi/hn: later turns released, not yet arrived, a heap by (time, index); cursor: round-robin's count
+    ht, hi, hn, snap, cursor = borrow(work[17]), borrow(work[18]), borrow(work[19]), borrow(work[20]), borrow(work[21])
     closed = False
     for r in range(n):
         if follower[r] != NONE:
             closed = True
             break
-    ht = np.empty(n)  # later turns released, not yet arrived: a heap by (time, index)
-    hi = np.empty(n, np.int64)
-    hn = np.zeros(1, np.int64)
-    snap = np.empty(max_seqs, np.int64)
     h = 0
-    rr = 0
     while True:
         for attempt in range(2):  # the next arrival; closed loop: once more after the passes before it
             if h < n and arrival[h] < np.inf and (hn[0] == 0 or arrival[h] < ht[0]
@@ -169,47 +180,52 @@ def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coe
                         _hpush(ht, hi, hn, due, f)
                         if due < t:
                             t = due
-        if r == NONE:
+        drain = r == NONE
+        if drain and not final:
+            return
+        if not drain:
+            if head:
+                h += 1
+            else:
+                _hpop(ht, hi, hn)
+            released[r] = t
+            if cdiv(inp[r] + out[r], page) > kv_blocks:
+                status[r] = DROPPED
+                inst[r] = NONE
+                if follower[r] != NONE:
+                    _hpush(ht, hi, hn, t + think[follower[r]], follower[r])
+                continue
+        # bring instances up to t: every one to read its load (least-loaded, prefix-aware; closed
+        # loop already did), then the one r is routed to; at the end, every one to its last pass.
+        # One call site of `advance`, which is inlined (passes.py): each site is a copy of it.
+        i = NONE
+        for k in range(n_inst + 1):
+            if k < n_inst:
+                if not drain and (router == 0 or closed):
+                    continue
+                q = k
+            elif drain:
+                break
+            else:
+                if router == 0:
+                    i = cursor[0] % n_inst  # round-robin's next instance
+                    cursor[0] += 1
+                else:
+                    i = 0
+                    for q in range(1, n_inst):
+                        if n_run[q] + n_wait[q] < n_run[i] + n_wait[i]:
+                            i = q
+                    if router == 2 and key[r] >= 0:
+                        pref = (key[r] * 2654435761) % n_inst
+                        if n_run[pref] + n_wait[pref] <= 2 * (n_run[i] + n_wait[i]) + 2:
+                            i = pref
+                q = i
+            target = drain or q == i
+            advance(q, t, target, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
+                    blocks, chunk, pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
+                    admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
+        if drain:
             break
-        if head:
-            h += 1
-        else:
-            _hpop(ht, hi, hn)
-        released[r] = t
-        if cdiv(inp[r] + out[r], page) > kv_blocks:
-            status[r] = DROPPED
-            inst[r] = NONE
-            if follower[r] != NONE:
-                _hpush(ht, hi, hn, t + think[follower[r]], follower[r])
-            continue
-        if router == 0:
-            i = rr % n_inst
-            rr += 1
-        else:
-            for q in range(n_inst):
-                if closed:
-                    break  # every instance is already where t finds it
-                if pend[q]:
-                    if _run_last(clock, pend_k, pend_dt, pend_a, q) >= t:
-                        continue  # a pending run going on past t: nothing changes before t
-                elif clock[q] >= t or (n_run[q] == 0 and whead[q] == NONE):
-                    continue  # idle, or already past t
-                advance(q, t, False, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
-                        blocks, chunk, pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
-                        admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
-            best = 0
-            for q in range(1, n_inst):
-                if n_run[q] + n_wait[q] < n_run[best] + n_wait[best]:
-                    best = q
-            i = best
-            if router == 2 and key[r] >= 0:
-                pref = (key[r] * 2654435761) % n_inst
-                lo_load = n_run[best] + n_wait[best]
-                if n_run[pref] + n_wait[pref] <= 2 * lo_load + 2:
-                    i = pref
-        advance(i, t, True, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
-                blocks, chunk, pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
-                admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
         inst[r] = i
         status[r] = COMPLETED
         if clock[i] < t:
@@ -221,8 +237,3 @@ def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coe
             nxt[wtail[i]] = r
         wtail[i] = r
         n_wait[i] += 1
-    for q in range(n_inst):
-        advance(q, np.inf, True, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
-                blocks, chunk, pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
-                admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
-    return clock

@@ -1,10 +1,17 @@
 """One instance's forward passes, compiled (Numba): scheduling a pass, applying it, and runs of
-identical decode passes in closed form. The model is described in kernel.py."""
+identical decode passes in closed form. The model is described in kernel.py.
+
+Every function here is inlined into the event loop (`njit_inline`), which calls `advance` from
+one place and `step` / `settle` from one more (each call site is a copy of the code): a call of
+a separate jitted function passes each of its ~35 arrays as a struct of seven words, and these
+run a few times per request (the event loop ran several times slower with them as calls;
+benchmarks/README.md).
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.config import njit, njit_inline
+from ..kernels.config import njit_inline
 from .prefix import acquire, hits, note_cached, register, release, take, used_blocks
 
 NONE = -1
@@ -15,7 +22,17 @@ def cdiv(a, b):
     return (a + b - 1) // b
 
 
-@njit
+@njit_inline
+def _schedule(pc, i, r, c, need, free, blocks, chunk, ctx):
+    """Request r takes `need` more blocks on instance i for a chunk of c tokens in this pass (1:
+    a decode token); returns the KV tokens the chunk attends (its context after the pass)."""
+    take(pc, i, need, free)
+    blocks[r] += need
+    chunk[r] = c
+    return ctx[r] + c
+
+
+@njit_inline
 def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk, pc,
           started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
           st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k):
@@ -46,11 +63,8 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
                 if need > free[i]:
                     failed = True
                     continue
-                take(pc, i, need, free)
-                blocks[r] += need
-                chunk[r] = 1
+                K += _schedule(pc, i, r, 1, need, free, blocks, chunk, ctx)
                 D += 1
-                K += ctx[r] + 1
                 budget -= 1
                 nsched += 1
                 left = out[r] - gen[r]
@@ -69,12 +83,9 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
             if need > free[i]:
                 failed = True
                 continue
-            take(pc, i, need, free)
-            blocks[r] += need
-            chunk[r] = c
+            K += _schedule(pc, i, r, c, need, free, blocks, chunk, ctx)
             P += c
             S += 1
-            K += ctx[r] + c
             budget -= c
             nsched += 1
         while not stop_prefill and budget > 0 and whead[i] != NONE and n_run[i] < max_seqs:  # then the queue
@@ -101,12 +112,9 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
                 pre[r] -= h * page
                 blocks[r] = h
             note_cached(pc, r, h, page)
-            take(pc, i, need, free)
-            blocks[r] += need
-            chunk[r] = c
+            K += _schedule(pc, i, r, c, need, free, blocks, chunk, ctx)
             P += c
             S += 1
-            K += ctx[r] + c
             budget -= c
             nsched += 1
         # preempt what could not get a block: unscheduled decoders, or the latest admitted if nothing ran
@@ -160,7 +168,7 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
     _apply(i, s + dt, clock, run, n_run, free, inp, out, ctx, pre, gen, blocks, chunk, pc, page, first, done)
 
 
-@njit
+@njit_inline
 def settle(i, k, clock, run, n_run, free, inp, out, ctx, pre, gen, blocks, chunk, pc, first, done, page,
             pend, pend_dt, pend_a):
     """Apply the first k passes of instance i's pending run of identical decode passes."""
@@ -176,7 +184,7 @@ def settle(i, k, clock, run, n_run, free, inp, out, ctx, pre, gen, blocks, chunk
            pre, gen, blocks, chunk, pc, page, first, done)
 
 
-@njit
+@njit_inline
 def _apply(i, end, clock, run, n_run, free, inp, out, ctx, pre, gen, blocks, chunk, pc, page, first, done):
     """The scheduled pass(es) of instance i end at `end`: tokens, first tokens, completions."""
     w = 0
@@ -242,7 +250,7 @@ def _extra_blocks(i, run, n_run, chunk, ctx, blocks, page, k):
     return e
 
 
-@njit
+@njit_inline
 def advance(q, t, target, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
             pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
              st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k):
@@ -254,17 +262,18 @@ def advance(q, t, target, clock, run, n_run, whead, wtail, n_wait, free, nxt, in
         if pend[q]:
             k = pend_k[q]
             last = clock[q] + (k - 1) * pend_dt[q] + pend_a[q] * ((k - 1) * (k - 2) // 2)  # start of its last pass
-            if last < t:  # the whole run starts before t: apply it (its completions included)
-                settle(q, k, clock, run, n_run, free, inp, out, ctx, pre, gen, blocks, chunk, pc, first, done, page,
-                        pend, pend_dt, pend_a)
-                continue
-            if target:
+            whole = last < t
+            if not whole:
+                if not target:
+                    return
                 k = _passes_before(clock[q], pend_dt[q], pend_a[q], k, t)
-                settle(q, k, clock, run, n_run, free, inp, out, ctx, pre, gen, blocks, chunk, pc, first, done, page,
-                        pend, pend_dt, pend_a)
+            settle(q, k, clock, run, n_run, free, inp, out, ctx, pre, gen, blocks, chunk, pc, first, done, page,
+                   pend, pend_dt, pend_a)
+            if whole:
+                continue  # its completions included
             return
         if clock[q] >= t or (n_run[q] == 0 and whead[q] == NONE):
             return
         step(q, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk, pc,
-              started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
-              st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
+             started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
+             st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from ..io.atomic import write_text
 from ..replay.plan import ReplayPlan, make_plan
-from .cluster import check_options, run_plan
+from .cluster import KEY_COLUMNS, check_options, prefix_keys, prompt_blocks, run_plan
 from .kernel import COMPLETED
 from .profile import Profile, load_profile
 
@@ -77,9 +77,10 @@ def _table(t, inp, out) -> pa.Table:
 
 
 def attainment(plan: ReplayPlan, profile: Profile, instances: int, router: str, slo_ttft: float | None,
-               slo_tpot: float | None) -> float:
-    """Fraction of the plan's requests meeting both SLOs on `instances` simulated engines."""
-    res = run_plan(plan, profile, instances, router)
+               slo_tpot: float | None, keys: np.ndarray | None = None, blocks: tuple | None = None) -> float:
+    """Fraction of the plan's requests meeting both SLOs on `instances` simulated engines
+    (`keys`, `blocks`: prefix-aware routing keys and prompt block ids, as `run_plan` takes)."""
+    res = run_plan(plan, profile, instances, router, keys, blocks)
     return float(_meets(res.status == COMPLETED, res.first_token - res.released, _tpot(res),
                         slo_ttft, slo_tpot).mean())
 
@@ -119,13 +120,14 @@ def check_slo(plan: ReplayPlan, profile: Profile, slo_ttft, slo_tpot, goodput: f
     return bound
 
 
-def smallest_n(plan, profile, router, slo_ttft, slo_tpot, goodput, max_instances, name="realistic"):
+def smallest_n(plan, profile, router, slo_ttft, slo_tpot, goodput, max_instances, name="realistic", keys=None,
+               blocks=None):
     """(smallest N meeting the target, {N: attainment evaluated})."""
     curve: dict[int, float] = {}
 
     def at(n):
         if n not in curve:
-            curve[n] = attainment(plan, profile, n, router, slo_ttft, slo_tpot)
+            curve[n] = attainment(plan, profile, n, router, slo_ttft, slo_tpot, keys, blocks)
         return curve[n]
 
     lo, hi = 0, 1
@@ -145,8 +147,12 @@ def smallest_n(plan, profile, router, slo_ttft, slo_tpot, goodput, max_instances
 
 def provision(trace, *, profile, slo_ttft=None, slo_tpot=None, goodput: float = 0.99, router: str = "least-loaded",
               window: float = 600.0, seed: int = 0, max_instances: int = 4096, time_scale: float = 1.0,
-              start=None, end=None, variants=VARIANTS, output=None, plot: bool = False, log=None) -> dict:
-    """N for the trace and its naive variants, the under-provisioning, the attainment curves."""
+              start=None, end=None, variants=VARIANTS, release: str = "auto", output=None, plot: bool = False,
+              log=None) -> dict:
+    """N for the trace and its naive variants, the under-provisioning, the attainment curves.
+    `release`: the realistic trace's (as simulate's: auto is closed loop where it has sessions);
+    the naive variants have no sessions and are open loop. Router prefix-aware: the realistic
+    trace's keys (KEY_COLUMNS); the naive variants have none and are routed least-loaded."""
     from ..io.trace import read_trace
 
     log = log or (lambda m: None)
@@ -157,21 +163,31 @@ def provision(trace, *, profile, slo_ttft=None, slo_tpot=None, goodput: float = 
         raise ValueError(f"variants must include realistic and come from {', '.join(VARIANTS)}; got {list(variants)}")
     table, source = (trace, "<table>") if isinstance(trace, pa.Table) else (read_trace(trace), str(trace))
     limit = int(prof.measured_on.get("max_model_len") or 0) or None
-    base = make_plan(table, start=start, end=end, time_scale=time_scale, max_model_len=limit, source=source)
+    base = make_plan(table, start=start, end=end, time_scale=time_scale, max_model_len=limit, source=source,
+                     release=release)
     sel = table.take(pa.array(base.row))
+    if router == "prefix-aware" and prefix_keys(sel) is None:
+        raise ValueError(f"{source}: router prefix-aware needs a prefix key per request (a trace column "
+                         f"{' or '.join(KEY_COLUMNS)}); use round-robin or least-loaded")
     tables = {"realistic": sel, "poisson": lambda: naive_poisson(sel, window=window, seed=seed),
               "shuffled": lambda: naive_shuffled(sel, seed=seed)}
-    plans, bounds = {}, {}
+    plans, bounds, keys, blocks = {}, {}, {}, {}
     for v in variants:
         t = tables[v] if v == "realistic" else tables[v]()
-        plans[v] = make_plan(t, start=start, time_scale=time_scale, max_model_len=limit, source=f"{source} ({v})")
+        plans[v] = make_plan(t, start=start, time_scale=time_scale, max_model_len=limit, source=f"{source} ({v})",
+                             release=release if v == "realistic" else "auto")
         bounds[v] = check_slo(plans[v], prof, slo_ttft, slo_tpot, goodput, v)
+        k = prefix_keys(t)
+        keys[v] = None if router != "prefix-aware" else (
+            k[plans[v].row] if k is not None else np.full(len(plans[v]), -1, np.int64))
+        blocks[v] = prompt_blocks(plans[v], prof.page_size)  # once, not at every N
     result = {"tool": "servegen-fast provision", "trace": source, "profile": prof.measured_on,
               "slo": {"ttft_s": slo_ttft, "tpot_s": slo_tpot, "goodput": goodput}, "router": router,
-              "window_s": window, "seed": seed, "variants": {}}
+              "window_s": window, "seed": seed, "release": base.options["release"], "variants": {}}
     for v in variants:
         log(f"searching N for the {v} trace ({len(plans[v])} requests)")
-        n, curve = smallest_n(plans[v], prof, router, slo_ttft, slo_tpot, goodput, max_instances, v)
+        n, curve = smallest_n(plans[v], prof, router, slo_ttft, slo_tpot, goodput, max_instances, v, keys[v],
+                              blocks[v])
         result["variants"][v] = {"instances": n, "requests": len(plans[v]), "idle_bound": bounds[v],
                                  "curve": {str(k): curve[k] for k in sorted(curve)}}
     n_real = result["variants"]["realistic"]["instances"]
@@ -184,7 +200,7 @@ def provision(trace, *, profile, slo_ttft=None, slo_tpot=None, goodput: float = 
             c = result["variants"][v]["curve"]
             for n in range(1, min(max_instances, int(np.ceil(top * 1.5)) + 1)):
                 if str(n) not in c:
-                    c[str(n)] = attainment(plans[v], prof, n, router, slo_ttft, slo_tpot)
+                    c[str(n)] = attainment(plans[v], prof, n, router, slo_ttft, slo_tpot, keys[v], blocks[v])
             result["variants"][v]["curve"] = {k: c[k] for k in sorted(c, key=int)}
     if output is not None:
         out = Path(output)

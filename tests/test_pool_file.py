@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from servegen_fast.io import pool_file
+from servegen_fast.io import pool_codec
 from servegen_fast.io.pool_file import load_pool_file, save_pool
 
 ARRAYS = ("client_ids", "window_start", "window_len", "window_index", "length_index",
@@ -82,7 +82,7 @@ def test_round_trip_overwrites(deepseek, tmp_path):
 def test_failed_write_leaves_nothing(deepseek, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
-    monkeypatch.setattr(pool_file.pq, "write_table", boom)
+    monkeypatch.setattr(pool_codec.pq, "write_table", boom)
     with pytest.raises(OSError, match="disk full"):
         save_pool(deepseek.span(0, 3600), tmp_path / "pool.parquet")
     assert _only(tmp_path) == []

@@ -455,7 +455,7 @@ def test_no_client_with_a_dataset(tmp_path):
 
 # --------------------------------------------------------------------------- the pool cache (io/pool_cache.py)
 def _pool_arrays(p) -> dict:
-    from servegen_fast.io.pool_file import _ARRAYS, _TABLE
+    from servegen_fast.io.pool_codec import _ARRAYS, _TABLE
 
     out = {n: getattr(p, n) for n in _ARRAYS if getattr(p, n) is not None}
     out.update({"dists." + n: getattr(p.dists, n) for n in _TABLE})

@@ -4,7 +4,7 @@ paying Numba's first dispatch of the text parsers (1.5-2 s).
 
 An entry is keyed by the model directory's absolute path, its category, the name, size and
 mtime of every file in it, and the sources of the code that parses it (this module's siblings
-`servegen_format.py` and `pool_file.py`, `kernels/textparse.py`, `model/distributions.py`,
+`servegen_format.py` and `pool_codec.py`, `kernels/textparse.py`, `model/distributions.py`,
 `model/pool.py`): editing a data file or the parser makes a new key, never a stale pool. Where:
 ``$SERVEGEN_FAST_POOL_CACHE`` (a folder, or ``off``), else ``pools/`` beside the kernels' Numba
 cache (``.cache/`` of a checkout, ``~/.cache/servegen-fast/`` for an installed package).
@@ -17,7 +17,7 @@ import hashlib
 import os
 from pathlib import Path
 
-_PARSER_SOURCES = ("io/servegen_format.py", "io/pool_file.py", "model/distributions.py", "model/pool.py")
+_PARSER_SOURCES = ("io/servegen_format.py", "io/pool_codec.py", "model/distributions.py", "model/pool.py")
 _PACKAGE = Path(__file__).resolve().parent.parent
 
 
@@ -50,7 +50,7 @@ def entry_key(model_dir: Path, category: str) -> str:
 
 def load(model_dir: Path, category: str):
     """The cached pool of `model_dir`, or None (no entry, caching off, or an unreadable entry)."""
-    from .pool_file import load_pool_file
+    from .pool_codec import load_pool_file
 
     folder = cache_folder()
     if folder is None:
@@ -64,7 +64,7 @@ def load(model_dir: Path, category: str):
 
 def store(model_dir: Path, category: str, pool) -> None:
     """Keep `pool`, parsed from `model_dir`, for later loads (silently skipped where it cannot)."""
-    from .pool_file import save_pool
+    from .pool_codec import save_pool
 
     folder = cache_folder()
     if folder is None:

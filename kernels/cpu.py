@@ -22,6 +22,7 @@ _nbjit = config.njit
 _B = make_bodies(config.njit_inline, px._CPU)
 _count_unit = _B.count_unit
 _fill_unit = _B.fill_unit
+_count_fill_unit = _B.count_fill_unit
 _base_row = _B.base_row
 _item_values = _B.item_values
 
@@ -35,15 +36,44 @@ def count_renewal(seed, client, window, length, law, k, scale):
 
 
 @_pjit
-def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t):
+def renewal_arrivals(seed, client, window, start, length, law, k, scale, cap_off):
+    """count_renewal's counts, and each unit's first cap_off[u+1] - cap_off[u] arrival times
+    into first[cap_off[u]:]: the count and the fill in one walk (fill_arrivals takes them)."""
+    counts = np.zeros(len(law), np.int64)
+    first = np.empty(cap_off[len(law)], np.float64)
+    for u in prange(len(law)):
+        below = np.nextafter(start[u] + length[u], -np.inf)
+        lo = cap_off[u]
+        counts[u] = _count_fill_unit(seed, client[u], window[u], start[u], length[u], below, law[u], k[u], scale[u],
+                                     first, lo, cap_off[u + 1] - lo)
+    return counts, first
+
+
+@_pjit
+def _fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t, cap_off, first):
     for u in prange(len(law)):
         lo = offsets[u]
         m = offsets[u + 1] - lo
-        if m > 0:
+        if m > 0 and m <= cap_off[u + 1] - cap_off[u]:  # drawn by renewal_arrivals already
+            c = cap_off[u]
+            for j in range(m):
+                out_t[lo + j] = first[c + j]
+        elif m > 0:
             below = np.nextafter(start[u] + length[u], -np.inf)
             _fill_unit(mode, seed, client[u], window[u], start[u], length[u], below, law[u], k[u], scale[u], lo, m,
                        out_t)
 
+
+_NO_FIRST = np.zeros(0, np.float64)
+
+
+def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t, cap_off=None,
+                  first=None):
+    """Arrival times of every unit into out_t[offsets[u]:offsets[u+1]]; units whose times
+    renewal_arrivals kept (cap_off, first) are copied, the others drawn."""
+    if cap_off is None:  # one row of zeros per unit: every unit is drawn
+        cap_off, first = np.zeros(len(law) + 1, np.int64), _NO_FIRST
+    _fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t, cap_off, first)
 
 
 

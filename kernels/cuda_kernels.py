@@ -34,6 +34,7 @@ _djit = cuda.jit(device=True)
 _B = make_bodies(_djit, px.make_samplers(_djit))
 _count_unit = _B.count_unit
 _fill_unit = _B.fill_unit
+_count_fill_unit = _B.count_fill_unit
 _base_row = _B.base_row
 _item_values = _B.item_values
 
@@ -77,6 +78,30 @@ def _fill_arrivals_k(mode, seed, client, window, start, length, below, law, k, s
         lo = offsets[u]
         m = offsets[u + 1] - lo
         if m > 0:
+            _fill_unit(mode, seed, client[u], window[u], start[u], length[u], below[u], law[u], k[u], scale[u], lo, m,
+                       out_t)
+
+
+@cuda.jit
+def _renewal_arrivals_k(seed, client, window, start, length, below, law, k, scale, cap_off, counts, first):
+    for u in range(cuda.grid(1), len(law), cuda.gridsize(1)):
+        lo = cap_off[u]
+        counts[u] = _count_fill_unit(seed, client[u], window[u], start[u], length[u], below[u], law[u], k[u],
+                                     scale[u], first, lo, cap_off[u + 1] - lo)
+
+
+@cuda.jit
+def _place_arrivals_k(mode, seed, client, window, start, length, below, law, k, scale, offsets, cap_off, first,
+                      out_t):
+    """_fill_arrivals_k, copying the units that _renewal_arrivals_k kept whole in `first`."""
+    for u in range(cuda.grid(1), len(law), cuda.gridsize(1)):
+        lo = offsets[u]
+        m = offsets[u + 1] - lo
+        if m > 0 and m <= cap_off[u + 1] - cap_off[u]:
+            c = cap_off[u]
+            for j in range(m):
+                out_t[lo + j] = first[c + j]
+        elif m > 0:
             _fill_unit(mode, seed, client[u], window[u], start[u], length[u], below[u], law[u], k[u], scale[u], lo, m,
                        out_t)
 

@@ -12,6 +12,7 @@ import types
 
 from . import philox as px
 
+from .stream2 import make_stream2
 from .codes import CORR_COMONOTONE, CORR_INDEPENDENT, LAW_GAMMA, LAW_STREAM2, LAW_WEIBULL, MODE_SERVEGEN
 # Length streams: base field f uses FIELD_BASE + f (independent) or FIELD_BASE for all
 # fields (comonotone); item i of list field f uses FIELD_ITEM + f with attempt i.
@@ -26,7 +27,8 @@ _INV_SQRT2 = 0.7071067811865476
 
 def make_bodies(jit, s):
     """Compile the scalar bodies with `jit` over the samplers namespace `s` (philox.make_samplers)."""
-    gamma, gamma2, weibull, exponential = s.gamma, s.gamma2, s.weibull, s.exponential
+    gamma, weibull, exponential = s.gamma, s.weibull, s.exponential
+    gamma2 = make_stream2(jit, s).gamma2
     uniform, uniform2_attempt = s.uniform, s.uniform2_attempt
 
     @jit

@@ -36,12 +36,7 @@ Samplers (scale 1):
   slot-1 block (words 2, 3; never used for anything else).  At most
   ``GAMMA_MAX_ATTEMPTS`` attempts (then NaN; never reached in practice);
   ``a <= 0`` or NaN gives NaN.
-* gamma2(a):    arrival stream 2 (kernels/codes.py): Marsaglia-Tsang with one block per
-  attempt.  Attempt ``t`` uses the block at attempt slot ``t``; its four words as 32-bit
-  uniforms ``u32(w) = (w + 1) * 2**-32`` in (0, 1]: words 0, 1 the Box-Muller normal, word 2
-  the acceptance uniform, word 3 the boost ``U`` for ``a < 1`` (of the accepted attempt's
-  block).  A third of gamma's Philox work for ``a < 1`` (half for ``a >= 1``), at a 2**-32
-  grid: the normal is cut at |z| <= 6.66 (probability 3e-11 beyond) and the boost's U at 2**-32.
+* gamma2(a):    arrival stream 2's Gamma, one block per attempt: kernels/stream2.py.
 
 Backends built from the same source:
 
@@ -69,7 +64,7 @@ __all__ = [
     "uniform", "normal", "exponential", "weibull", "gamma",
     "philox4x32_10_np", "philox_block_np", "u53_np", "uniform2_attempt_np",
     "uniform2_np", "uniform_np", "normal_np", "exponential_np",
-    "weibull_np", "gamma_np", "u32_np", "gamma2_np", "log_np", "pow_np", "cos_np", "sin_np",
+    "weibull_np", "gamma_np", "log_np", "pow_np", "cos_np", "sin_np",
 ]
 
 # Field ids (counter word c1, low 8 bits); 0..15 reserved for the package.
@@ -96,7 +91,6 @@ _S6 = np.uint64(6)
 _S5 = np.uint64(5)
 _TWO_POW_26 = 67108864.0
 _TWO_POW_M53 = 1.0 / 9007199254740992.0  # 2**-53, exact
-_TWO_POW_M32 = 1.0 / 4294967296.0  # 2**-32, exact
 _TWO_PI = 2.0 * math.pi
 _ONE_THIRD = 1.0 / 3.0
 
@@ -207,41 +201,12 @@ def make_samplers(jit):
                 return g
         return math.nan
 
-    @jit
-    def u32(w):
-        # one word: (w + 1) * 2**-32 in (0, 1], exact (int64: the cheaper conversion)
-        return (np.int64(np.uint64(w) & _MASK32) + 1.0) * _TWO_POW_M32
-
-    @jit
-    def gamma2(shape, seed, client, window, field, index):
-        if not shape > 0.0:  # also catches NaN
-            return math.nan
-        a = shape + 1.0 if shape < 1.0 else shape
-        d = a - _ONE_THIRD
-        c = 1.0 / math.sqrt(9.0 * d)
-        for t in range(GAMMA_MAX_ATTEMPTS):
-            w0, w1, w2, w3 = philox_block(seed, client, window, field, index, t)
-            z = _box_muller(u32(w0), u32(w1))
-            v = 1.0 + c * z
-            if v <= 0.0:
-                continue
-            v = v * v * v
-            ua = u32(w2)
-            zz = z * z
-            if ua < 1.0 - 0.0331 * (zz * zz) or \
-                    math.log(ua) < 0.5 * zz + d * (1.0 - v + math.log(v)):
-                g = d * v
-                if shape < 1.0:
-                    g = g * u32(w3) ** (1.0 / shape)
-                return g
-        return math.nan
-
     return types.SimpleNamespace(
         philox4x32_10=philox4x32_10, philox_block=philox_block,
         u53=u53, uniform2_attempt=uniform2_attempt, uniform2=uniform2,
         uniform=uniform,
         box_muller=_box_muller, normal=normal, exponential=exponential,
-        weibull=weibull, gamma=gamma, u32=u32, gamma2=gamma2)
+        weibull=weibull, gamma=gamma)
 
 
 def _identity(f):
@@ -263,8 +228,6 @@ normal = _CPU.normal
 exponential = _CPU.exponential
 weibull = _CPU.weibull
 gamma = _CPU.gamma
-u32 = _CPU.u32
-gamma2 = _CPU.gamma2
 
 
 # --------------------------------------------------------------------------
@@ -435,47 +398,3 @@ def gamma_np(shape, seed, client, window, field, index):
         flat[boost] = flat[boost] * pow_np(bu2, 1.0 / shape[boost])
     return out
 
-
-def u32_np(w):
-    """Uniform in (0, 1] from one word array (arrival stream 2's grid, see module doc)."""
-    return ((_u32_np(w)).astype(np.int64) + 1.0) * _TWO_POW_M32
-
-
-def gamma2_np(shape, seed, client, window, field, index):
-    """gamma2 (arrival stream 2: one block per attempt), vectorized over the rejected subset."""
-    shape, client, window, field, index = np.broadcast_arrays(
-        np.asarray(shape, dtype=np.float64), _u32_np(client), _u32_np(window),
-        _u32_np(field), _u32_np(index))
-    out = np.full(shape.shape, np.nan)
-    shape = shape.ravel()
-    flat = out.reshape(-1)
-    valid = shape > 0.0
-    small = shape < 1.0
-    a = np.where(small, shape + 1.0, shape)
-    d = a - _ONE_THIRD
-    with np.errstate(invalid="ignore", divide="ignore"):
-        c = 1.0 / np.sqrt(9.0 * d)
-    todo = np.flatnonzero(valid)
-    cl, wi, fi, ix = (v.ravel() for v in (client, window, field, index))
-    for t in range(GAMMA_MAX_ATTEMPTS):
-        if todo.size == 0:
-            break
-        w0, w1, w2, w3 = philox_block_np(seed, cl[todo], wi[todo], fi[todo], ix[todo], t)
-        z = _box_muller_np(u32_np(w0), u32_np(w1))
-        v = 1.0 + c[todo] * z
-        pos = v > 0.0
-        v = v * v * v
-        ua = u32_np(w2)
-        zz = z * z
-        dt = d[todo]
-        acc = pos & (ua < 1.0 - 0.0331 * (zz * zz))
-        chk = np.flatnonzero(pos & ~acc)  # the log test only where the squeeze failed
-        acc[chk] = log_np(ua[chk]) < 0.5 * zz[chk] + dt[chk] * (1.0 - v[chk] + log_np(v[chk]))
-        g = dt[acc] * v[acc]
-        boost = small[todo[acc]]
-        if boost.any():
-            ub = u32_np(w3[acc][boost])
-            g[boost] = g[boost] * pow_np(ub, 1.0 / shape[todo[acc][boost]])
-        flat[todo[acc]] = g
-        todo = todo[~acc]
-    return out

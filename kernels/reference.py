@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from . import philox as px
+from .stream2 import gamma2_np
 from .bodies import FIELD_BASE, FIELD_ITEM
 from .codes import LAW_GAMMA, LAW_STREAM2, LAW_WEIBULL, MODE_RENEWAL, MODE_SERVEGEN
 
@@ -32,7 +33,7 @@ def _draw(law, shape, seed, client, window, field, index):
     law, v2 = _split_stream(law)
     g1, g2 = (law == LAW_GAMMA) & ~v2, (law == LAW_GAMMA) & v2
     w, e = law == LAW_WEIBULL, (law != LAW_GAMMA) & (law != LAW_WEIBULL)
-    for g, gamma in ((g1, px.gamma_np), (g2, px.gamma2_np)):
+    for g, gamma in ((g1, px.gamma_np), (g2, gamma2_np)):
         if g.any():
             out[g] = gamma(shape[g], seed, client[g], window[g], field, index[g])
     if w.any():
@@ -51,7 +52,7 @@ def _residual(law, k, scale, seed, client, window):
         a = np.where(g, k + 1.0, np.where(w, 1.0 + 1.0 / k, 2.0))
     zero = np.zeros(len(law), dtype=np.uint32)
     biased = np.empty(len(law))
-    for sel, gamma in ((~v2, px.gamma_np), (v2, px.gamma2_np)):
+    for sel, gamma in ((~v2, px.gamma_np), (v2, gamma2_np)):
         if sel.any():
             biased[sel] = gamma(a[sel], seed, client[sel], window[sel], px.FIELD_RENEWAL_START, zero[sel])
     if w.any():

@@ -27,7 +27,7 @@ SEED = 0x5EED_0123_4567  # > 32 bits so both key words matter
 N_STAT = 30_000
 P_MIN = 1e-3
 
-NORMAL, EXPONENTIAL, WEIBULL, GAMMA, UNIFORM, UNIFORM2ND, GAMMA2 = range(7)
+NORMAL, EXPONENTIAL, WEIBULL, GAMMA, UNIFORM, UNIFORM2ND = range(6)
 
 
 # ---------------------------------------------------------------- helpers
@@ -46,8 +46,6 @@ def _draw(kind, shape, seed, client, window, field, index):
             out[i] = p.weibull(shape[i], seed, c, w, field, j)
         elif kind == GAMMA:
             out[i] = p.gamma(shape[i], seed, c, w, field, j)
-        elif kind == GAMMA2:
-            out[i] = p.gamma2(shape[i], seed, c, w, field, j)
         elif kind == UNIFORM:
             out[i] = p.uniform(seed, c, w, field, j)
         else:
@@ -348,7 +346,9 @@ _SIM_SCRIPT = textwrap.dedent("""
     import numpy as np
     from numba import cuda
     from servegen_fast.kernels import philox as p
+    from servegen_fast.kernels import stream2
     D = p.make_samplers(cuda.jit(device=True))
+    S2 = stream2.make_stream2(cuda.jit(device=True), D)
 
     @cuda.jit
     def kern(out, shape):
@@ -358,14 +358,14 @@ _SIM_SCRIPT = textwrap.dedent("""
             out[i, 1] = D.normal(99, 1, 2, 3, i)
             out[i, 2] = D.gamma(shape, 99, 1, 2, 3, i)
             out[i, 3] = D.weibull(0.4, 99, 1, 2, 3, i)
-            out[i, 4] = D.gamma2(shape, 99, 1, 2, 3, i)
+            out[i, 4] = S2.gamma2(shape, 99, 1, 2, 3, i)
 
     out = np.zeros((40, 5))
     kern[2, 32](out, 0.3)
     ix = np.arange(40)
     ref = np.stack([p.uniform_np(99, 1, 2, 3, ix), p.normal_np(99, 1, 2, 3, ix),
                     p.gamma_np(0.3, 99, 1, 2, 3, ix),
-                    p.weibull_np(0.4, 99, 1, 2, 3, ix), p.gamma2_np(0.3, 99, 1, 2, 3, ix)], axis=1)
+                    p.weibull_np(0.4, 99, 1, 2, 3, ix), stream2.gamma2_np(0.3, 99, 1, 2, 3, ix)], axis=1)
     assert np.array_equal(out, ref), np.abs(out - ref).max()
     print("SIM-OK")
 """)
@@ -380,77 +380,3 @@ def test_same_source_under_cuda_simulator():
         pytest.skip("numba.cuda (simulator) not available")
     assert res.returncode == 0, res.stderr
     assert "SIM-OK" in res.stdout
-
-
-
-# ------------------------------------------ gamma2: arrival stream 2 (one block per attempt)
-def _gamma2_by_the_docs(a, seed, client, window, field, index):
-    """gamma2 as documented: attempt t = the block at slot t; words 0, 1 the normal, 2 the
-    acceptance, 3 the boost; u32(w) = (w + 1) 2**-32."""
-    base = a + 1.0 if a < 1.0 else a
-    d = base - 1.0 / 3.0
-    c = 1.0 / math.sqrt(9.0 * d)
-    for t in range(1000):
-        w = [int(x) for x in p.philox_block(seed, client, window, field, index, t)]
-        u = [(x + 1) / 2.0 ** 32 for x in w]
-        z = math.sqrt(-2.0 * math.log(u[0])) * math.cos(2.0 * math.pi * u[1])
-        v = 1.0 + c * z
-        if v <= 0.0:
-            continue
-        v = v * v * v
-        if u[2] < 1.0 - 0.0331 * (z * z) * (z * z) or math.log(u[2]) < 0.5 * z * z + d * (1.0 - v + math.log(v)):
-            return d * v * (u[3] ** (1.0 / a) if a < 1.0 else 1.0)
-    raise AssertionError("no acceptance")
-
-
-@pytest.mark.parametrize("a", [0.05, 0.3, 1.0, 4.0])
-def test_gamma2_counter_usage_matches_docs(a):
-    for j in range(300):
-        got = p.gamma2(a, SEED, 1, 2, p.FIELD_IAT, j)
-        assert got == pytest.approx(_gamma2_by_the_docs(a, SEED, 1, 2, p.FIELD_IAT, j), rel=RTOL, abs=ATOL)
-
-
-@pytest.mark.parametrize("a", [0.02, 0.3, 0.999, 1.0, 4.0, 50.0])
-def test_gamma2_numpy_twin_and_pure_python_are_bit_identical(a):
-    cl, wi, ix = random_counters(50_000, rng_seed=21)
-    x = draw_at(GAMMA2, a, SEED, cl, wi, p.FIELD_IAT, ix)
-    y = p.gamma2_np(a, SEED, cl, wi, p.FIELD_IAT, ix)
-    assert np.all(np.isfinite(x)) and np.all(x >= 0.0)
-    np.testing.assert_array_equal(x.view(np.uint64), y.view(np.uint64))
-    for j in range(20):
-        assert p.PY.gamma2(a, SEED, 5, 6, p.FIELD_IAT, j) == p.gamma2(a, SEED, 5, 6, p.FIELD_IAT, j)
-
-
-@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
-def test_gamma2_invalid_shape_is_nan(bad):
-    assert math.isnan(p.gamma2(bad, SEED, 0, 0, 0, 0))
-    assert np.isnan(p.gamma2_np(np.array([bad, 2.0]), SEED, 0, 0, 0, 0)[0])
-
-
-# shapes of the pools' Gamma windows (cv 0.1 .. 20) and of the renewal residual (k + 1)
-@pytest.mark.parametrize("a", [0.0025, 0.05, 0.3, 0.74, 1.0, 1.74, 4.0, 100.0])
-def test_gamma2_ks_and_moments(a):
-    """KS against scipy's Gamma and against a plain NumPy Gamma sample (two-sample, fixed seed),
-    p > 1e-3 each; mean and variance within 5 standard errors (tolerances as test_gamma_ks_and_moments)."""
-    x = draw(GAMMA2, n=100_000, shape=a, field=p.FIELD_IAT)
-    n = x.size
-    assert np.all(x >= 0.0) and np.all(np.isfinite(x))  # 0: below float64's range (P = 0.17 at a = 0.0025)
-    if a >= 0.01:  # below, a sixth of the mass underflows to 0 (NumPy's sample too)
-        assert ks(x, "gamma", a) > P_MIN
-    plain = np.random.default_rng(2024).gamma(a, size=n)
-    assert stats.ks_2samp(x, plain).pvalue > P_MIN
-    assert abs(x.mean() - a) < 5 * math.sqrt(a / n)
-    assert abs(x.var() - a) < 5 * math.sqrt((2 * a * a + 6 * a) / n)
-
-
-def test_gamma2_tails_and_independence_of_neighbours():
-    """Shape 0.3 (a bursty window): the tails (the 32-bit normal and boost uniforms) hold their
-    mass: the fraction below scipy's q-quantile within 5 binomial standard errors of q, for
-    q in 1e-4 .. 1 - 1e-4; consecutive draws uncorrelated (5 standard errors)."""
-    a = 0.3
-    x = draw(GAMMA2, n=200_000, shape=a, field=p.FIELD_IAT)
-    for q in (1e-4, 1e-3, 0.01, 0.99, 0.999, 1 - 1e-4):
-        frac = np.mean(x < stats.gamma.ppf(q, a))
-        assert abs(frac - q) < 5 * math.sqrt(q * (1 - q) / x.size), q
-    r = np.corrcoef(np.log(x[:-1]), np.log(x[1:]))[0, 1]
-    assert abs(r) < 5 / math.sqrt(x.size)

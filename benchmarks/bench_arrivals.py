@@ -68,7 +68,7 @@ def pool_paths(chunks):
 
 
 def fleet_paths(chunks):
-    """(seed, client, window, start, length, law, k, scale, cap_off) of renewal_arrivals calls."""
+    """(seed, client, window, start, length, law, k, scale, room_off) of renewal_arrivals calls."""
     def law_of(a, stream):
         return a[5] % LAW_STREAM2 + (LAW_STREAM2 if stream == 2 else 0)
 
@@ -87,13 +87,13 @@ def fleet_paths(chunks):
     def one_walk(stream):
         def go():
             for a in chunks:
-                seed, client, window, start, length, _, k, scale, cap_off = a
+                seed, client, window, start, length, _, k, scale, room_off = a
                 law = law_of(a, stream)
-                counts, first = K.renewal_arrivals(seed, client, window, start, length, law, k, scale, cap_off)
+                counts, first = K.renewal_arrivals(seed, client, window, start, length, law, k, scale, room_off)
                 off = np.zeros(len(counts) + 1, np.int64)
                 np.cumsum(counts, out=off[1:])
                 K.fill_arrivals(MODE_RENEWAL, seed, client, window, start, length, law, k, scale, off,
-                                np.empty(off[-1]), cap_off, first)
+                                np.empty(off[-1]), room_off, first)
         return go
     return {"two walks, stream 1 (old)": two_walks(1), "one walk, stream 1": one_walk(1),
             "one walk, stream 2": one_walk(2)}
@@ -102,15 +102,15 @@ def fleet_paths(chunks):
 def same_bytes(chunks):
     """One walk gives the two walks' times (stream 1): the speed-up keeps the trace."""
     for a in chunks[:2]:
-        seed, client, window, start, length, law, k, scale, cap_off = a
+        seed, client, window, start, length, law, k, scale, room_off = a
         law = law % LAW_STREAM2
         counts = K.count_renewal(seed, client, window, length, law, k, scale)
         off = np.zeros(len(counts) + 1, np.int64)
         np.cumsum(counts, out=off[1:])
         want, got = np.empty(off[-1]), np.empty(off[-1])
         K.fill_arrivals(MODE_RENEWAL, seed, client, window, start, length, law, k, scale, off, want)
-        c2, first = K.renewal_arrivals(seed, client, window, start, length, law, k, scale, cap_off)
-        K.fill_arrivals(MODE_RENEWAL, seed, client, window, start, length, law, k, scale, off, got, cap_off, first)
+        c2, first = K.renewal_arrivals(seed, client, window, start, length, law, k, scale, room_off)
+        K.fill_arrivals(MODE_RENEWAL, seed, client, window, start, length, law, k, scale, off, got, room_off, first)
         assert np.array_equal(c2, counts) and np.array_equal(got.view(np.uint64), want.view(np.uint64))
 
 

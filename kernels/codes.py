@@ -11,6 +11,10 @@ ARRIVAL_STREAMS = (1, 2)
 ARRIVAL_STREAM = 2  # new traces
 LAW_STREAM2 = 8
 
+# The renewal count keeps arrival times for the fill in rooms of this many units (kernels/cpu.py
+# renewal_arrivals; every backend alike).
+ROOM_BLOCK = 64
+
 # Arrival modes as the kernels see them (`poisson` is renewal with exponential laws).
 MODE_SERVEGEN, MODE_RENEWAL = 0, 1
 

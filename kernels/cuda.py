@@ -52,7 +52,7 @@ def count_renewal(seed, client, window, length, law, k, scale):
     return counts.copy_to_host()
 
 
-def renewal_arrivals(seed, client, window, start, length, law, k, scale, cap_off):
+def renewal_arrivals(seed, client, window, start, length, law, k, scale, room_off):
     n = len(law)
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
@@ -60,13 +60,13 @@ def renewal_arrivals(seed, client, window, start, length, law, k, scale, cap_off
     length = np.asarray(length, np.float64)
     below = np.nextafter(start + length, -np.inf)
     counts = cuda.device_array(n, np.int64)
-    first = cuda.device_array(max(int(cap_off[-1]), 1), np.float64)
-    _launch(_renewal_arrivals_k, n, np.uint64(seed), _dev(client), _dev(window), _dev(start), _dev(length),
-            _dev(below), _dev(law), _dev(k), _dev(scale), _dev(cap_off, np.int64), counts, first)
-    return counts.copy_to_host(), first.copy_to_host()[:int(cap_off[-1])]
+    first = cuda.device_array(max(int(room_off[-1]), 1), np.float64)
+    _launch(_renewal_arrivals_k, len(room_off) - 1, np.uint64(seed), _dev(client), _dev(window), _dev(start),
+            _dev(length), _dev(below), _dev(law), _dev(k), _dev(scale), _dev(room_off, np.int64), counts, first)
+    return counts.copy_to_host(), first.copy_to_host()[:int(room_off[-1])]
 
 
-def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t, cap_off=None,
+def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t, room_off=None,
                   first=None):
     n = len(law)
     if n == 0 or len(out_t) == 0:
@@ -77,10 +77,11 @@ def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offs
     d_out = cuda.device_array(len(out_t), np.float64)
     head = (np.int64(mode), np.uint64(seed), _dev(client), _dev(window), _dev(start), _dev(length), _dev(below),
             _dev(law), _dev(k), _dev(scale), _dev(offsets, np.int64))
-    if cap_off is None:
+    if room_off is None:
         _launch(_fill_arrivals_k, n, *head, d_out)
     else:
-        _launch(_place_arrivals_k, n, *head, _dev(cap_off, np.int64), _dev(np.append(first, 0.0)), d_out)
+        _launch(_place_arrivals_k, len(room_off) - 1, *head, _dev(room_off, np.int64), _dev(np.append(first, 0.0)),
+                d_out)
     out_t[:] = d_out.copy_to_host()
 
 

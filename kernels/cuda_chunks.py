@@ -88,7 +88,7 @@ def submit_ordered(mode, seed, client, window, start, length, law, k, scale, off
     (asynchronously, into pinned buffers). Returns a PendingChunk whose result() is
     (timestamps, client ids, base values [F, N], perm or None, unit of each row or None),
     the same as the CPU composition of fill_arrivals, window_order, fill_base and gather_rows.
-    `pre` is renewal_arrivals' (cap_off, first), the arrival times its count kept, or None.
+    `pre` is renewal_arrivals' (room_off, first), the arrival times its count kept, or None.
     """
     while len(_pending) >= 2:  # the ring has two buffer sets: at most two chunks in flight
         _pending[0].result()
@@ -117,7 +117,7 @@ def submit_ordered(mode, seed, client, window, start, length, law, k, scale, off
     if pre is None:
         _launch(_fill_arrivals_k, len(law), *head, d_t, stream=stream)
     else:
-        _launch(_place_arrivals_k, len(law), *head, _dev_async(np.asarray(pre[0], np.int64), stream),
+        _launch(_place_arrivals_k, len(pre[0]) - 1, *head, _dev_async(np.asarray(pre[0], np.int64), stream),
                 _dev_async(np.append(pre[1], 0.0), stream), d_t, stream=stream)
     if mod is not None:  # intra-window modulation (kernels/modulation.py): (sigma, tau) per unit
         launch_warp(_launch, lambda a: _dev_async(a, stream), seed, d_client, d_window, start, length, mod[0], mod[1],

@@ -18,7 +18,7 @@ import numpy as np
 from . import philox as px
 from .stream2 import gamma2_np
 from .bodies import FIELD_BASE, FIELD_ITEM
-from .codes import LAW_GAMMA, LAW_STREAM2, LAW_WEIBULL, MODE_RENEWAL, MODE_SERVEGEN
+from .codes import LAW_GAMMA, LAW_STREAM2, LAW_WEIBULL, MODE_RENEWAL, MODE_SERVEGEN, ROOM_BLOCK
 
 
 def _split_stream(law):
@@ -76,37 +76,41 @@ def count_renewal(seed, client, window, length, law, k, scale):
     return counts
 
 
-def renewal_arrivals(seed, client, window, start, length, law, k, scale, cap_off):
-    """(count_renewal's counts, each unit's first cap_off[u+1] - cap_off[u] arrival times at
-    first[cap_off[u]:]): the compiled kernels walk the sequence once for both."""
+def renewal_arrivals(seed, client, window, start, length, law, k, scale, room_off):
+    """(count_renewal's counts, `first`): block b (ROOM_BLOCK units) keeps, packed in unit order
+    at first[room_off[b]:], the arrival times of its units whose times all fit its room
+    (the compiled kernels walk each sequence once for both)."""
     counts = count_renewal(seed, client, window, length, law, k, scale)
     offsets = np.zeros(len(counts) + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
     t = np.empty(offsets[-1])
     fill_arrivals(MODE_RENEWAL, seed, client, window, start, length, law, k, scale, offsets, t)
-    first = np.full(cap_off[-1], np.nan)
-    for u in range(len(law)):
-        m = min(counts[u], cap_off[u + 1] - cap_off[u])
-        first[cap_off[u]:cap_off[u] + m] = t[offsets[u]:offsets[u] + m]
+    first = np.full(room_off[-1], np.nan)
+    for b in range(len(room_off) - 1):
+        u0, u1 = b * ROOM_BLOCK, min((b + 1) * ROOM_BLOCK, len(law))
+        m = min(offsets[u1] - offsets[u0], room_off[b + 1] - room_off[b])
+        first[room_off[b]:room_off[b] + m] = t[offsets[u0]:offsets[u0] + m]
     return counts, first
 
 
-def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t, cap_off=None,
+def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t, room_off=None,
                   first=None):
     """Arrival times of every unit into out_t[offsets[u]:offsets[u+1]], ascending per unit.
 
     servegen: n = count + 1 scale-free draws X_i; t_j = start + length * (S_j / S_n).
     renewal/poisson: t_1 = start + residual, t_{j+1} = t_j + scale * X_j.
-    A unit whose count fits its room in renewal_arrivals' `first` (at cap_off) is copied from it.
+    With renewal_arrivals' (room_off, first), a unit whose times fit its block's room is copied.
     """
     for u in range(len(law)):
         lo, hi = offsets[u], offsets[u + 1]
         m = hi - lo
         if m == 0:
             continue
-        if cap_off is not None and m <= cap_off[u + 1] - cap_off[u]:
-            out_t[lo:hi] = first[cap_off[u]:cap_off[u] + m]
-            continue
+        if room_off is not None:
+            b, base = u // ROOM_BLOCK, offsets[u // ROOM_BLOCK * ROOM_BLOCK]
+            if hi - base <= room_off[b + 1] - room_off[b]:
+                out_t[lo:hi] = first[room_off[b] + lo - base:room_off[b] + hi - base]
+                continue
         if mode == MODE_SERVEGEN:
             idx = np.arange(m + 1)
             x = _draw(np.full(m + 1, law[u]), np.full(m + 1, k[u]), seed, np.full(m + 1, client[u]),

@@ -291,19 +291,19 @@ def test_window_order_matches_stable_argsort(layout):
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
 def test_renewal_arrivals_keep_what_the_fill_would_draw(backend):
     """renewal_arrivals' counts are count_renewal's, and fill_arrivals gives the same times
-    whether a unit is copied from the kept ones or drawn again (rooms of 0, 1, 3 and 50
-    arrivals: units that overflow are drawn, the others copied)."""
+    whether a unit is copied from the kept ones or drawn again: blocks whose room is empty,
+    too small (part copied, part drawn), or ample; the last block is partial."""
     from servegen_fast.kernels import cpu, reference
-    from servegen_fast.kernels.codes import MODE_RENEWAL
+    from servegen_fast.kernels.codes import MODE_RENEWAL, ROOM_BLOCK
     from servegen_fast.sample.plan import renewal_params
 
     kern = reference if backend == "numpy" else cpu
-    n = 40
+    n = 3 * ROOM_BLOCK + 5
     rng = np.random.default_rng(4)
-    law = np.array([LAW_GAMMA, LAW_WEIBULL, LAW_EXPONENTIAL, LAW_GAMMA] * (n // 4), np.int64)
+    law = np.array([LAW_GAMMA, LAW_WEIBULL, LAW_EXPONENTIAL, LAW_GAMMA] * n, np.int64)[:n]
     cv = rng.uniform(0.4, 3.0, n)
     shape = np.where(law == LAW_WEIBULL, rng.uniform(0.4, 2.0, n), 1.0)
-    rate = rng.uniform(0.005, 0.05, n)
+    rate = rng.uniform(0.002, 0.02, n)
     k, scale = renewal_params(law, shape, cv, rate)
     client = np.arange(n, dtype=np.uint32) * 7
     window = np.full(n, 12, np.uint32)
@@ -315,14 +315,15 @@ def test_renewal_arrivals_keep_what_the_fill_would_draw(backend):
     np.cumsum(counts, out=offsets[1:])
     want = np.empty(offsets[-1])
     kern.fill_arrivals(MODE_RENEWAL, seed, client, window, start, length, law, k, scale, offsets, want)
-    room = np.array([0, 1, 3, 50] * (n // 4), np.int64)
-    cap_off = np.zeros(n + 1, np.int64)
-    np.cumsum(room, out=cap_off[1:])
-    got_counts, first = kern.renewal_arrivals(seed, client, window, start, length, law, k, scale, cap_off)
+    block_total = np.add.reduceat(counts, np.arange(4) * ROOM_BLOCK)
+    room = np.array([0, block_total[1] // 2, block_total[2] + 3, block_total[3]])
+    room_off = np.zeros(5, np.int64)
+    np.cumsum(room, out=room_off[1:])
+    got_counts, first = kern.renewal_arrivals(seed, client, window, start, length, law, k, scale, room_off)
     np.testing.assert_array_equal(got_counts, counts)
-    assert ((counts > room) & (room > 0)).any() and ((counts <= room) & (counts > 0)).any()  # both paths run
+    assert block_total[1] > 4  # a part of block 1 is copied, the rest drawn
     got = np.full(offsets[-1], np.nan)
-    kern.fill_arrivals(MODE_RENEWAL, seed, client, window, start, length, law, k, scale, offsets, got, cap_off, first)
+    kern.fill_arrivals(MODE_RENEWAL, seed, client, window, start, length, law, k, scale, offsets, got, room_off, first)
     np.testing.assert_array_equal(got, want)
 
 

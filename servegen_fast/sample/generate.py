@@ -50,14 +50,12 @@ from ..model.population import Population
 from ..model.units import Units
 from .backend import BACKENDS, Backend, load_backend
 from .batches import to_batch
-from .plan import DEFAULT_CHUNK_BYTES, chunk_units, plan_chunks, renewal_params, servegen_counts, window_range
+from .plan import (DEFAULT_CHUNK_BYTES, chunk_units, plan_chunks, renewal_params, room_offsets, servegen_counts,
+                   window_range)
 from .sessions import SessionExpander, prehistory_units, resolve as resolve_sessions
 from ..model.sessions import DEFAULT_BLOCK_SIZE
 
 MODES = ("servegen", "renewal", "poisson")
-# Room per unit for the arrival times the renewal count keeps: 1.25 x the expected count + 4
-# (more arrivals: the fill draws that unit again), at most 4096 (the room is a chunk's memory).
-_ROOM, _ROOM_EXTRA, _ROOM_MAX = 1.25, 4.0, 4096.0
 
 
 @dataclass(frozen=True)
@@ -252,11 +250,10 @@ def _submit_chunk(kern: Backend, view, u: Units, n_windows: int, opts: GenerateO
     if opts.arrival_stream == 2:  # the kernels read the stream from the law codes (codes.py)
         law = law + LAW_STREAM2
     if opts.mode != "servegen":
-        # one walk counts the arrivals and keeps the first ones (room: about the expected count)
-        cap_off = np.zeros(len(law) + 1, np.int64)
-        np.cumsum(np.minimum(u.rate * u.length * _ROOM + _ROOM_EXTRA, _ROOM_MAX).astype(np.int64), out=cap_off[1:])
-        counts, first = kern.renewal_arrivals(seed, u.client, u.window, u.start, u.length, law, k, scale, cap_off)
-        pre = (cap_off, first)
+        # one walk counts the arrivals and keeps their times, in rooms of ROOM_BLOCK units
+        room_off = room_offsets(u.rate * u.length)
+        counts, first = kern.renewal_arrivals(seed, u.client, u.window, u.start, u.length, law, k, scale, room_off)
+        pre = (room_off, first)
     offsets = np.zeros(len(counts) + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
     n = int(offsets[-1])

@@ -4,7 +4,7 @@
 LAW_IDLE, LAW_GAMMA, LAW_WEIBULL, LAW_EXPONENTIAL = 0, 1, 2, 3
 
 # Arrival random streams (trace metadata `arrival_stream`; a trace without it is stream 1).
-# Stream 2 draws Gamma inter-arrivals with one Philox block per attempt (philox.gamma2).
+# Stream 2 draws Gamma inter-arrivals with one Philox block per attempt (kernels/stream2.py).
 # The kernels read the stream from the law codes they are given: law + LAW_STREAM2 draws
 # stream 2, so every backend's signature stays the same.
 ARRIVAL_STREAMS = (1, 2)

@@ -397,4 +397,3 @@ def gamma_np(shape, seed, client, window, field, index):
                                   ix[boost], 1)[1]
         flat[boost] = flat[boost] * pow_np(bu2, 1.0 / shape[boost])
     return out
-

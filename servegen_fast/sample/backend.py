@@ -19,8 +19,8 @@ class Kernels(Protocol):
     """The functions of a backend module (signatures as in kernels/reference.py, the spec)."""
 
     def count_renewal(self, seed, client, window, length, law, k, scale) -> np.ndarray: ...
-    def renewal_arrivals(self, seed, client, window, start, length, law, k, scale, cap_off): ...
-    def fill_arrivals(self, mode, seed, client, window, start, length, law, k, scale, offsets, out_t, cap_off=None,
+    def renewal_arrivals(self, seed, client, window, start, length, law, k, scale, room_off): ...
+    def fill_arrivals(self, mode, seed, client, window, start, length, law, k, scale, offsets, out_t, room_off=None,
                       first=None) -> None: ...
     def warp_arrivals(self, seed, client, window, start, length, sigma, tau, offsets, out_t) -> None: ...
     def window_order(self, t, unit_offsets, window_first_unit) -> np.ndarray: ...
@@ -83,7 +83,7 @@ class _Deferred:
 def _ordered_rows(kern, mode, seed, client, window, start, length, law, k, scale, offsets, first_unit, corr_mode,
                   rho, dist, tables, want_units, mod=None, pre=None):
     """(timestamps, client ids, base values [F, N], perm, unit of each row) of a chunk in time order;
-    `pre`: renewal_arrivals' (cap_off, first), or None."""
+    `pre`: renewal_arrivals' (room_off, first), or None."""
     n = int(offsets[-1])
     out_t = np.empty(n, np.float64)
     if n:

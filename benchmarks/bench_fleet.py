@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--project-days", type=int, default=30, help="report the projected time of this many days")
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--output", default=None, help="output directory (default: a temporary one, removed)")
+    ap.add_argument("--arrival-stream", default=None, help="passed to the CLI (default: its default)")
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,6 +72,8 @@ def main(argv=None) -> int:
         cmd = [sys.executable, "-m", "servegen_fast.cli", "generate", "--pool", "builtin", "--clients",
                str(args.clients), "--mean-rate", str(args.mean_rate), "--duration", f"{args.days}d",
                "--partition", "day", "--backend", args.backend, "--seed", "1", "-o", str(out)]
+        if args.arrival_stream is not None:
+            cmd += ["--arrival-stream", args.arrival_stream]
         t0 = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True)
         seconds = time.perf_counter() - t0

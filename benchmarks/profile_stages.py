@@ -28,7 +28,7 @@ from servegen_fast.io.sink import FILE_ENCODING, FILE_ENCODINGS, ROW_GROUP_ROWS
 from servegen_fast.model import population as P
 from servegen_fast.model import rates as R
 
-KERNELS = ("count_renewal", "fill_arrivals", "window_order", "fill_base", "fill_items", "gather_rows")
+KERNELS = ("count_renewal", "renewal_arrivals", "fill_arrivals", "window_order", "fill_base", "fill_items", "gather_rows")
 HOST = {G: ("plan_chunks", "chunk_units", "renewal_params", "servegen_counts", "to_batch"),
         R: ("client_targets",)}
 
@@ -65,7 +65,7 @@ class Timers:
 
 def run_case(name, pool, backend, kwargs, timers):
     kern = __import__(f"servegen_fast.kernels.{'cpu' if backend == 'cpu' else 'reference'}", fromlist=["x"])
-    saved = [(kern, k, timers.wrap(kern, k, f"kernel {k}")) for k in KERNELS]
+    saved = [(kern, k, timers.wrap(kern, k, f"kernel {k}")) for k in KERNELS if hasattr(kern, k)]
     saved += [(G, k, timers.wrap(G, k)) for k in HOST[G] if k != "chunk_units"]
     saved.append((G, "chunk_units", G.chunk_units))
     timers.wrap_units()
@@ -102,7 +102,10 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--skip-pool", action="store_true")
     ap.add_argument("--skip-fleet", action="store_true")
+    ap.add_argument("--arrival-stream", type=int, choices=(1, 2), default=None,
+                    help="the inter-arrival random stream (default: the generator's default)")
     args = ap.parse_args(argv)
+    stream = {} if args.arrival_stream is None else {"arrival_stream": args.arrival_stream}
     print(f"machine: {machine()}")
     base = open_pool(args.pool)
     # warm-up: load (or compile) every kernel once, outside the timings
@@ -111,7 +114,7 @@ def main(argv=None) -> int:
     G.generate_table(P.synthesize(base, 1000, duration=86400, seed=1), duration=1200, seed=1, backend=args.backend)
     if not args.skip_pool:
         run_case(f"pool {args.pool}, {args.pool_hours} h native, servegen mode", base, args.backend,
-                 dict(rate=None, duration=args.pool_hours * 3600, seed=1), Timers())
+                 dict(rate=None, duration=args.pool_hours * 3600, seed=1, **stream), Timers())
     if not args.skip_fleet:
         d = args.fleet_hours * 3600
         t = time.perf_counter()
@@ -119,7 +122,7 @@ def main(argv=None) -> int:
                            mean_over=(0, d))
         print(f"\nsynthesize {args.fleet_clients:,} clients: {time.perf_counter() - t:.2f} s")
         run_case(f"fleet {args.fleet_clients:,} clients, {args.fleet_hours} h at {args.mean_rate:g} req/s, renewal",
-                 pop, args.backend, dict(rate=None, duration=d, seed=1), Timers())
+                 pop, args.backend, dict(rate=None, duration=d, seed=1, **stream), Timers())
     print(f"\npeak RSS {peak_rss_mib():.0f} MiB")
     return 0
 

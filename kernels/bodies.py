@@ -12,7 +12,8 @@ import types
 
 from . import philox as px
 
-from .codes import CORR_COMONOTONE, CORR_INDEPENDENT, LAW_GAMMA, LAW_WEIBULL, MODE_SERVEGEN
+from .stream2 import make_stream2
+from .codes import CORR_COMONOTONE, CORR_INDEPENDENT, LAW_GAMMA, LAW_STREAM2, LAW_WEIBULL, MODE_SERVEGEN
 # Length streams: base field f uses FIELD_BASE + f (independent) or FIELD_BASE for all
 # fields (comonotone); item i of list field f uses FIELD_ITEM + f with attempt i.
 FIELD_BASE = 16
@@ -27,14 +28,18 @@ _INV_SQRT2 = 0.7071067811865476
 def make_bodies(jit, s):
     """Compile the scalar bodies with `jit` over the samplers namespace `s` (philox.make_samplers)."""
     gamma, weibull, exponential = s.gamma, s.weibull, s.exponential
+    gamma2 = make_stream2(jit, s).gamma2
     uniform, uniform2_attempt = s.uniform, s.uniform2_attempt
 
     @jit
     def draw(law, k, seed, client, window, field, index):
-        """One scale-1 inter-arrival draw of the unit's law."""
+        """One scale-1 inter-arrival draw of the unit's law (law + LAW_STREAM2: arrival stream 2,
+        which differs in Gamma only)."""
         if law == LAW_GAMMA:
             return gamma(k, seed, client, window, field, index)
-        if law == LAW_WEIBULL:
+        if law == LAW_GAMMA + LAW_STREAM2:
+            return gamma2(k, seed, client, window, field, index)
+        if law == LAW_WEIBULL or law == LAW_WEIBULL + LAW_STREAM2:
             return weibull(k, seed, client, window, field, index)
         return exponential(seed, client, window, field, index)
 
@@ -42,12 +47,18 @@ def make_bodies(jit, s):
     def residual(law, k, scale, seed, client, window):
         """Equilibrium (forward-recurrence) time: U × a length-biased interval."""
         u = uniform(seed, client, window, _FIELD_START, 1)
-        if law == LAW_GAMMA:
-            b = gamma(k + 1.0, seed, client, window, _FIELD_START, 0)
-        elif law == LAW_WEIBULL:
-            b = gamma(1.0 + 1.0 / k, seed, client, window, _FIELD_START, 0) ** (1.0 / k)
+        base = law - LAW_STREAM2 if law >= LAW_STREAM2 else law
+        a = 2.0
+        if base == LAW_GAMMA:
+            a = k + 1.0
+        elif base == LAW_WEIBULL:
+            a = 1.0 + 1.0 / k
+        if law >= LAW_STREAM2:
+            b = gamma2(a, seed, client, window, _FIELD_START, 0)
         else:
-            b = gamma(2.0, seed, client, window, _FIELD_START, 0)
+            b = gamma(a, seed, client, window, _FIELD_START, 0)
+        if base == LAW_WEIBULL:
+            b = b ** (1.0 / k)
         return u * b * scale
 
     @jit
@@ -56,6 +67,20 @@ def make_bodies(jit, s):
         t = residual(law, k, scale, seed, client, window)
         c = 0
         while t < length:
+            t = t + scale * draw(law, k, seed, client, window, _FIELD_IAT, c)
+            c += 1
+        return c
+
+    @jit
+    def count_fill_unit(seed, client, window, start, length, below, law, k, scale, first, lo, cap):
+        """count_unit's count, and the unit's first `cap` arrival times (as fill_unit writes them)
+        into first[lo:lo+cap]: one walk of the renewal sequence serves the count and the fill."""
+        t = residual(law, k, scale, seed, client, window)
+        c = 0
+        while t < length:
+            if c < cap:
+                v = start + t
+                first[lo + c] = v if v < below else below
             t = t + scale * draw(law, k, seed, client, window, _FIELD_IAT, c)
             c += 1
         return c
@@ -77,7 +102,8 @@ def make_bodies(jit, s):
             for j in range(m):
                 v = start + t  # t < length, but the sum may round up onto the window end
                 out_t[lo + j] = v if v < below else below
-                t = t + scale * draw(law, k, seed, client, window, _FIELD_IAT, j)
+                if j + 1 < m:  # the draw after the last arrival only ends the window: skip it
+                    t = t + scale * draw(law, k, seed, client, window, _FIELD_IAT, j)
 
     @jit
     def lookup(values, cdf, guide, lo, hi, goff, u):
@@ -137,5 +163,6 @@ def make_bodies(jit, s):
             u1, u2 = uniform2_attempt(seed, client, window, field, k, i)
             out[lo + i] = lookup(values, cdf, guide, doff[d], doff[d + 1], goff[d], u1)
 
-    return types.SimpleNamespace(draw=draw, residual=residual, count_unit=count_unit, fill_unit=fill_unit,
+    return types.SimpleNamespace(draw=draw, residual=residual, count_unit=count_unit,
+                                 count_fill_unit=count_fill_unit, fill_unit=fill_unit,
                                  lookup=lookup, phi=phi, base_row=base_row, item_values=item_values)

@@ -14,6 +14,7 @@ from numba import prange
 from . import config
 from . import philox as px
 from .bodies import FIELD_ITEM, make_bodies
+from .codes import ROOM_BLOCK
 from .session_bodies import make_session_bodies
 from .modulation import warp_arrivals  # noqa: F401 (the contract: intra-window modulation)
 
@@ -22,6 +23,7 @@ _nbjit = config.njit
 _B = make_bodies(config.njit_inline, px._CPU)
 _count_unit = _B.count_unit
 _fill_unit = _B.fill_unit
+_count_fill_unit = _B.count_fill_unit
 _base_row = _B.base_row
 _item_values = _B.item_values
 
@@ -35,7 +37,28 @@ def count_renewal(seed, client, window, length, law, k, scale):
 
 
 @_pjit
-def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t):
+def renewal_arrivals(seed, client, window, start, length, law, k, scale, room_off):
+    """count_renewal's counts, and the arrival times of the units that fit their block's room
+    (codes.ROOM_BLOCK units a block, packed in unit order at first[room_off[b]:room_off[b+1]]):
+    the count and the fill in one walk (fill_arrivals copies them)."""
+    n = len(law)
+    counts = np.zeros(n, np.int64)
+    first = np.empty(room_off[len(room_off) - 1], np.float64)
+    for b in prange(len(room_off) - 1):
+        lo = room_off[b]
+        room = room_off[b + 1] - lo
+        used = 0
+        for u in range(b * ROOM_BLOCK, min(b * ROOM_BLOCK + ROOM_BLOCK, n)):
+            below = np.nextafter(start[u] + length[u], -np.inf)
+            c = _count_fill_unit(seed, client[u], window[u], start[u], length[u], below, law[u], k[u], scale[u],
+                                 first, lo + used, max(room - used, 0))
+            counts[u] = c
+            used += c
+    return counts, first
+
+
+@_pjit
+def _fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t):
     for u in prange(len(law)):
         lo = offsets[u]
         m = offsets[u + 1] - lo
@@ -45,6 +68,39 @@ def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offs
                        out_t)
 
 
+@_pjit
+def _place_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t, room_off, first):
+    """Each block's kept times copied in one run where all of them fit its room; in a block
+    that overflowed, the units that fit are copied and the rest drawn again."""
+    n = len(law)
+    for b in prange(len(room_off) - 1):
+        u0 = b * ROOM_BLOCK
+        u1 = min(u0 + ROOM_BLOCK, n)
+        base = offsets[u0]
+        lo = room_off[b]
+        room = room_off[b + 1] - lo
+        for u in range(u0, u1):
+            m = offsets[u + 1] - offsets[u]
+            if m == 0:
+                continue
+            if offsets[u + 1] - base <= room:
+                src = lo + offsets[u] - base
+                for j in range(m):
+                    out_t[offsets[u] + j] = first[src + j]
+            else:
+                below = np.nextafter(start[u] + length[u], -np.inf)
+                _fill_unit(mode, seed, client[u], window[u], start[u], length[u], below, law[u], k[u], scale[u],
+                           offsets[u], m, out_t)
+
+
+def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t, room_off=None,
+                  first=None):
+    """Arrival times of every unit into out_t[offsets[u]:offsets[u+1]]; with renewal_arrivals'
+    (room_off, first), the units it kept are copied and only the others drawn."""
+    if room_off is None:
+        _fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t)
+    else:
+        _place_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t, room_off, first)
 
 
 @_nbjit

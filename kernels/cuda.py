@@ -36,7 +36,8 @@ if not _available:
 from .bodies import FIELD_ITEM  # noqa: E402
 from .cuda_kernels import (SIMULATOR, THREADS_PER_BLOCK, _blocks, _count_renewal_k,  # noqa: F401 (benchmarks, tests)
                            device_name, _dev, _fill_arrivals_k, _fill_base_k, _fill_items_k,  # noqa: E402
-                           _gather_ordered_k, _gather_rows_k, _launch, _order)
+                           _gather_ordered_k, _gather_rows_k, _launch, _order,
+                           _place_arrivals_k, _renewal_arrivals_k)
 from .cuda_chunks import PendingChunk, submit_ordered  # noqa: E402,F401
 from .cuda_modulation import launch_warp  # noqa: E402
 
@@ -51,7 +52,22 @@ def count_renewal(seed, client, window, length, law, k, scale):
     return counts.copy_to_host()
 
 
-def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t):
+def renewal_arrivals(seed, client, window, start, length, law, k, scale, room_off):
+    n = len(law)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    start = np.asarray(start, np.float64)
+    length = np.asarray(length, np.float64)
+    below = np.nextafter(start + length, -np.inf)
+    counts = cuda.device_array(n, np.int64)
+    first = cuda.device_array(max(int(room_off[-1]), 1), np.float64)
+    _launch(_renewal_arrivals_k, len(room_off) - 1, np.uint64(seed), _dev(client), _dev(window), _dev(start),
+            _dev(length), _dev(below), _dev(law), _dev(k), _dev(scale), _dev(room_off, np.int64), counts, first)
+    return counts.copy_to_host(), first.copy_to_host()[:int(room_off[-1])]
+
+
+def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t, room_off=None,
+                  first=None):
     n = len(law)
     if n == 0 or len(out_t) == 0:
         return
@@ -59,8 +75,13 @@ def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offs
     length = np.asarray(length, np.float64)
     below = np.nextafter(start + length, -np.inf)  # cpu.py: nextafter(start[u] + length[u], -inf)
     d_out = cuda.device_array(len(out_t), np.float64)
-    _launch(_fill_arrivals_k, n, np.int64(mode), np.uint64(seed), _dev(client), _dev(window), _dev(start),
-            _dev(length), _dev(below), _dev(law), _dev(k), _dev(scale), _dev(offsets, np.int64), d_out)
+    head = (np.int64(mode), np.uint64(seed), _dev(client), _dev(window), _dev(start), _dev(length), _dev(below),
+            _dev(law), _dev(k), _dev(scale), _dev(offsets, np.int64))
+    if room_off is None:
+        _launch(_fill_arrivals_k, n, *head, d_out)
+    else:
+        _launch(_place_arrivals_k, len(room_off) - 1, *head, _dev(room_off, np.int64), _dev(np.append(first, 0.0)),
+                d_out)
     out_t[:] = d_out.copy_to_host()
 
 
@@ -128,7 +149,7 @@ def gather_rows(perm, slot_unit, client, t, vals):
             _dev(t, np.float64), _dev(vals, np.float64), np.int64(nf), ts, cid, out)
     return ts.copy_to_host(), cid.copy_to_host(), out.copy_to_host()[:nf]
 
-__all__ = ["count_renewal", "fill_arrivals", "warp_arrivals", "window_order", "fill_base", "fill_items", "gather_rows", "submit_ordered",
+__all__ = ["count_renewal", "renewal_arrivals", "fill_arrivals", "warp_arrivals", "window_order", "fill_base", "fill_items", "gather_rows", "submit_ordered",
            "PendingChunk", "device_name", "SIMULATOR", "THREADS_PER_BLOCK",
            # kernels and launch helpers, for benchmarks/bench_cuda.py
            "_blocks", "_count_renewal_k", "_fill_arrivals_k", "_fill_base_k", "_gather_ordered_k", "_order"]

@@ -9,7 +9,7 @@ import numpy as np
 from numba import cuda
 
 from .cuda_modulation import launch_warp
-from .cuda_kernels import _fill_arrivals_k, _fill_base_k, _gather_ordered_k, _launch, _order
+from .cuda_kernels import _fill_arrivals_k, _fill_base_k, _gather_ordered_k, _launch, _order, _place_arrivals_k
 
 class _Tables:
     """Device copies of the distribution tables, uploaded once per table set (they are the
@@ -82,12 +82,13 @@ class PendingChunk:
 
 
 def submit_ordered(mode, seed, client, window, start, length, law, k, scale, offsets, first_unit, corr_mode, rho,
-                   dist, tables, want_units, mod=None):
+                   dist, tables, want_units, mod=None, pre=None):
     """Queue one chunk on the GPU: arrivals, window ordering, base lengths in unit order and the
     gather into time order all stay on the device; only the ordered columns are copied back
     (asynchronously, into pinned buffers). Returns a PendingChunk whose result() is
     (timestamps, client ids, base values [F, N], perm or None, unit of each row or None),
     the same as the CPU composition of fill_arrivals, window_order, fill_base and gather_rows.
+    `pre` is renewal_arrivals' (room_off, first), the arrival times its count kept, or None.
     """
     while len(_pending) >= 2:  # the ring has two buffer sets: at most two chunks in flight
         _pending[0].result()
@@ -111,9 +112,13 @@ def submit_ordered(mode, seed, client, window, start, length, law, k, scale, off
     d_window = _dev_async(window, stream)
     d_off = _dev_async(np.asarray(offsets, np.int64), stream)
     d_t = cuda.device_array(n, np.float64, stream=stream)
-    _launch(_fill_arrivals_k, len(law), np.int64(mode), np.uint64(seed), d_client, d_window, _dev_async(start, stream),
-            _dev_async(length, stream), _dev_async(below, stream), _dev_async(law, stream), _dev_async(k, stream),
-            _dev_async(scale, stream), d_off, d_t, stream=stream)
+    head = (np.int64(mode), np.uint64(seed), d_client, d_window, _dev_async(start, stream), _dev_async(length, stream),
+            _dev_async(below, stream), _dev_async(law, stream), _dev_async(k, stream), _dev_async(scale, stream), d_off)
+    if pre is None:
+        _launch(_fill_arrivals_k, len(law), *head, d_t, stream=stream)
+    else:
+        _launch(_place_arrivals_k, len(pre[0]) - 1, *head, _dev_async(np.asarray(pre[0], np.int64), stream),
+                _dev_async(np.append(pre[1], 0.0), stream), d_t, stream=stream)
     if mod is not None:  # intra-window modulation (kernels/modulation.py): (sigma, tau) per unit
         launch_warp(_launch, lambda a: _dev_async(a, stream), seed, d_client, d_window, start, length, mod[0], mod[1],
                     d_off, d_t, stream=stream)

@@ -23,6 +23,7 @@ from numba import cuda
 from . import config
 from . import philox as px
 from .bodies import make_bodies
+from .codes import ROOM_BLOCK
 
 # --------------------------------------------------------------------------- configuration
 THREADS_PER_BLOCK = config.CUDA_THREADS_PER_BLOCK
@@ -34,6 +35,7 @@ _djit = cuda.jit(device=True)
 _B = make_bodies(_djit, px.make_samplers(_djit))
 _count_unit = _B.count_unit
 _fill_unit = _B.fill_unit
+_count_fill_unit = _B.count_fill_unit
 _base_row = _B.base_row
 _item_values = _B.item_values
 
@@ -79,6 +81,44 @@ def _fill_arrivals_k(mode, seed, client, window, start, length, below, law, k, s
         if m > 0:
             _fill_unit(mode, seed, client[u], window[u], start[u], length[u], below[u], law[u], k[u], scale[u], lo, m,
                        out_t)
+
+
+@cuda.jit
+def _renewal_arrivals_k(seed, client, window, start, length, below, law, k, scale, room_off, counts, first):
+    """One thread per block of ROOM_BLOCK units (cpu.py renewal_arrivals)."""
+    n = len(law)
+    for b in range(cuda.grid(1), len(room_off) - 1, cuda.gridsize(1)):
+        lo = room_off[b]
+        room = room_off[b + 1] - lo
+        used = 0
+        for u in range(b * ROOM_BLOCK, min(b * ROOM_BLOCK + ROOM_BLOCK, n)):
+            c = _count_fill_unit(seed, client[u], window[u], start[u], length[u], below[u], law[u], k[u], scale[u],
+                                 first, lo + used, max(room - used, 0))
+            counts[u] = c
+            used += c
+
+
+@cuda.jit
+def _place_arrivals_k(mode, seed, client, window, start, length, below, law, k, scale, offsets, room_off, first,
+                      out_t):
+    """_fill_arrivals_k, copying the units whose times _renewal_arrivals_k kept (cpu.py _place_arrivals)."""
+    n = len(law)
+    for b in range(cuda.grid(1), len(room_off) - 1, cuda.gridsize(1)):
+        u0 = b * ROOM_BLOCK
+        base = offsets[u0]
+        lo = room_off[b]
+        room = room_off[b + 1] - lo
+        for u in range(u0, min(u0 + ROOM_BLOCK, n)):
+            m = offsets[u + 1] - offsets[u]
+            if m == 0:
+                continue
+            if offsets[u + 1] - base <= room:
+                src = lo + offsets[u] - base
+                for j in range(m):
+                    out_t[offsets[u] + j] = first[src + j]
+            else:
+                _fill_unit(mode, seed, client[u], window[u], start[u], length[u], below[u], law[u], k[u], scale[u],
+                           offsets[u], m, out_t)
 
 
 # Window ordering: a bucket sort over about one bucket per arrival (times fill a window

@@ -36,6 +36,7 @@ Samplers (scale 1):
   slot-1 block (words 2, 3; never used for anything else).  At most
   ``GAMMA_MAX_ATTEMPTS`` attempts (then NaN; never reached in practice);
   ``a <= 0`` or NaN gives NaN.
+* gamma2(a):    arrival stream 2's Gamma, one block per attempt: kernels/stream2.py.
 
 Backends built from the same source:
 

@@ -16,16 +16,26 @@ import math
 import numpy as np
 
 from . import philox as px
+from .stream2 import gamma2_np
 from .bodies import FIELD_BASE, FIELD_ITEM
-from .codes import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL, MODE_SERVEGEN
+from .codes import LAW_GAMMA, LAW_STREAM2, LAW_WEIBULL, MODE_RENEWAL, MODE_SERVEGEN, ROOM_BLOCK
+
+
+def _split_stream(law):
+    """(law without the stream flag, True where arrival stream 2: law + LAW_STREAM2; codes.py)."""
+    v2 = law >= LAW_STREAM2
+    return np.where(v2, law - LAW_STREAM2, law), v2
 
 
 def _draw(law, shape, seed, client, window, field, index):
     """Scale-1 draws of each unit's law (vectorised over arrays of equal length)."""
     out = np.empty(len(law))
-    g, w, e = law == LAW_GAMMA, law == LAW_WEIBULL, law == LAW_EXPONENTIAL
-    if g.any():
-        out[g] = px.gamma_np(shape[g], seed, client[g], window[g], field, index[g])
+    law, v2 = _split_stream(law)
+    g1, g2 = (law == LAW_GAMMA) & ~v2, (law == LAW_GAMMA) & v2
+    w, e = law == LAW_WEIBULL, (law != LAW_GAMMA) & (law != LAW_WEIBULL)
+    for g, gamma in ((g1, px.gamma_np), (g2, gamma2_np)):
+        if g.any():
+            out[g] = gamma(shape[g], seed, client[g], window[g], field, index[g])
     if w.any():
         out[w] = px.weibull_np(shape[w], seed, client[w], window[w], field, index[w])
     if e.any():
@@ -36,16 +46,17 @@ def _draw(law, shape, seed, client, window, field, index):
 def _residual(law, k, scale, seed, client, window):
     """Equilibrium (forward-recurrence) time of a stationary renewal process: U × length-biased interval."""
     u = px.uniform_np(seed, client, window, px.FIELD_RENEWAL_START, 1)
-    biased = np.empty(len(law))
-    g, w, e = law == LAW_GAMMA, law == LAW_WEIBULL, law == LAW_EXPONENTIAL
+    law, v2 = _split_stream(law)
+    g, w = law == LAW_GAMMA, law == LAW_WEIBULL
+    with np.errstate(divide="ignore"):
+        a = np.where(g, k + 1.0, np.where(w, 1.0 + 1.0 / k, 2.0))
     zero = np.zeros(len(law), dtype=np.uint32)
-    if g.any():
-        biased[g] = px.gamma_np(k[g] + 1.0, seed, client[g], window[g], px.FIELD_RENEWAL_START, zero[g])
+    biased = np.empty(len(law))
+    for sel, gamma in ((~v2, px.gamma_np), (v2, gamma2_np)):
+        if sel.any():
+            biased[sel] = gamma(a[sel], seed, client[sel], window[sel], px.FIELD_RENEWAL_START, zero[sel])
     if w.any():
-        biased[w] = px.pow_np(px.gamma_np(1.0 + 1.0 / k[w], seed, client[w], window[w], px.FIELD_RENEWAL_START,
-                                          zero[w]), 1.0 / k[w])
-    if e.any():
-        biased[e] = px.gamma_np(np.full(e.sum(), 2.0), seed, client[e], window[e], px.FIELD_RENEWAL_START, zero[e])
+        biased[w] = px.pow_np(biased[w], 1.0 / k[w])
     return u * biased * scale
 
 
@@ -65,17 +76,41 @@ def count_renewal(seed, client, window, length, law, k, scale):
     return counts
 
 
-def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t):
+def renewal_arrivals(seed, client, window, start, length, law, k, scale, room_off):
+    """(count_renewal's counts, `first`): block b (ROOM_BLOCK units) keeps, packed in unit order
+    at first[room_off[b]:], the arrival times of its units whose times all fit its room
+    (the compiled kernels walk each sequence once for both)."""
+    counts = count_renewal(seed, client, window, length, law, k, scale)
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    t = np.empty(offsets[-1])
+    fill_arrivals(MODE_RENEWAL, seed, client, window, start, length, law, k, scale, offsets, t)
+    first = np.full(room_off[-1], np.nan)
+    for b in range(len(room_off) - 1):
+        u0, u1 = b * ROOM_BLOCK, min((b + 1) * ROOM_BLOCK, len(law))
+        m = min(offsets[u1] - offsets[u0], room_off[b + 1] - room_off[b])
+        first[room_off[b]:room_off[b] + m] = t[offsets[u0]:offsets[u0] + m]
+    return counts, first
+
+
+def fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t, room_off=None,
+                  first=None):
     """Arrival times of every unit into out_t[offsets[u]:offsets[u+1]], ascending per unit.
 
     servegen: n = count + 1 scale-free draws X_i; t_j = start + length * (S_j / S_n).
     renewal/poisson: t_1 = start + residual, t_{j+1} = t_j + scale * X_j.
+    With renewal_arrivals' (room_off, first), a unit whose times fit its block's room is copied.
     """
     for u in range(len(law)):
         lo, hi = offsets[u], offsets[u + 1]
         m = hi - lo
         if m == 0:
             continue
+        if room_off is not None:
+            b, base = u // ROOM_BLOCK, offsets[u // ROOM_BLOCK * ROOM_BLOCK]
+            if hi - base <= room_off[b + 1] - room_off[b]:
+                out_t[lo:hi] = first[room_off[b] + lo - base:room_off[b] + hi - base]
+                continue
         if mode == MODE_SERVEGEN:
             idx = np.arange(m + 1)
             x = _draw(np.full(m + 1, law[u]), np.full(m + 1, k[u]), seed, np.full(m + 1, client[u]),

@@ -50,9 +50,11 @@ def _count(src, shift, w, day, period, active):
 
 @config.njit_parallel
 def population_units(src, shift, mult, cv_factor, client_ids, w, start, length, day, period, active, law, shape,
-                     cv, rate, length_index, dist_id):
-    """(wi, client, window, start, length, rate, law, shape, cv, dist) of the active pairs of
-    windows `w` (horizon indices; `day` is each one's rate factor, > 0 for an active window).
+                     cv, rate, length_index, dist_id, want_source):
+    """(wi, client, window, start, length, rate, law, shape, cv, dist, source client, source
+    window) of the active pairs of windows `w` (horizon indices; `day` is each one's rate
+    factor, > 0 for an active window); the last two (for gathering a modulated source's
+    [C, W] arrays) are empty unless `want_source`.
     The source's [window, client] arrays (`active`, `law`, `shape`, `cv`, `rate`: transposed,
     so the clients of the few source windows a chunk reads stay in cache)."""
     n = len(src)
@@ -73,6 +75,8 @@ def population_units(src, shift, mult, cv_factor, client_ids, w, start, length, 
     o_shape = np.empty(m, np.float64)
     o_cv = np.empty(m, np.float64)
     o_dist = np.empty((m, f), np.int64)
+    o_src = np.empty(m if want_source else 0, np.int64)
+    o_sw = np.empty(m if want_source else 0, np.int64)
     for task in prange(len(w) * nb):
         if counts[task] == 0:
             continue
@@ -104,5 +108,8 @@ def population_units(src, shift, mult, cv_factor, client_ids, w, start, length, 
             li = length_index[sw]
             for q in range(f):
                 o_dist[j, q] = dist_id[s, li, q]
+            if want_source:
+                o_src[j] = s
+                o_sw[j] = sw
             j += 1
-    return o_wi, o_client, o_window, o_start, o_length, o_rate, o_law, o_shape, o_cv, o_dist
+    return o_wi, o_client, o_window, o_start, o_length, o_rate, o_law, o_shape, o_cv, o_dist, o_src, o_sw

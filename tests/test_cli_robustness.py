@@ -237,6 +237,16 @@ def test_estimate_of_a_long_job():
     assert generate_table(pool, 50.0, 3600).num_rows == n
 
 
+def test_estimate_sees_the_compiled_kernels():
+    """After a generation the cpu kernels are in Numba's cache, and the estimate says so (it
+    looks for the arrival kernel's cache file by name)."""
+    from servegen_fast.sample.estimate import kernels_cached
+    from servegen_fast.sample.generate import generate_table
+
+    generate_table(open_pool("builtin"), 5.0, 600)
+    assert kernels_cached()
+
+
 # --------------------------------------------------------------------------- row 11: missing extras
 @pytest.mark.parametrize("argv", [["serve", "--port", "0"], ["replay", "TRACE", "-o", "OUT"]])
 def test_missing_replay_extra_gives_the_install_hint(tmp_path, argv):

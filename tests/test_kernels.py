@@ -285,3 +285,64 @@ def test_window_order_matches_stable_argsort(layout):
     got = cpu.window_order(t, unit_offsets, first_unit)
     np.testing.assert_array_equal(got, reference.window_order(t, unit_offsets, first_unit))
     assert np.all(np.diff(t[got]) >= 0)
+
+
+# --------------------------------------------------------------------------- count and fill in one walk
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_renewal_arrivals_keep_what_the_fill_would_draw(backend):
+    """renewal_arrivals' counts are count_renewal's, and fill_arrivals gives the same times
+    whether a unit is copied from the kept ones or drawn again: blocks whose room is empty,
+    too small (part copied, part drawn), or ample; the last block is partial."""
+    from servegen_fast.kernels import cpu, reference
+    from servegen_fast.kernels.codes import MODE_RENEWAL, ROOM_BLOCK
+    from servegen_fast.sample.plan import renewal_params
+
+    kern = reference if backend == "numpy" else cpu
+    n = 3 * ROOM_BLOCK + 5
+    rng = np.random.default_rng(4)
+    law = np.array([LAW_GAMMA, LAW_WEIBULL, LAW_EXPONENTIAL, LAW_GAMMA] * n, np.int64)[:n]
+    cv = rng.uniform(0.4, 3.0, n)
+    shape = np.where(law == LAW_WEIBULL, rng.uniform(0.4, 2.0, n), 1.0)
+    rate = rng.uniform(0.002, 0.02, n)
+    k, scale = renewal_params(law, shape, cv, rate)
+    client = np.arange(n, dtype=np.uint32) * 7
+    window = np.full(n, 12, np.uint32)
+    start = np.full(n, 7200.0)
+    length = np.full(n, 600.0)
+    seed = np.uint64(11)
+    counts = kern.count_renewal(seed, client, window, length, law, k, scale)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    want = np.empty(offsets[-1])
+    kern.fill_arrivals(MODE_RENEWAL, seed, client, window, start, length, law, k, scale, offsets, want)
+    block_total = np.add.reduceat(counts, np.arange(4) * ROOM_BLOCK)
+    room = np.array([0, block_total[1] // 2, block_total[2] + 3, block_total[3]])
+    room_off = np.zeros(5, np.int64)
+    np.cumsum(room, out=room_off[1:])
+    got_counts, first = kern.renewal_arrivals(seed, client, window, start, length, law, k, scale, room_off)
+    np.testing.assert_array_equal(got_counts, counts)
+    assert block_total[1] > 4  # a part of block 1 is copied, the rest drawn
+    got = np.full(offsets[-1], np.nan)
+    kern.fill_arrivals(MODE_RENEWAL, seed, client, window, start, length, law, k, scale, offsets, got, room_off, first)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("stream", [1, 2])
+@pytest.mark.parametrize("mode", MODES)
+def test_arrival_streams_equal_across_backends_and_chunk_sizes(pools, stream, mode):
+    """Each arrival stream (kernels/codes.py) gives the same bytes on numpy and cpu and for any
+    chunk size; the two streams differ (the pool has Gamma windows)."""
+    pool = pools("synthetic-language")
+    kw = dict(start=150, seed=99, mode=mode, arrival_stream=stream)
+    ref = generate_table(pool, None, 2250, backend="numpy", **kw)
+    cpu = generate_table(pool, None, 2250, backend="cpu", **kw)
+    small = generate_table(pool, None, 2250, backend="cpu", chunk_bytes=96 * 50, **kw)
+    assert ref.num_rows > 300
+    assert ref.equals(cpu) and small.equals(cpu)
+    other = generate_table(pool, None, 2250, backend="cpu", **{**kw, "arrival_stream": 3 - stream})
+    assert not other.column("timestamp").equals(cpu.column("timestamp"))
+
+
+def test_unknown_arrival_stream_is_a_clear_error(pools):
+    with pytest.raises(ValueError, match="arrival_stream must be one of"):
+        generate(pools("synthetic-language"), None, 600, arrival_stream=3)

@@ -346,7 +346,9 @@ _SIM_SCRIPT = textwrap.dedent("""
     import numpy as np
     from numba import cuda
     from servegen_fast.kernels import philox as p
+    from servegen_fast.kernels import stream2
     D = p.make_samplers(cuda.jit(device=True))
+    S2 = stream2.make_stream2(cuda.jit(device=True), D)
 
     @cuda.jit
     def kern(out, shape):
@@ -356,13 +358,14 @@ _SIM_SCRIPT = textwrap.dedent("""
             out[i, 1] = D.normal(99, 1, 2, 3, i)
             out[i, 2] = D.gamma(shape, 99, 1, 2, 3, i)
             out[i, 3] = D.weibull(0.4, 99, 1, 2, 3, i)
+            out[i, 4] = S2.gamma2(shape, 99, 1, 2, 3, i)
 
-    out = np.zeros((40, 4))
+    out = np.zeros((40, 5))
     kern[2, 32](out, 0.3)
     ix = np.arange(40)
     ref = np.stack([p.uniform_np(99, 1, 2, 3, ix), p.normal_np(99, 1, 2, 3, ix),
                     p.gamma_np(0.3, 99, 1, 2, 3, ix),
-                    p.weibull_np(0.4, 99, 1, 2, 3, ix)], axis=1)
+                    p.weibull_np(0.4, 99, 1, 2, 3, ix), stream2.gamma2_np(0.3, 99, 1, 2, 3, ix)], axis=1)
     assert np.array_equal(out, ref), np.abs(out - ref).max()
     print("SIM-OK")
 """)
@@ -377,4 +380,3 @@ def test_same_source_under_cuda_simulator():
         pytest.skip("numba.cuda (simulator) not available")
     assert res.returncode == 0, res.stderr
     assert "SIM-OK" in res.stdout
-

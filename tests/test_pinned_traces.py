@@ -15,6 +15,7 @@ import pytest
 
 from servegen_fast.cli import main
 from servegen_fast.io.manifest import MANIFEST_KEY
+from servegen_fast.io.trace import trace_metadata
 
 CASES = {
     "pool.parquet": ["--pool", "builtin", "--duration", "2h", "--rate", "50", "--seed", "3"],
@@ -43,8 +44,9 @@ PINNED_V1 = {
 }
 
 
-# file encoding 2, the default (BYTE_STREAM_SPLIT numeric columns; `file_encoding` in the metadata)
-PINNED = {
+# file encoding 2 (BYTE_STREAM_SPLIT numeric columns; `file_encoding` in the metadata), arrival
+# stream 1 (regenerated with --arrival-stream 1, or from the metadata of a trace without `arrival_stream`)
+PINNED_STREAM1 = {
     "fleet.parquet": "2b0a769fd1cdc7d10437fb0b8cdbf9dcdd658a45004fac4e22b0ea4462f0dae3",
     "fleet_parts/_manifest.parquet": "a44d6450f71d38695d0f367c6afb4aec8eba5a74af8cfbea0b3820edddc3b9bf",
     "fleet_parts/part-00000.parquet": "87589e589c0c5dba07dcc959e72eb6d29610fd80bd0041eff8399f79aa47cf3a",
@@ -55,6 +57,20 @@ PINNED = {
     "pool.parquet": "56839ba27ca5500f04c3bbb249a8c8bb1104117ce99b6e4b72e4faf435f2bc13",
     "reason.arrow": "01416befd872fd0b9e5a750597c43e669b84c999a89a46592295bd92829235ef",
 }
+
+# the default: file encoding 2, arrival stream 2 (Gamma with one Philox block per attempt)
+PINNED = {
+    "fleet.parquet": "681e5538a8ef1d6e703f1e1126a9a94ef39206829bc0a7f5a8e2d2131c23b112",
+    "fleet_parts/_manifest.parquet": "c0209d28d559ece8aa03c422e2ac5760bc91dd62fa43140ac83f5ba00e8da71b",
+    "fleet_parts/part-00000.parquet": "ea412f8f9a970fb447a1a282783e3e74cecf096e896197964a65a8c7bdd284da",
+    "fleet_parts/part-00001.parquet": "0b32e80ad0b62b96f6114af8b11380f7df668b64e2c3a80c3bcf73971bafabf8",
+    "fleet_parts/part-00002.parquet": "98a05f7fb5fa7ded5dd78ac9668e7deca55adfbcf2d1640515019137db13a9f2",
+    "mm.parquet": "48515a255f593c88b20bb16d00d514002e4c082b2a159805fef02e7b220ddde3",
+    "pool.arrow": "54c7e57aa6aec7170295bd7ccc4f314846de6a5753ecb6970e7650eccc7164ea",
+    "pool.parquet": "38f8a6844aa5bcb72f274e2918be2e1823976ecd369dfc5a191083aa672173a6",
+    "reason.arrow": "7adbbba7f623dbf885a9c0c4d3b8c32d37080f2753f1e8fb4a407d24b98b2897",
+}
+
 
 def _pinned_bytes(f) -> bytes:
     """A file's bytes; for a partitioned trace's manifest (a zero-row file of the trace's schema,
@@ -75,15 +91,36 @@ def _hashes(name, tmp_path, servegen_root, extra=()):
     return {str(f.relative_to(tmp_path)): hashlib.sha256(_pinned_bytes(f)).hexdigest() for f in files}
 
 
+def _want(pins, name):
+    return {k: v for k, v in pins.items() if k == name or k.startswith(name + "/")}
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_trace_bytes_are_pinned(name, tmp_path, servegen_root):
     got = _hashes(name, tmp_path, servegen_root)
-    want = {k: v for k, v in PINNED.items() if k == name or k.startswith(name + "/")}
-    assert got == want, f"trace bytes changed (pyarrow {pa.__version__})"
+    assert got == _want(PINNED, name), f"trace bytes changed (pyarrow {pa.__version__})"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_arrival_stream_1_keeps_the_bytes_of_older_traces(name, tmp_path, servegen_root):
+    got = _hashes(name, tmp_path, servegen_root, ["--arrival-stream", "1"])
+    assert got == _want(PINNED_STREAM1, name), f"stream-1 trace bytes changed (pyarrow {pa.__version__})"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_file_encoding_1_keeps_the_bytes_of_older_traces(name, tmp_path, servegen_root):
-    got = _hashes(name, tmp_path, servegen_root, ["--file-encoding", "1"])
-    want = {k: v for k, v in PINNED_V1.items() if k == name or k.startswith(name + "/")}
-    assert got == want, f"encoding-1 trace bytes changed (pyarrow {pa.__version__})"
+    got = _hashes(name, tmp_path, servegen_root, ["--file-encoding", "1", "--arrival-stream", "1"])
+    assert got == _want(PINNED_V1, name), f"encoding-1 trace bytes changed (pyarrow {pa.__version__})"
+
+
+def test_regenerating_from_metadata_keeps_the_stream_it_names(tmp_path, servegen_root):
+    """A stream-1 trace (no `arrival_stream` key) and a stream-2 trace both regenerate to their
+    own bytes from their metadata."""
+    for extra, pins in (([], PINNED), (["--arrival-stream", "1"], PINNED_STREAM1)):
+        first = tmp_path / f"first{len(extra)}.parquet"
+        assert main(["generate", *CASES["fleet.parquet"], *extra, "-o", str(first), "-q"]) == 0
+        meta = trace_metadata(first)
+        again = tmp_path / f"again{len(extra)}.parquet"
+        assert main(["generate", "--from-trace-metadata", str(first), "-o", str(again), "-q"]) == 0
+        assert hashlib.sha256(again.read_bytes()).hexdigest() == pins["fleet.parquet"]
+        assert meta.get("arrival_stream", 1) == (1 if extra else 2)

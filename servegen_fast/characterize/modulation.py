@@ -36,6 +36,9 @@ SIGMAS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.55, 0.75, 1.0, 1.4, 2.0, 2.8)
 TAUS = (3.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 IDC_SCALES = (1.0, 3.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 MIN_REQUESTS = 500
+# The candidates' traces keep arrival stream 1 (kernels/codes.py), so a log fits to the same pool
+# whatever stream the generator defaults to.
+FIT_ARRIVAL_STREAM = 1
 MAX_CLIENTS = 16  # the busiest clients only: each costs (1 + grid) x seeds generated traces
 IMPROVEMENT = 0.8
 BASE_CV_FLOOR = 0.3
@@ -121,7 +124,8 @@ def fit_modulation(pool: ClientPool, t: np.ndarray, ci: np.ndarray, labels=None)
                                    mod_sigma=np.where(act, sw, 0.0)[None], mod_tau=np.full((1, one.n_windows), tu))
             err = 0.0
             for seed in FIT_SEEDS:
-                g = generate_table(cand, seed=seed, mode="servegen", correlation="independent", backend="cpu")
+                g = generate_table(cand, seed=seed, mode="servegen", correlation="independent", backend="cpu",
+                                   arrival_stream=FIT_ARRIVAL_STREAM)
                 tg = g.column("timestamp").to_numpy()
                 idc = np.log(np.maximum([index_of_dispersion(tg, one.duration, s_) for s_ in scales], 1e-9))
                 if sims is not None:

@@ -182,20 +182,19 @@ class Population:
 
 def _units(pop: Population, w0: int, w1: int, factor: np.ndarray) -> Units:
     """The compiled planner (kernels/units.py): one pass over clients per window, no dense
-    [N, windows] arrays; identical to `_units_numpy`. A modulated source (a fitted pool whose
-    windows carry an intra-window modulation) is planned by the NumPy twin, which gathers the
-    modulation parameters too."""
+    [N, windows] arrays; identical to `_units_numpy`. For a modulated source (a fitted pool whose
+    windows carry an intra-window modulation) it also returns each unit's source (client,
+    window), which gathers the modulation parameters."""
     s = pop.source
-    if s.mod_sigma is not None and (s.mod_sigma > 0).any():
-        return _units_numpy(pop, w0, w1, factor)
+    modulated = s.mod_sigma is not None and bool((s.mod_sigma > 0).any())
     w = pop.window_index[w0:w1]
     day = pop.day_factor[pop._day_of(w)] * np.asarray(factor, np.float64)
-    wi, client, window, start, length, rate, law, shape, cv, dist = population_units(
+    wi, client, window, start, length, rate, law, shape, cv, dist, sa, swa = population_units(
         pop.src, pop.shift, pop.mult, pop.cv_factor, pop.client_ids, w,
         pop.window_start[w0:w1].astype(np.float64), pop.window_len[w0:w1].astype(np.float64), day,
-        _period_windows(s), *_by_window(s), s.length_index, s.dist_id)
+        _period_windows(s), *_by_window(s), s.length_index, s.dist_id, modulated)
     return Units(wi=wi, client=client, window=window, start=start, length=length, rate=rate, law=law, shape=shape,
-                 cv=cv, dist=dist)
+                 cv=cv, dist=dist, mod=modulation(s.mod_sigma, s.mod_tau, sa, swa) if modulated else None)
 
 
 def _by_window(s: ClientPool) -> tuple:

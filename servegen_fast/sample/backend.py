@@ -19,7 +19,9 @@ class Kernels(Protocol):
     """The functions of a backend module (signatures as in kernels/reference.py, the spec)."""
 
     def count_renewal(self, seed, client, window, length, law, k, scale) -> np.ndarray: ...
-    def fill_arrivals(self, mode, seed, client, window, start, length, law, k, scale, offsets, out_t) -> None: ...
+    def renewal_arrivals(self, seed, client, window, start, length, law, k, scale, room_off): ...
+    def fill_arrivals(self, mode, seed, client, window, start, length, law, k, scale, offsets, out_t, room_off=None,
+                      first=None) -> None: ...
     def warp_arrivals(self, seed, client, window, start, length, sigma, tau, offsets, out_t) -> None: ...
     def window_order(self, t, unit_offsets, window_first_unit) -> np.ndarray: ...
     def fill_base(self, corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff, guide, goff,
@@ -46,6 +48,9 @@ class Backend:
 
     def count_renewal(self, *args) -> np.ndarray:
         return self.kernels.count_renewal(*args)
+
+    def renewal_arrivals(self, *args):
+        return self.kernels.renewal_arrivals(*args)
 
     def fill_items(self, *args) -> None:
         self.kernels.fill_items(*args)
@@ -76,12 +81,14 @@ class _Deferred:
 
 
 def _ordered_rows(kern, mode, seed, client, window, start, length, law, k, scale, offsets, first_unit, corr_mode,
-                  rho, dist, tables, want_units, mod=None):
-    """(timestamps, client ids, base values [F, N], perm, unit of each row) of a chunk in time order."""
+                  rho, dist, tables, want_units, mod=None, pre=None):
+    """(timestamps, client ids, base values [F, N], perm, unit of each row) of a chunk in time order;
+    `pre`: renewal_arrivals' (room_off, first), or None."""
     n = int(offsets[-1])
     out_t = np.empty(n, np.float64)
     if n:
-        kern.fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t)
+        kern.fill_arrivals(mode, seed, client, window, start, length, law, k, scale, offsets, out_t,
+                           *(pre if pre is not None else ()))
         if mod is not None:  # intra-window modulation (kernels/modulation.py): (sigma, tau) per unit
             kern.warp_arrivals(seed, client, window, start, length, mod[0], mod[1], offsets, out_t)
     perm = kern.window_order(out_t, offsets, first_unit) if n else np.zeros(0, np.int64)

@@ -58,8 +58,8 @@ def kernels_cached() -> bool:
     from ..kernels import config
 
     here = os.path.dirname(os.path.abspath(config.__file__))
-    pattern = (os.path.join(here, "__pycache__", "cpu.fill_arrivals-*.nbi") if config.CACHE_DIR is None else
-               os.path.join(config.CACHE_DIR, "**", "cpu.fill_arrivals-*.nbi"))
+    pattern = (os.path.join(here, "__pycache__", "cpu._fill_arrivals-*.nbi") if config.CACHE_DIR is None else
+               os.path.join(config.CACHE_DIR, "**", "cpu._fill_arrivals-*.nbi"))
     return bool(glob.glob(pattern, recursive=True))
 
 

@@ -41,7 +41,8 @@ import numpy as np
 import pyarrow as pa
 
 from ..io.trace import trace_schema
-from ..kernels.codes import CORR_COMONOTONE, CORR_COPULA, CORR_INDEPENDENT, MODE_RENEWAL, MODE_SERVEGEN
+from ..kernels.codes import (ARRIVAL_STREAM, ARRIVAL_STREAMS, CORR_COMONOTONE, CORR_COPULA, CORR_INDEPENDENT,
+                             LAW_STREAM2, MODE_RENEWAL, MODE_SERVEGEN)
 from ..model import rates as _rates
 from ..model.fields import ITEM_FIELDS, LAW_EXPONENTIAL
 from ..model.pool import ClientPool
@@ -49,7 +50,8 @@ from ..model.population import Population
 from ..model.units import Units
 from .backend import BACKENDS, Backend, load_backend
 from .batches import to_batch
-from .plan import DEFAULT_CHUNK_BYTES, chunk_units, plan_chunks, renewal_params, servegen_counts, window_range
+from .plan import (DEFAULT_CHUNK_BYTES, chunk_units, plan_chunks, renewal_params, room_offsets, servegen_counts,
+                   window_range)
 from .sessions import SessionExpander, prehistory_units, resolve as resolve_sessions
 from ..model.sessions import DEFAULT_BLOCK_SIZE
 
@@ -64,6 +66,7 @@ class GenerateOptions:
     backend: str = "cpu"
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     include_reason_ratio: bool = False
+    arrival_stream: int = ARRIVAL_STREAM
 
 
 def _correlation_mode(correlation) -> tuple[int, float]:
@@ -107,6 +110,8 @@ def _validate(pool: ClientPool, duration, start, opts: GenerateOptions) -> tuple
         raise ValueError(f"unknown backend {opts.backend!r}; expected one of {BACKENDS}")
     if not (isinstance(opts.seed, (int, np.integer)) and 0 <= opts.seed < 2 ** 64):
         raise ValueError(f"seed must be an integer in [0, 2**64), got {opts.seed!r}")
+    if opts.arrival_stream not in ARRIVAL_STREAMS:
+        raise ValueError(f"arrival_stream must be one of {ARRIVAL_STREAMS}, got {opts.arrival_stream!r}")
     if opts.chunk_bytes <= 0:
         raise ValueError(f"chunk_bytes must be positive, got {opts.chunk_bytes}")
     _correlation_mode(opts.correlation)
@@ -125,7 +130,8 @@ def generate(pool: ClientPool | Population, rate=None, duration: int | None = No
              chunk_bytes: int = DEFAULT_CHUNK_BYTES, include_reason_ratio: bool = False,
              metadata: dict | None = None, progress: Callable[[int, float], None] | None = None,
              only: tuple[int, int] | None = None, sessions=None,
-             block_size: int = DEFAULT_BLOCK_SIZE) -> Iterator[pa.RecordBatch]:
+             block_size: int = DEFAULT_BLOCK_SIZE,
+             arrival_stream: int = ARRIVAL_STREAM) -> Iterator[pa.RecordBatch]:
     """Yield the trace of `pool` over [start, start + duration) as Arrow record batches in time order.
 
     `rate` is anything `rates.as_rate_fn` accepts (None: the pool's own rates). Timestamps
@@ -137,11 +143,13 @@ def generate(pool: ClientPool | Population, rate=None, duration: int | None = No
     when this is called, not when the first batch is drawn. `sessions` (a SessionProfiles, a
     profile file or a built-in name; None: off) adds multi-turn sessions and shared prompts
     (sample/sessions.py); `block_size` is recorded for the block ids derived on read.
+    `arrival_stream` picks the inter-arrival random stream (kernels/codes.py; 1 for traces made
+    before stream 2, which record no `arrival_stream`).
     """
     if mode is None:
         mode = default_mode(pool)
     opts = GenerateOptions(seed, mode, effective_correlation(pool, correlation), backend, chunk_bytes,
-                           include_reason_ratio)
+                           include_reason_ratio, arrival_stream)
     start, duration = _validate(pool, duration, start, opts)
     view = pool.span(start, start + duration)
     rate_fn = _rates.as_rate_fn(rate)
@@ -230,6 +238,7 @@ def _submit_chunk(kern: Backend, view, u: Units, n_windows: int, opts: GenerateO
     """Start the backend on a chunk's units; see _finish_chunk."""
     seed = np.uint64(opts.seed)
     law = u.law
+    pre = None
     if opts.mode == "servegen":
         k = u.shape.astype(np.float64)
         scale = np.ones_like(k)
@@ -238,8 +247,13 @@ def _submit_chunk(kern: Backend, view, u: Units, n_windows: int, opts: GenerateO
         if opts.mode == "poisson":
             law = np.full_like(law, LAW_EXPONENTIAL)
         k, scale = renewal_params(law, u.shape, u.cv, u.rate)
-        counts = kern.count_renewal(seed, u.client, u.window, u.length, law, k, scale) if len(law) else \
-            np.zeros(0, np.int64)
+    if opts.arrival_stream == 2:  # the kernels read the stream from the law codes (codes.py)
+        law = law + LAW_STREAM2
+    if opts.mode != "servegen":
+        # one walk counts the arrivals and keeps their times, in rooms of ROOM_BLOCK units
+        room_off = room_offsets(u.rate * u.length)
+        counts, first = kern.renewal_arrivals(seed, u.client, u.window, u.start, u.length, law, k, scale, room_off)
+        pre = (room_off, first)
     offsets = np.zeros(len(counts) + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
     n = int(offsets[-1])
@@ -257,8 +271,8 @@ def _submit_chunk(kern: Backend, view, u: Units, n_windows: int, opts: GenerateO
     first_unit = np.searchsorted(u.wi, np.arange(n_windows + 1))
     mode = MODE_SERVEGEN if opts.mode == "servegen" else MODE_RENEWAL
     args = (mode, seed, u.client, u.window, u.start, u.length, law, k, scale, offsets, first_unit, corr_mode, rho, dist, (d.values, d.cdf, d.offsets, guide, goff), want_units)
-    if u.mod is not None:  # only modulated chunks pass it: plain chunks call the backends as before
-        args = args + (u.mod,)
+    if u.mod is not None or pre is not None:  # only modulated or renewal chunks pass them
+        args = args + (u.mod, pre)
     return kern.submit(args), (seed, u, offsets, base, dist if expander is not None else None)
 
 

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from ..version import __version__
 from ..io.sink import FILE_ENCODING
+from ..kernels.codes import ARRIVAL_STREAM
 from ..io.trace import PARTITIONS, trace_schema, write_partitions, write_trace
 from ..model import population as P
 from ..model import rates as R
@@ -48,6 +49,7 @@ class Job:
     sessions: dict | None = None               # a session profile (model/sessions.py), as its dict
     block_size: int = DEFAULT_BLOCK_SIZE
     file_encoding: int = FILE_ENCODING         # Parquet encoding version (io/sink.py); 1 for older traces
+    arrival_stream: int = ARRIVAL_STREAM       # inter-arrival random stream (kernels/codes.py); 1 for older traces
 
 
 def source_for(pool, job: Job):
@@ -82,6 +84,8 @@ def metadata(job: Job, source) -> dict:
         meta["sessions"] = {"profiles": job.sessions, "block_size": job.block_size}
     if job.file_encoding != 1:  # absent: version 1, so older traces regenerate with their own bytes
         meta["file_encoding"] = job.file_encoding
+    if job.arrival_stream != 1:  # absent: stream 1, as for file_encoding
+        meta["arrival_stream"] = job.arrival_stream
     return meta
 
 
@@ -102,7 +106,7 @@ def job_from_metadata(meta: dict, origin: str = "the trace") -> Job:
                correlation=meta["correlation"], include_reason_ratio=meta.get("include_reason_ratio", False),
                fleet=fleet, sessions=(meta.get("sessions") or {}).get("profiles"),
                block_size=(meta.get("sessions") or {}).get("block_size", DEFAULT_BLOCK_SIZE),
-               file_encoding=meta.get("file_encoding", 1))
+               file_encoding=meta.get("file_encoding", 1), arrival_stream=meta.get("arrival_stream", 1))
 
 
 @dataclass
@@ -128,7 +132,8 @@ def job_batches(job: Job, source, *, span: tuple[int, int] | None = None, backen
     return generate(source, job.rate, job.duration, start=job.start, seed=job.seed, mode=meta["mode"],
                     correlation=meta["correlation"], backend=backend, chunk_bytes=chunk_bytes,
                     include_reason_ratio=job.include_reason_ratio, metadata=meta, progress=progress,
-                    only=span, sessions=job.sessions, block_size=job.block_size)
+                    only=span, sessions=job.sessions, block_size=job.block_size,
+                    arrival_stream=job.arrival_stream)
 
 
 def check_partition(job: Job, source, partition: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels.codes import ROOM_BLOCK
 from ..model.fields import LAW_GAMMA, LAW_WEIBULL
 from ..model.pool import ClientPool
 from ..model.population import Population
@@ -52,6 +53,16 @@ def renewal_params(law, shape, cv, rate):
     mean1[wb] = np.exp(gammaln(1.0 + 1.0 / k[wb]))  # Weibull mean at scale 1
     scale = np.where(law == LAW_GAMMA, 1.0 / (rate * k), 1.0 / (rate * mean1))
     return k, scale
+
+
+def room_offsets(expected: np.ndarray) -> np.ndarray:
+    """Offsets of the rooms the renewal count keeps arrival times in: one per ROOM_BLOCK units,
+    1.25 x their expected arrivals + 16 (a block with more is partly drawn again by the fill)."""
+    n_blocks = -(-len(expected) // ROOM_BLOCK)
+    sums = np.add.reduceat(expected, np.arange(n_blocks) * ROOM_BLOCK) if n_blocks else np.zeros(0)
+    off = np.zeros(n_blocks + 1, np.int64)
+    np.cumsum((sums * 1.25 + 16).astype(np.int64), out=off[1:])
+    return off
 
 
 def pool_units(view: ClientPool, targets: np.ndarray, w0: int, w1: int) -> Units:

@@ -218,16 +218,21 @@ def summarize(table: pa.Table, slo_ttft: float | None = None, slo_tpot: float | 
     if "session_id" in col:
         out["sessions"] = session_summary(table, ok, slo_ttft is not None or slo_tpot is not None, _dist)
     if stats is not None and stats.num_rows:
-        es = {"samples": int(stats.num_rows)}
-        for name in stats.column_names:
-            if name != "time":
-                v = stats.column(name).to_numpy()
-                v = v[np.isfinite(v)]
-                if len(v):
-                    es[f"{name}_max"] = float(v.max())
-                    es[f"{name}_mean"] = float(v.mean())
-        out["engine_stats"] = es
+        out["engine_stats"] = engine_summary(stats)
     return out
+
+
+def engine_summary(stats: pa.Table) -> dict:
+    """Samples, max and mean of each engine snapshot column."""
+    es = {"samples": int(stats.num_rows)}
+    for name in stats.column_names:
+        if name != "time":
+            v = stats.column(name).to_numpy()
+            v = v[np.isfinite(v)]
+            if len(v):
+                es[f"{name}_max"] = float(v.max())
+                es[f"{name}_mean"] = float(v.mean())
+    return es
 
 
 def _fmt(x, unit="ms"):

@@ -331,9 +331,10 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
 
 def _write_streamed(out: Path, chunks, prof: Profile, instances: int, router: str, meta, slo_ttft, slo_tpot) -> dict:
     """`stream_plan` with each finished chunk appended to requests.arrow (replay.results'
-    `request_writer`), then the stats and the summary: results files as `write_results` gives."""
-    from ..replay.results import (REQUESTS_FILE, STATS_FILE, read_requests, request_writer, stats_table, summarize,
-                                  write_arrow, write_summary)
+    `request_writer`), then the stats and the summary, read back batch by batch
+    (replay.filesummary): the files `write_results` gives, in memory bounded by the chunks."""
+    from ..replay.filesummary import summarize_file
+    from ..replay.results import REQUESTS_FILE, STATS_FILE, request_writer, stats_table, write_arrow, write_summary
 
     out.mkdir(parents=True, exist_ok=True)
     first = next(iter(chunks()), None)
@@ -344,7 +345,7 @@ def _write_streamed(out: Path, chunks, prof: Profile, instances: int, router: st
         res = stream_plan(chunks, prof, instances, router, lambda p, cols: write(run_record(p, chunk_result(cols))))
     stats = stats_table(stats_list(res))
     write_arrow(stats, out / STATS_FILE)
-    return write_summary(out, dict(metadata, **summarize(read_requests(out), slo_ttft, slo_tpot, stats)))
+    return write_summary(out, dict(metadata, **summarize_file(out / REQUESTS_FILE, slo_ttft, slo_tpot, stats)))
 
 
 def _streamable(path, router: str) -> bool:

@@ -109,22 +109,27 @@ def stats_step(span: float) -> float:
 
 def _result(profile, instances, clock, st_dt, stats, inst, started, first, done, gen, pre, status, released,
             cached) -> SimResult:
-    end = float(clock.max()) if len(inst) else 0.0
-    g = int(min(STATS_SAMPLES, np.floor(end / st_dt) + 1))
-    st_kv, st_run, st_wait = stats
     return SimResult(instance=inst, started=started, first_token=first, completed=done, released=released,
                      cached=cached, generated=gen, preempted=pre.astype(bool), status=status,
-                     stats_time=np.arange(g) * st_dt, kv_used_fraction=st_kv[:g] / (profile.kv_blocks * instances),
-                     running=st_run[:g].astype(np.float64), waiting=st_wait[:g].astype(np.float64), end=end)
+                     **_stats(profile, instances, clock, st_dt, stats, len(inst)))
 
 
-def chunk_result(cols: dict) -> SimResult:
-    """The per-request fields of `Stream` result columns (no stats) as a SimResult."""
+def _stats(profile, instances, clock, st_dt, stats, n: int) -> dict:
+    """The KV / queue samples up to the end (when the last instance went idle) of a run of n requests."""
+    end = float(clock.max()) if n else 0.0
+    g = int(min(STATS_SAMPLES, np.floor(end / st_dt) + 1))
+    st_kv, st_run, st_wait = stats
+    return dict(stats_time=np.arange(g) * st_dt, kv_used_fraction=st_kv[:g] / (profile.kv_blocks * instances),
+                running=st_run[:g].astype(np.float64), waiting=st_wait[:g].astype(np.float64), end=end)
+
+
+def chunk_result(cols: dict, **stats) -> SimResult:
+    """`Stream` result columns as a SimResult (`stats`: its stats fields; default none)."""
     none = np.zeros(0)
+    stats = dict(dict(stats_time=none, kv_used_fraction=none, running=none, waiting=none, end=0.0), **stats)
     return SimResult(instance=cols["inst"], started=cols["started"], first_token=cols["first"],
                      completed=cols["done"], generated=cols["gen"], preempted=cols["preempted"].astype(bool),
-                     status=cols["status"], cached=None, released=cols["released"], stats_time=none,
-                     kv_used_fraction=none, running=none, waiting=none, end=0.0)
+                     status=cols["status"], cached=None, released=cols["released"], **stats)
 
 
 def stream_plan(chunks, profile: Profile, instances: int, router: str, emit) -> SimResult:
@@ -175,9 +180,8 @@ def stream_plan(chunks, profile: Profile, instances: int, router: str, emit) -> 
     keep(stream.feed([], [], [], [], final=True))
     if pending or at != n:
         raise ValueError("the trace changed while it was simulated")
-    empty = np.zeros(0)
-    return _result(profile, instances, stream.work[0], stream.st_dt, stream.stats, np.zeros(n, np.int64), *[empty] * 4,
-                   np.zeros(0, np.uint8), empty, empty, None)
+    return chunk_result(Stream.columns(0, RESULTS), **_stats(profile, instances, stream.work[0], stream.st_dt,
+                                                             stream.stats, n))
 
 
 def run_chunks(chunks, profile: Profile, instances: int, router: str = "round-robin") -> tuple[ReplayPlan, SimResult]:
@@ -196,9 +200,8 @@ def run_chunks(chunks, profile: Profile, instances: int, router: str = "round-ro
         for name, col in cols.items():
             col[at:at + len(p)] = c[name]
         at += len(p)
-    whole = chunk_result(cols)
-    for name in ("stats_time", "kv_used_fraction", "running", "waiting", "end"):
-        setattr(whole, name, getattr(res, name))
+    whole = chunk_result(cols, **{name: getattr(res, name) for name in
+                                  ("stats_time", "kv_used_fraction", "running", "waiting", "end")})
     return plan, whole
 
 
@@ -337,7 +340,9 @@ def _write_streamed(out: Path, chunks, prof: Profile, instances: int, router: st
     from ..replay.results import REQUESTS_FILE, STATS_FILE, request_writer, stats_table, write_arrow, write_summary
 
     out.mkdir(parents=True, exist_ok=True)
-    first = next(iter(chunks()), None)
+    batches = chunks()
+    first = next(batches, None)
+    batches.close()
     if first is None:
         raise ValueError("no requests to simulate")
     metadata = dict(meta(first.options), complete=True)

@@ -4,7 +4,9 @@
 same selection, time scale and context fitting as replay) and returns the per-request times;
 `simulate_trace` writes them as replay results (`replay.results`: requests.arrow,
 engine_stats.arrow, summary.json/.txt), so `analyze` and the plots read a simulation as they
-read a replay. Simulated times have no release lateness: a request is released at its
+read a replay. A trace without sessions is streamed (`stream_plan`): its results are written
+batch by batch as they finish and summarized from the file, in memory bounded by the batches
+in flight. Simulated times have no release lateness: a request is released at its
 scheduled time. Deterministic: the same trace, profile and options give the same results.
 """
 from __future__ import annotations

@@ -62,3 +62,12 @@ def test_file_summary_equals_the_whole_tables(tmp_path, slo):
     got = summarize_file(path, stats=stats, **slo)
     assert want["counts"]["failed"] and want["latency"]["ttft"]["count"] > 600  # drops, and enough to select in
     _dicts_equal(got, want)
+
+
+def test_a_file_without_the_columns_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "x.arrow"
+    t = pa.table({"status": ["completed"], "released": [0.0]})
+    with ipc.new_file(str(path), t.schema) as w:
+        w.write_table(t)
+    with pytest.raises(ValueError, match=r"x\.arrow: not a requests file \(no column scheduled, lateness"):
+        summarize_file(path)

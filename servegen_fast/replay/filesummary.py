@@ -36,6 +36,9 @@ def summarize_file(path, slo_ttft: float | None = None, slo_tpot: float | None =
     path = Path(path)
     with pa.OSFile(str(path)) as f, ipc.open_file(f) as r:
         names = r.schema.names
+        missing = [c for c in _COLUMNS if c not in names]
+        if missing:
+            raise ValueError(f"{path}: not a requests file (no column {', '.join(missing)})")
         if any(c in names for c in _WHOLE) or any(c.endswith("cached_tokens") for c in names):
             return summarize(r.read_all(), slo_ttft, slo_tpot, stats)
         acc = _first_pass(r, slo_ttft, slo_tpot)

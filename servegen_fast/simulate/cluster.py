@@ -325,8 +325,8 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
             done = np.flatnonzero(np.isfinite(res.released))
             order = done[np.argsort(res.released[done], kind="stable")]
             expected = expected_cached(plan, order, prof.page_size, prof.kv_blocks * prof.page_size)
-        summary = write_results(out, run_record(plan, res, expected), metadata=meta(plan.options, source, res.cached is not None),
-                                slo_ttft=slo_ttft, slo_tpot=slo_tpot)
+        summary = write_results(out, run_record(plan, res, expected), slo_ttft=slo_ttft, slo_tpot=slo_tpot,
+                                metadata=meta(plan.options, source, res.cached is not None))
     if plot:
         from ..replay.plots import plot_results
 

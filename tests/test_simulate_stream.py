@@ -2,13 +2,17 @@
 between them: exactly the results of one run over the whole trace."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.ipc as ipc
 import pytest
 
 from servegen_fast.replay.plan import make_plan
-from servegen_fast.replay.results import read_requests
+from servegen_fast.replay.results import META_KEY, read_requests, request_table
 from servegen_fast.simulate.cluster import run_chunks, run_plan, simulate_trace
+from test_filesummary import _dicts_equal
 from test_simulate import profile, trace
 
 FIELDS = ("instance", "released", "started", "first_token", "completed", "generated", "preempted", "status",
@@ -77,4 +81,27 @@ def test_partitioned_trace_streams_with_the_results_of_the_whole_table(tmp_path,
         np.testing.assert_array_equal(ra.column(name).to_numpy(zero_copy_only=False),
                                       rb.column(name).to_numpy(zero_copy_only=False), err_msg=name)
     assert (ra.column("status").to_numpy(zero_copy_only=False) != "completed").any()  # drops across partitions
-    assert a["latency"] == b["latency"]
+    # written as the trace's batches finished (one record batch each), not gathered: same content
+    with ipc.open_file(tmp_path / "streamed" / "requests.arrow") as f:
+        assert f.num_record_batches > 1
+    assert ra.schema.remove_metadata().equals(rb.schema.remove_metadata())
+    meta = [json.loads(r.schema.metadata[META_KEY]) for r in (ra, rb)]
+    for m in (*meta, a, b):  # the trace: a directory vs "<table>"
+        del m["engine"]["streamed"], m["trace"]
+    assert meta[0] == meta[1]
+    _dicts_equal(a, b)  # the streamed summary is read back batch by batch: means within 1e-12
+
+
+def test_a_failed_stream_leaves_no_results_file(tmp_path, monkeypatch):
+    from servegen_fast.replay import results
+    from servegen_fast.simulate.cluster import _write_streamed
+
+    t = trace(n=300, span=7200.0, seed=5)  # two batches of the last hour, then the earlier rows: an error
+    chunks = _chunks(pa.concat_tables([t.slice(200), t.slice(0, 200)]), [50, 100])
+    written = []
+    monkeypatch.setattr(results, "request_table", lambda rec, meta: written.append(len(rec.plan)) or
+                        request_table(rec, meta))
+    with pytest.raises(ValueError, match=r"rows 100\.\.299: .*time order"):
+        _write_streamed(tmp_path, chunks, profile(), 1, "round-robin", lambda options: {}, None, None)
+    assert written == [50]  # the first batch was written, then the run failed
+    assert list(tmp_path.iterdir()) == []  # no requests.arrow, no temporary file

@@ -9,6 +9,7 @@ per session, `sessions.py`), ``summary.json`` and ``summary.txt``
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -137,6 +138,27 @@ def write_arrow(table: pa.Table, path: Path) -> None:
             w.write_table(table)
 
 
+@contextlib.contextmanager
+def request_writer(path: Path, metadata: dict):
+    """Yield `write(rec)`: appends `rec`'s requests (request_table) to the Arrow file at `path`
+    as record batches, under a temporary name renamed on success, so a long run holds one part
+    at a time. Every part must give the same schema (same optional columns)."""
+    with atomic_path(path) as tmp:
+        with contextlib.ExitStack() as stack:
+            writer = None
+
+            def write(rec) -> None:
+                nonlocal writer
+                table = request_table(rec, metadata)
+                if writer is None:
+                    writer = stack.enter_context(ipc.new_file(str(tmp), table.schema))
+                writer.write_table(table)
+
+            yield write
+            if writer is None:
+                raise ValueError(f"{path}: no requests were written")
+
+
 def read_requests(directory) -> pa.Table:
     with ipc.open_file(Path(directory) / REQUESTS_FILE) as r:
         return r.read_all()
@@ -196,16 +218,21 @@ def summarize(table: pa.Table, slo_ttft: float | None = None, slo_tpot: float | 
     if "session_id" in col:
         out["sessions"] = session_summary(table, ok, slo_ttft is not None or slo_tpot is not None, _dist)
     if stats is not None and stats.num_rows:
-        es = {"samples": int(stats.num_rows)}
-        for name in stats.column_names:
-            if name != "time":
-                v = stats.column(name).to_numpy()
-                v = v[np.isfinite(v)]
-                if len(v):
-                    es[f"{name}_max"] = float(v.max())
-                    es[f"{name}_mean"] = float(v.mean())
-        out["engine_stats"] = es
+        out["engine_stats"] = engine_summary(stats)
     return out
+
+
+def engine_summary(stats: pa.Table) -> dict:
+    """Samples, max and mean of each engine snapshot column."""
+    es = {"samples": int(stats.num_rows)}
+    for name in stats.column_names:
+        if name != "time":
+            v = stats.column(name).to_numpy()
+            v = v[np.isfinite(v)]
+            if len(v):
+                es[f"{name}_max"] = float(v.max())
+                es[f"{name}_mean"] = float(v.mean())
+    return es
 
 
 def _fmt(x, unit="ms"):
@@ -256,7 +283,11 @@ def write_results(directory, rec, *, metadata: dict, slo_ttft=None, slo_tpot=Non
         ok = meets_slo({n: table.column(n).to_numpy(zero_copy_only=False) for n in ("status", "ttft", "tpot")},
                        slo_ttft, slo_tpot)
         write_arrow(session_table(table, ok), d / SESSIONS_FILE)
-    summary = dict(meta, **summarize(table, slo_ttft, slo_tpot, stats))
-    write_text(d / SUMMARY_TXT, summary_text(summary))
-    write_text(d / SUMMARY_JSON, json.dumps(summary, indent=1))
+    return write_summary(d, dict(meta, **summarize(table, slo_ttft, slo_tpot, stats)))
+
+
+def write_summary(directory: Path, summary: dict) -> dict:
+    """summary.txt and summary.json (last: their presence says the results are complete)."""
+    write_text(directory / SUMMARY_TXT, summary_text(summary))
+    write_text(directory / SUMMARY_JSON, json.dumps(summary, indent=1))
     return summary

@@ -4,7 +4,9 @@
 same selection, time scale and context fitting as replay) and returns the per-request times;
 `simulate_trace` writes them as replay results (`replay.results`: requests.arrow,
 engine_stats.arrow, summary.json/.txt), so `analyze` and the plots read a simulation as they
-read a replay. Simulated times have no release lateness: a request is released at its
+read a replay. A trace without sessions is streamed (`stream_plan`): its results are written
+batch by batch as they finish and summarized from the file, in memory bounded by the batches
+in flight. Simulated times have no release lateness: a request is released at its
 scheduled time. Deterministic: the same trace, profile and options give the same results.
 """
 from __future__ import annotations
@@ -109,21 +111,36 @@ def stats_step(span: float) -> float:
 
 def _result(profile, instances, clock, st_dt, stats, inst, started, first, done, gen, pre, status, released,
             cached) -> SimResult:
-    end = float(clock.max()) if len(inst) else 0.0
-    g = int(min(STATS_SAMPLES, np.floor(end / st_dt) + 1))
-    st_kv, st_run, st_wait = stats
     return SimResult(instance=inst, started=started, first_token=first, completed=done, released=released,
                      cached=cached, generated=gen, preempted=pre.astype(bool), status=status,
-                     stats_time=np.arange(g) * st_dt, kv_used_fraction=st_kv[:g] / (profile.kv_blocks * instances),
-                     running=st_run[:g].astype(np.float64), waiting=st_wait[:g].astype(np.float64), end=end)
+                     **_stats(profile, instances, clock, st_dt, stats, len(inst)))
 
 
-def run_chunks(chunks, profile: Profile, instances: int, router: str = "round-robin") -> tuple[ReplayPlan, SimResult]:
-    """`run_plan` over a plan met in chunks (`chunks()` yields ReplayPlans, each in time order
-    and after the previous one: a trace's record batches), open loop without prefix reuse,
-    the loop's state carried between chunks (stream.py): the same results as `run_plan` on
-    their concatenation, returned with it. `chunks()` is called twice: the stats grid needs
-    the last arrival, and the results their number, first."""
+def _stats(profile, instances, clock, st_dt, stats, n: int) -> dict:
+    """The KV / queue samples up to the end (when the last instance went idle) of a run of n requests."""
+    end = float(clock.max()) if n else 0.0
+    g = int(min(STATS_SAMPLES, np.floor(end / st_dt) + 1))
+    st_kv, st_run, st_wait = stats
+    return dict(stats_time=np.arange(g) * st_dt, kv_used_fraction=st_kv[:g] / (profile.kv_blocks * instances),
+                running=st_run[:g].astype(np.float64), waiting=st_wait[:g].astype(np.float64), end=end)
+
+
+def chunk_result(cols: dict, **stats) -> SimResult:
+    """`Stream` result columns as a SimResult (`stats`: its stats fields; default none)."""
+    none = np.zeros(0)
+    stats = dict(dict(stats_time=none, kv_used_fraction=none, running=none, waiting=none, end=0.0), **stats)
+    return SimResult(instance=cols["inst"], started=cols["started"], first_token=cols["first"],
+                     completed=cols["done"], generated=cols["gen"], preempted=cols["preempted"].astype(bool),
+                     status=cols["status"], cached=None, released=cols["released"], **stats)
+
+
+def stream_plan(chunks, profile: Profile, instances: int, router: str, emit) -> SimResult:
+    """Simulate a plan met in chunks (`chunks()` yields ReplayPlans, each in time order and after
+    the previous one: a trace's record batches), open loop without prefix reuse, the loop's state
+    carried between chunks (stream.py). `emit(plan, cols)` is called for each chunk, in order,
+    once all its requests are finished (cols: `Stream` RESULTS columns in the chunk's order), so
+    only chunks with requests in flight are held. Returns the run's stats and end (per-request
+    fields empty). `chunks()` is called twice: the stats grid needs the last arrival first."""
     from .stream import RESULTS, Stream
 
     check_options(profile, instances, router)
@@ -134,11 +151,20 @@ def run_chunks(chunks, profile: Profile, instances: int, router: str = "round-ro
     if n == 0:
         raise ValueError("no requests to simulate")
     stream = Stream(profile, instances, router, stats_step(span), STATS_SAMPLES)
-    plan, cols = None, Stream.columns(n, RESULTS)
+    pending = []  # [first global id, plan, result columns, requests not finished], in order
 
     def keep(done):
-        for name, col in cols.items():
-            col[done["gid"]] = done[name]
+        gid = done["gid"]
+        which = np.searchsorted(np.array([c[0] for c in pending]), gid, side="right") - 1
+        for j in np.unique(which):
+            sel = which == j
+            base, _, cols, _ = pending[j]
+            for name, col in cols.items():
+                col[gid[sel] - base] = done[name][sel]
+            pending[j][3] -= int(sel.sum())
+        while pending and pending[0][3] == 0:
+            _, p, cols, _ = pending.pop(0)
+            emit(p, cols)
 
     at = 0
     for p in chunks():
@@ -146,9 +172,7 @@ def run_chunks(chunks, profile: Profile, instances: int, router: str = "round-ro
             raise ValueError("a streamed simulation is open loop (sessions are simulated from the whole trace)")
         if at + len(p) > n:
             raise ValueError("the trace changed while it was simulated")
-        plan = plan or _empty_plan(p, n)
-        for name in PLAN_COLUMNS:
-            getattr(plan, name)[at:at + len(p)] = getattr(p, name)
+        pending.append([at, p, Stream.columns(len(p), RESULTS), len(p)])
         order = np.argsort(p.scheduled, kind="stable")
         try:
             keep(stream.feed(at + order, p.scheduled[order], p.input_tokens[order], p.output_tokens[order]))
@@ -156,9 +180,31 @@ def run_chunks(chunks, profile: Profile, instances: int, router: str = "round-ro
             raise ValueError(f"rows {at}..{at + len(p) - 1}: {e}") from None
         at += len(p)
     keep(stream.feed([], [], [], [], final=True))
-    res = _result(profile, instances, stream.work[0], stream.st_dt, stream.stats, cols["inst"], cols["started"],
-                  cols["first"], cols["done"], cols["gen"], cols["preempted"], cols["status"], cols["released"], None)
-    return plan, res
+    if pending or at != n:
+        raise ValueError("the trace changed while it was simulated")
+    return chunk_result(Stream.columns(0, RESULTS), **_stats(profile, instances, stream.work[0], stream.st_dt,
+                                                             stream.stats, n))
+
+
+def run_chunks(chunks, profile: Profile, instances: int, router: str = "round-robin") -> tuple[ReplayPlan, SimResult]:
+    """`stream_plan` with every chunk's plan and results gathered: the same results as `run_plan`
+    on the chunks' concatenation, returned with it (memory grows with the trace)."""
+    from .stream import RESULTS, Stream
+
+    parts = []
+    res = stream_plan(chunks, profile, instances, router, lambda p, cols: parts.append((p, cols)))
+    n = sum(len(p) for p, _ in parts)
+    plan, cols = _empty_plan(parts[0][0], n), Stream.columns(n, RESULTS)
+    at = 0
+    for p, c in parts:
+        for name in PLAN_COLUMNS:
+            getattr(plan, name)[at:at + len(p)] = getattr(p, name)
+        for name, col in cols.items():
+            col[at:at + len(p)] = c[name]
+        at += len(p)
+    whole = chunk_result(cols, **{name: getattr(res, name) for name in
+                                  ("stats_time", "kv_used_fraction", "running", "waiting", "end")})
+    return plan, whole
 
 
 PLAN_COLUMNS = ("row", "client_id", "arrival", "scheduled", "trace_input", "trace_output", "input_tokens",
@@ -216,13 +262,17 @@ def run_record(plan: ReplayPlan, res: SimResult, expected: np.ndarray | None = N
     ok = res.status == COMPLETED
     status = np.where(ok, "completed", "failed").tolist()
     errors = [None if o else "dropped: prompt + output exceed the KV cache" for o in ok]
-    stats = [(float(t), {"kv_used_fraction": float(k), "running": float(r), "waiting": float(w)})
-             for t, k, r, w in zip(res.stats_time, res.kv_used_fraction, res.running, res.waiting)]
     return RunRecord(plan=plan, t0=0.0, released=res.released, scheduled=res.released, started=res.started,
                      first_token=res.first_token, completed=res.completed, generated=res.generated,
-                     preempted=res.preempted, status=status, errors=errors, stats=stats, interrupted=False,
+                     preempted=res.preempted, status=status, errors=errors, stats=stats_list(res), interrupted=False,
                      wall_end=res.end, cached=res.cached,
                      expected_cached=expected if expected is not None or res.cached is None else np.full(len(plan), -1))
+
+
+def stats_list(res: SimResult) -> list:
+    """The KV / queue samples as RunRecord.stats."""
+    return [(float(t), {"kv_used_fraction": float(k), "running": float(r), "waiting": float(w)})
+            for t, k, r, w in zip(res.stats_time, res.kv_used_fraction, res.running, res.waiting)]
 
 
 def simulate_trace(trace, output, *, profile, instances: int, router: str = "round-robin",
@@ -246,10 +296,20 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} exists and is not a directory")
     streamed = not isinstance(trace, pa.Table) and _streamable(trace, router)
-    if streamed:  # open loop: batch by batch, the loop's state carried (never the whole table in memory)
-        source = str(trace)
-        log(f"simulating {source} batch by batch on {instances} instance(s), router {router}")
-        plan, res = run_chunks(lambda: _plan_chunks(trace, max_requests, select), prof, instances, router)
+    m = prof.measured_on
+
+    def meta(options: dict, source: str, reuse: bool) -> dict:
+        return {"tool": "servegen-fast simulate", "version": __version__, "trace": source,
+                "engine": {"name": "simulate", "model": m.get("model", "?"), "device": f"{instances} x {m.get('device', '?')}",
+                           "dtype": m.get("dtype", "?"), "profile": str(profile) if not isinstance(profile, Profile) else "<profile>",
+                           "instances": int(instances), "router": router,
+                           "prefix_reuse": reuse, "streamed": streamed, "measured_on": m},
+                "options": dict(options), "interrupted": False}
+
+    if streamed:  # open loop: batch by batch, the loop's state carried, results written as chunks finish
+        log(f"simulating {trace} batch by batch on {instances} instance(s), router {router}")
+        summary = _write_streamed(out, lambda: _plan_chunks(trace, max_requests, select), prof, instances, router,
+                                  lambda options: meta(options, str(trace), False), slo_ttft, slo_tpot)
     else:
         table, source = (trace, "<table>") if isinstance(trace, pa.Table) else (read_trace(trace), str(trace))
         plan = make_plan(table, max_requests=max_requests, source=source, **select)
@@ -258,26 +318,41 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
             keys = keys[plan.row]
         log(f"simulating {len(plan)} requests on {instances} instance(s), router {router}")
         res = run_plan(plan, prof, instances, router, keys)
-    m = prof.measured_on
-    metadata = {"tool": "servegen-fast simulate", "version": __version__, "trace": source,
-                "engine": {"name": "simulate", "model": m.get("model", "?"), "device": f"{instances} x {m.get('device', '?')}",
-                           "dtype": m.get("dtype", "?"), "profile": str(profile) if not isinstance(profile, Profile) else "<profile>",
-                           "instances": int(instances), "router": router,
-                           "prefix_reuse": res.cached is not None, "streamed": streamed, "measured_on": m},
-                "options": dict(plan.options), "interrupted": False}
-    expected = None
-    if res.cached is not None and instances == 1:  # replay's one-engine expectation beside the simulated hits
-        from ..replay.cache import expected_cached
+        expected = None
+        if res.cached is not None and instances == 1:  # replay's one-engine expectation beside the simulated hits
+            from ..replay.cache import expected_cached
 
-        done = np.flatnonzero(np.isfinite(res.released))
-        order = done[np.argsort(res.released[done], kind="stable")]
-        expected = expected_cached(plan, order, prof.page_size, prof.kv_blocks * prof.page_size)
-    summary = write_results(out, run_record(plan, res, expected), metadata=metadata, slo_ttft=slo_ttft, slo_tpot=slo_tpot)
+            done = np.flatnonzero(np.isfinite(res.released))
+            order = done[np.argsort(res.released[done], kind="stable")]
+            expected = expected_cached(plan, order, prof.page_size, prof.kv_blocks * prof.page_size)
+        summary = write_results(out, run_record(plan, res, expected), slo_ttft=slo_ttft, slo_tpot=slo_tpot,
+                                metadata=meta(plan.options, source, res.cached is not None))
     if plot:
         from ..replay.plots import plot_results
 
         summary["plots"] = [str(p) for p in plot_results(out)]
     return summary
+
+
+def _write_streamed(out: Path, chunks, prof: Profile, instances: int, router: str, meta, slo_ttft, slo_tpot) -> dict:
+    """`stream_plan` with each finished chunk appended to requests.arrow (replay.results'
+    `request_writer`), then the stats and the summary, read back batch by batch
+    (replay.filesummary): the files `write_results` gives, in memory bounded by the chunks."""
+    from ..replay.filesummary import summarize_file
+    from ..replay.results import REQUESTS_FILE, STATS_FILE, request_writer, stats_table, write_arrow, write_summary
+
+    out.mkdir(parents=True, exist_ok=True)
+    batches = chunks()
+    first = next(batches, None)
+    batches.close()
+    if first is None:
+        raise ValueError("no requests to simulate")
+    metadata = dict(meta(first.options), complete=True)
+    with request_writer(out / REQUESTS_FILE, metadata) as write:
+        res = stream_plan(chunks, prof, instances, router, lambda p, cols: write(run_record(p, chunk_result(cols))))
+    stats = stats_table(stats_list(res))
+    write_arrow(stats, out / STATS_FILE)
+    return write_summary(out, dict(metadata, **summarize_file(out / REQUESTS_FILE, slo_ttft, slo_tpot, stats)))
 
 
 def _streamable(path, router: str) -> bool:

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..kernels.session_bodies import GUIDE_STEPS
+
 FORMAT = "servegen-fast-sessions"
 MAX_TURNS = 65535           # the trace's `turn` column is uint16
 MAX_PREFIXES = 1 << 24      # prefix ids key the block hash in 24 bits
@@ -227,10 +229,14 @@ class SessionTables:
     Profile p's table j (T_TURNS: turns of all sessions, 1 included; T_THINK; T_NEW; T_PREFIX:
     prefix lengths in tokens) is values[off[p, j]:off[p, j + 1]] with cumulative probabilities
     cdf[...] (ending at exactly 1); par[p] = (keep probability, prefix share, ttft, tpot, max span).
+    guide[G·lo + g] (table [lo, hi), N = G·(hi − lo) buckets, G = GUIDE_STEPS) = the number of
+    its entries whose cdf is below g / N: where the kernels' search for u starts
+    (kernels/session_bodies.py tab_index).
     `keys` (sorted client ids) and `index` map a client to its profile; `default` is the
     default's index, or -1 (no sessions)."""
     values: np.ndarray
     cdf: np.ndarray
+    guide: np.ndarray        # int32[GUIDE_STEPS * len(cdf)]
     off: np.ndarray          # int64[P, 5]
     par: np.ndarray          # float64[P, 5]
     keys: np.ndarray         # uint32[K]
@@ -265,7 +271,10 @@ class SessionTables:
                         pr.max_span])
         keys = np.array(sorted(profiles.clients), np.uint32)
         first = 1 if profiles.default else 0
-        return cls(np.concatenate(values), np.concatenate(cdf), np.array(off, np.int64).reshape(-1, 5),
+        g = GUIDE_STEPS
+        guide = [np.searchsorted(c, np.arange(g * len(c)) / (g * len(c)), side="left").astype(np.int32) for c in cdf]
+        return cls(np.concatenate(values), np.concatenate(cdf), np.concatenate(guide),
+                   np.array(off, np.int64).reshape(-1, 5),
                    np.array(par, np.float64).reshape(-1, 5), keys,
                    np.arange(first, first + len(keys), dtype=np.int32), 0 if profiles.default else -1,
                    max(int(pr.turns[0][-1]) for pr in profs), max(float(pr.think_time[0][-1]) for pr in profs),

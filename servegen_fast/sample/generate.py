@@ -34,7 +34,7 @@ arrivals by a keyed log-normal intensity (kernels/modulation.py); plain windows 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -50,7 +50,7 @@ from ..model.units import Units
 from .backend import BACKENDS, Backend, load_backend
 from .batches import to_batch
 from .plan import DEFAULT_CHUNK_BYTES, chunk_units, plan_chunks, renewal_params, servegen_counts, window_range
-from .sessions import SessionExpander, prehistory_units, resolve as resolve_sessions
+from .sessions import SESSION_STREAM, SessionExpander, prehistory_units, resolve as resolve_sessions
 from ..model.sessions import DEFAULT_BLOCK_SIZE
 
 MODES = ("servegen", "renewal", "poisson")
@@ -125,7 +125,7 @@ def generate(pool: ClientPool | Population, rate=None, duration: int | None = No
              chunk_bytes: int = DEFAULT_CHUNK_BYTES, include_reason_ratio: bool = False,
              metadata: dict | None = None, progress: Callable[[int, float], None] | None = None,
              only: tuple[int, int] | None = None, sessions=None,
-             block_size: int = DEFAULT_BLOCK_SIZE) -> Iterator[pa.RecordBatch]:
+             block_size: int = DEFAULT_BLOCK_SIZE, session_stream: int = SESSION_STREAM) -> Iterator[pa.RecordBatch]:
     """Yield the trace of `pool` over [start, start + duration) as Arrow record batches in time order.
 
     `rate` is anything `rates.as_rate_fn` accepts (None: the pool's own rates). Timestamps
@@ -136,7 +136,9 @@ def generate(pool: ClientPool | Population, rate=None, duration: int | None = No
     `progress(rows_so_far, seconds_done)` is called after each chunk. Arguments are checked
     when this is called, not when the first batch is drawn. `sessions` (a SessionProfiles, a
     profile file or a built-in name; None: off) adds multi-turn sessions and shared prompts
-    (sample/sessions.py); `block_size` is recorded for the block ids derived on read.
+    (sample/sessions.py); `block_size` is recorded for the block ids derived on read;
+    `session_stream` picks the sessions' random stream version (1 for traces made before
+    versions, see sample/sessions.py).
     """
     if mode is None:
         mode = default_mode(pool)
@@ -154,12 +156,13 @@ def generate(pool: ClientPool | Population, rate=None, duration: int | None = No
     else:
         targets = _rates.client_targets(view, aggregate)
     w_lo, w_hi = window_range(view, only)
-    profiles = resolve_sessions(sessions, block_size, view)
+    profiles = resolve_sessions(sessions, block_size, view, session_stream)
     schema = trace_schema(view.category, view.fields, include_reason_ratio, metadata, sessions=profiles is not None)
     kern = load_backend(backend)
     expander = None
     if profiles is not None:
-        expander = SessionExpander(kern, view, profiles, opts.seed, [f for f in view.fields if f not in ITEM_FIELDS])
+        expander = SessionExpander(kern, view, profiles, opts.seed, [f for f in view.fields if f not in ITEM_FIELDS],
+                                   session_stream)
     return _stream(kern, view, targets, aggregate, (w_lo, w_hi), schema, opts, include_reason_ratio, progress,
                    expander)
 
@@ -229,6 +232,8 @@ def _session_lookback(kern, view, targets, aggregate, w_lo: int, opts, expander)
 def _submit_chunk(kern: Backend, view, u: Units, n_windows: int, opts: GenerateOptions, expander=None):
     """Start the backend on a chunk's units; see _finish_chunk."""
     seed = np.uint64(opts.seed)
+    if expander is not None:
+        u = replace(u, rate=expander.start_rates(u.client, u.rate))
     law = u.law
     if opts.mode == "servegen":
         k = u.shape.astype(np.float64)

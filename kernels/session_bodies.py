@@ -7,7 +7,8 @@ Session draws use the four 32-bit words of one Philox block as four uniforms
 u = (word + 1) / 2**32 in (0, 1] (exact in float64; table lookups need no more resolution):
 
 * role: block (FIELD_SESSION, k) = (u_keep, u_turns, u_share, u_prefix): the slot starts a
-  session when u_keep <= keep probability, with turns = the profile's turns table at u_turns,
+  session when u_keep <= keep probability (par[p, 0]; session stream 2 passes 1: its slots are
+  session starts already, sample/sessions.py), with turns = the profile's turns table at u_turns,
   from a shared prompt when u_share <= prefix share, prompt index = the prefix table at u_prefix.
 * turn t >= 1 of that session: block (FIELD_TURN, k, attempt t) = (u_think, u_new, u_base, -):
   think time, new tokens, and the pool's base fields (one uniform for all);

@@ -42,7 +42,7 @@ PINNED_V1 = {
     "fleet_parts/part-00000.parquet": "bf2f0b3e5c195425334f3d8577b03171444e127a18ab9350848578b53c044ea9",
     "fleet_parts/part-00001.parquet": "bd130b6a632c66b906bf62a26d6c767ec332b7278fe6ac69bd721a44c0eb2df6",
     "fleet_parts/part-00002.parquet": "7fcbda72c326c6e0032b8e6cec445567dc65fbc496e11de69ea4da8174ea78d8",
-    "sessions.parquet": "dc75f3d1b04b86b9327ae65549988f4e8dd530c9a6bedb5576b8adabc242fdd5",  # session stream 2
+    "sessions.parquet": "a060df6c655d03fb1443957c0112797b8dd8f2e7f3da1000a4334e94338b7882",  # session stream 2
 }
 
 
@@ -57,7 +57,7 @@ PINNED = {
     "pool.arrow": "f8a392486a6fa26cc28ff5de779bf56444b9c42efc063cf8a293540c6c063d5f",
     "pool.parquet": "56839ba27ca5500f04c3bbb249a8c8bb1104117ce99b6e4b72e4faf435f2bc13",
     "reason.arrow": "01416befd872fd0b9e5a750597c43e669b84c999a89a46592295bd92829235ef",
-    "sessions.parquet": "a1af9f3dadd9f13b3ada807b2fa89c9124fd9931a5fba48e15fb7a6b00744b5f",  # session stream 2
+    "sessions.parquet": "c59a6d89a066a5b685cf9faf4958d3bfd87be507358fef7c3a666750d962b950",  # session stream 2
 }
 
 # session stream 1 (sample/sessions.py): every session trace made before the streams had

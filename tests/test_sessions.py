@@ -230,6 +230,21 @@ def test_turns_think_times_and_prefix_popularity_follow_the_profile(stream):
     assert abs(share - 0.6) < 0.03
 
 
+def test_stream_2_prehistory_has_the_sessions_in_progress_of_stream_1():
+    """Stream 2's pre-history draws only multi-turn sessions (turns conditioned on > 1, at
+    rate x P(turns > 1) / E[turns]); the sessions in progress at time 0 (later turns whose
+    first is before the trace) must come as often as stream 1's thinned slots give them."""
+    p = pool(rate=20.0, windows=60, clients=2)
+    got = {}
+    for stream in STREAMS:
+        s = sessions_of(table(p, session_stream=stream))
+        orphan = ~np.isin(s["session_id"], s["session_id"][s["turn"] == 0])
+        got[stream] = (len(np.unique(s["session_id"][orphan])), int(orphan.sum()))
+    (n1, r1), (n2, r2) = got[1], got[2]
+    assert n1 > 500 and abs(n2 - n1) < 5 * math.sqrt(n1 + n2)  # about 640 each: Poisson, 5 sigma
+    assert abs(r2 - r1) < 0.15 * r1  # their rows (about 1,700): sessions clump turns
+
+
 @pytest.mark.parametrize("stream", STREAMS)
 def test_rates_keep_their_meaning(stream):
     p = pool(rate=20.0, windows=60, clients=2)

@@ -218,9 +218,9 @@ def _session_lookback(kern, view, targets, aggregate, w_lo: int, opts, expander)
     length0 = float(view.window_len[0])
     for m in range(int(np.ceil(max(back - t0, 0.0) / length0)), 0, -1):
         u = prehistory_units(chunk_units(view, targets, 0, 1), m, length0, int(view.window_index.max()))
-        submitted = _submit_chunk(kern, view, u, 1, opts, expander)
+        submitted = _submit_chunk(kern, view, u, 1, opts, expander, prehistory=True)
         cols = _finish_chunk(kern, view, opts, *submitted)
-        expander.process(cols, *cols.pop("_slots"), t0, emit=False)
+        expander.process(cols, *cols.pop("_slots"), t0, emit=False, prehistory=True)
     ends = view.window_start[:w_lo] + view.window_len[:w_lo]
     w_lb = int(np.searchsorted(ends, t0 - back, side="right"))
     for w0, w1 in plan_chunks(view, targets, aggregate, (w_lb, w_lo), opts.mode, opts.chunk_bytes):
@@ -229,11 +229,12 @@ def _session_lookback(kern, view, targets, aggregate, w_lo: int, opts, expander)
         expander.process(cols, *cols.pop("_slots"), t0, emit=False)
 
 
-def _submit_chunk(kern: Backend, view, u: Units, n_windows: int, opts: GenerateOptions, expander=None):
-    """Start the backend on a chunk's units; see _finish_chunk."""
+def _submit_chunk(kern: Backend, view, u: Units, n_windows: int, opts: GenerateOptions, expander=None,
+                  prehistory: bool = False):
+    """Start the backend on a chunk's units (`prehistory`: a window before time 0); see _finish_chunk."""
     seed = np.uint64(opts.seed)
     if expander is not None:
-        u = replace(u, rate=expander.start_rates(u.client, u.rate))
+        u = replace(u, rate=expander.start_rates(u.client, u.rate, prehistory))
     law = u.law
     if opts.mode == "servegen":
         k = u.shape.astype(np.float64)

@@ -17,8 +17,11 @@ Session ids pack (window, client, slot): window < 2**20, client < 2**22, slot < 
 Stream versions (`session_stream` in a trace's metadata; absent: 1, so older traces regenerate
 with their own bytes): 1 draws request slots at the client's rate and thins each to a session
 start with probability 1 / E[turns]; 2 (the default) draws the session starts directly at
-rate / E[turns] (`start_rates`), so no slot is drawn to be thrown away. Both keep the
-request rate; the role and turn draws are the same keyed draws (with 2 every slot is kept).
+rate / E[turns] (`start_rates`), so no slot is drawn to be thrown away, and its pre-history
+draws only the sessions of 2+ turns (at rate × P(turns > 1) / E[turns], turns from the
+table conditioned on > 1: `SessionTables.multi_turn_only`), as a single request before time 0
+leaves nothing in the trace. Both keep the request rate; the role and turn draws are the
+same keyed draws (with 2 every slot is kept).
 """
 from __future__ import annotations
 
@@ -76,30 +79,34 @@ class SessionExpander:
         self.kern, self.view, self.seed, self.base, self.stream = kern, view, np.uint64(seed), base, stream
         self.tables = profiles.tables()
         self.par = self.tables.par
+        self.pre_tables = self.tables  # the pre-history's
         if stream >= 2:  # slots are session starts already (start_rates): none is thinned
             self.par = self.par.copy()
             self.par[:, P_KEEP] = 1.0
+            self.pre_tables = self.tables.multi_turn_only()
         self.fin, self.fout = base.index("input_tokens"), base.index("output_tokens")
         self.carry: dict | None = None
 
-    def start_rates(self, client: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    def start_rates(self, client: np.ndarray, rate: np.ndarray, prehistory: bool = False) -> np.ndarray:
         """The rates of the request slots of units (client, rate): stream 1 the clients' rates,
-        stream 2 their session starts' (rate × the keep probability 1 / E[turns])."""
+        stream 2 their session starts' (rate × the keep probability 1 / E[turns]; in the
+        pre-history, of the multi-turn starts only)."""
         if self.stream < 2:
             return rate
-        p = self.tables.profile_of(client)
-        return np.where(p >= 0, rate * self.tables.par[np.maximum(p, 0), P_KEEP], rate)
+        T = self.pre_tables if prehistory else self.tables
+        p = T.profile_of(client)
+        return np.where(p >= 0, rate * T.par[np.maximum(p, 0), P_KEEP], rate)
 
     def lookback_seconds(self) -> float:
         return self.tables.lookback(float(self.view.dists.values.max(initial=0.0)))
 
     def process(self, cols: dict, window: np.ndarray, k: np.ndarray, dist: tuple, chunk_end: float,
-                emit: bool = True) -> dict | None:
+                emit: bool = True, prehistory: bool = False) -> dict | None:
         """The chunk's rows with session columns, in order; later turns at or past `chunk_end` are
         carried. `dist` = (each slot's unit, the units' base-field distribution ids). The kept
         slots (first turns) are already in time order; only the later turns are
-        sorted, then merged in (kernels/rows.py)."""
-        T = self.tables
+        sorted, then merged in (kernels/rows.py). `prehistory`: a window before time 0."""
+        T = self.pre_tables if prehistory else self.tables
         cid = cols["client_id"]
         prof = T.profile_of(cid)
         window = window.astype(np.uint32, copy=False)

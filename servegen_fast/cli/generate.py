@@ -41,7 +41,7 @@ def add_arguments(sub) -> None:
     sm.add_argument("--seed", type=non_negative(int), default=0, help="random seed (default: 0; same seed, same trace)")
     sm.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default="cpu", help="sampling backend (default: cpu)")
     sm.add_argument("--chunk-mb", type=positive(int), default=256,
-                    help="memory budget of one generation chunk in MiB (default: 256)")
+                    help="memory budget of one generation chunk in MiB (default: 256; at most 32 with --sessions)")
     sm.add_argument("--include-reason-ratio", action="store_true", help="also write reason_ratio (reasoning pools)")
     ss = g.add_argument_group("sessions (docs/sessions.md)")
     ss.add_argument("--sessions", metavar="PROFILE", default=None,

@@ -4,9 +4,10 @@ column stored in the file vs derived on read (size and time).
 
 Each timed run generates the whole span into memory (Arrow batches, consumed one at a time),
 or into a zstd Parquet file, after a warm-up run that loads the compiled kernels; off and on
-runs alternate and the best of `--repeat` of each is kept.
+runs (on: each session stream version of `--streams`, sample/sessions.py) alternate and the
+best of `--repeat` of each is kept.
 
-    python benchmarks/bench_sessions.py [--duration 86400] [--rate 200] [--repeat 3]
+    python benchmarks/bench_sessions.py [--duration 86400] [--rate 200] [--repeat 3] [--streams 1,2]
 """
 from __future__ import annotations
 
@@ -22,19 +23,19 @@ import pyarrow.parquet as pq
 from _common import machine, peak_rss_mib, servegen_root  # noqa: F401 (servegen_root: the data)
 
 
-def timed_pair(off, on, repeat):
-    """Best wall and CPU (process, all threads) times of `off` and `on`, run alternately (so a
-    change in the host's load hits both); CPU time is the steadier figure on a shared host."""
-    best = [float("inf"), float("inf")]
-    cpu = [float("inf"), float("inf")]
-    rows = [0, 0]
+def timed_runs(fns, repeat):
+    """Best wall and CPU (process, all threads) times and rows of each of `fns`, run alternately
+    (so a change in the host's load hits all); CPU time is the steadier figure on a shared host."""
+    best = [float("inf")] * len(fns)
+    cpu = [float("inf")] * len(fns)
+    rows = [0] * len(fns)
     for _ in range(repeat):
-        for i, fn in enumerate((off, on)):
+        for i, fn in enumerate(fns):
             t0, c0 = time.perf_counter(), time.process_time()
             rows[i] = fn()
             best[i] = min(best[i], time.perf_counter() - t0)
             cpu[i] = min(cpu[i], time.process_time() - c0)
-    return best[0], rows[0], best[1], rows[1], cpu
+    return best, rows, cpu
 
 
 def main() -> None:
@@ -43,7 +44,9 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--sessions", default="chat")
+    ap.add_argument("--streams", default="1,2", help="session stream versions to time, e.g. 2 or 1,2")
     args = ap.parse_args()
+    streams = [int(v) for v in args.streams.split(",")]
     from servegen_fast.io.blocks import BlockSpec, hash_ids
     from servegen_fast.io.pool_file import open_pool
     from servegen_fast.model.sessions import load_profiles
@@ -54,8 +57,8 @@ def main() -> None:
 
     from servegen_fast.io.trace import trace_schema, write_trace
 
-    def run(sessions, sink):
-        batches = generate(pool, args.rate, args.duration, seed=1, sessions=sessions)
+    def run(sessions, sink, stream=2):
+        batches = generate(pool, args.rate, args.duration, seed=1, sessions=sessions, session_stream=stream)
         if sink == "memory":
             return sum(b.num_rows for b in batches)
         rows = [0]
@@ -69,11 +72,15 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"pool builtin, {args.duration} s at {args.rate:g} req/s, profile {args.sessions!r}, best of {args.repeat}")
     for sink in ("memory", "parquet"):
-        t_off, n_off, t_on, n_on, cpu = timed_pair(lambda: run(None, sink), lambda: run(prof, sink), args.repeat)
-        print(f"{sink:8s} sessions off: {n_off:,} rows in {t_off:.2f} s ({n_off / t_off / 1e6:.2f} M req/s); "
-              f"on: {n_on:,} rows in {t_on:.2f} s ({n_on / t_on / 1e6:.2f} M req/s); "
-              f"ratio on/off (req/s) {(n_on / t_on) / (n_off / t_off):.2f}; CPU s {cpu[0]:.2f} vs {cpu[1]:.2f}, "
-              f"ratio {(n_on / cpu[1]) / (n_off / cpu[0]):.2f}")
+        fns = [lambda: run(None, sink)] + [lambda v=v: run(prof, sink, v) for v in streams]
+        wall, rows, cpu = timed_runs(fns, args.repeat)
+        n_off, t_off, c_off = rows[0], wall[0], cpu[0]
+        print(f"{sink:8s} sessions off: {n_off:,} rows in {t_off:.2f} s ({n_off / t_off / 1e6:.2f} M req/s), "
+              f"CPU {c_off:.2f} s")
+        for v, n_on, t_on, c_on in zip(streams, rows[1:], wall[1:], cpu[1:]):
+            print(f"{sink:8s} sessions on, stream {v}: {n_on:,} rows in {t_on:.2f} s ({n_on / t_on / 1e6:.2f} M req/s)"
+                  f", CPU {c_on:.2f} s; ratio on/off (req/s) wall {(n_on / t_on) / (n_off / t_off):.2f}, "
+                  f"CPU {(n_on / c_on) / (n_off / c_off):.2f}")
     print(f"peak RSS: {peak_rss_mib():.0f} MiB")
 
     # block ids: stored as a list column vs derived on read, on the first hour

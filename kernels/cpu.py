@@ -220,19 +220,19 @@ _row_blocks = _S.row_blocks
 
 
 @_pjit
-def session_roles(seed, client, window, k, prof, values, cdf, off, par):
+def session_roles(seed, client, window, k, prof, values, cdf, sguide, off, par):
     """(turns, prefix index) per request slot; turns 0: thinned away (kernels/session_bodies.py)."""
     n = len(k)
     turns = np.empty(n, np.int64)
     pid = np.empty(n, np.int64)
     for r in prange(n):
-        turns[r], pid[r] = _slot_role(seed, client[r], window[r], k[r], prof[r], values, cdf, off, par)
+        turns[r], pid[r] = _slot_role(seed, client[r], window[r], k[r], prof[r], values, cdf, sguide, off, par)
     return turns, pid
 
 
 @_pjit
-def expand_turns(seed, client, window, k, prof, turns, ts, fin, fout, values, cdf, off, par, dist, vals, pv, pc,
-                 pdoff, guide, goff, toff):
+def expand_turns(seed, client, window, k, prof, turns, ts, fin, fout, values, cdf, sguide, off, par, dist, vals, pv,
+                 pc, pdoff, guide, goff, toff):
     """Later turns of the sessions started by these slots: rows toff[r] .. toff[r+1]-1 for slot r."""
     m = toff[len(toff) - 1]
     out_ts = np.empty(m, np.float64)
@@ -241,9 +241,9 @@ def expand_turns(seed, client, window, k, prof, turns, ts, fin, fout, values, cd
     out_turn = np.empty(m, np.int64)
     for r in prange(len(k)):
         if turns[r] > 1:
-            _expand_session(seed, client[r], window[r], k[r], prof[r], turns[r], ts[r], fin, fout, values, cdf, off,
-                            par, dist, vals, r, pv, pc, pdoff, guide, goff, out_ts, out_vals, out_think, out_turn,
-                            toff[r])
+            _expand_session(seed, client[r], window[r], k[r], prof[r], turns[r], ts[r], fin, fout, values, cdf,
+                            sguide, off, par, dist, vals, r, pv, pc, pdoff, guide, goff, out_ts, out_vals, out_think,
+                            out_turn, toff[r])
     return out_ts, out_vals, out_think, out_turn
 
 

@@ -23,8 +23,9 @@ def tab_index(cdf, lo, hi, u):
     return out
 
 
-def session_roles(seed, client, window, k, prof, values, cdf, off, par):
-    """(turns, prefix index) per slot: turns 0 = thinned away, prof < 0 = no sessions (1, -1)."""
+def session_roles(seed, client, window, k, prof, values, cdf, sguide, off, par):
+    """(turns, prefix index) per slot: turns 0 = thinned away, prof < 0 = no sessions (1, -1).
+    sguide (the compiled kernels' search guide) is unused: it never changes an index."""
     n = len(k)
     turns = np.ones(n, np.int64)
     pid = np.full(n, -1, np.int64)
@@ -41,8 +42,8 @@ def session_roles(seed, client, window, k, prof, values, cdf, off, par):
     return turns, pid
 
 
-def expand_turns(seed, client, window, k, prof, turns, ts, fin, fout, values, cdf, off, par, dist, vals, pv, pc,
-                 pdoff, guide, goff, toff):
+def expand_turns(seed, client, window, k, prof, turns, ts, fin, fout, values, cdf, sguide, off, par, dist, vals, pv,
+                 pc, pdoff, guide, goff, toff):
     """Later turns of each session, turn by turn over all sessions still going."""
     m = int(toff[-1])
     out_ts = np.empty(m)

@@ -1,35 +1,37 @@
 """Row movement for the session stream (sample/sessions.py): the merge of first turns and later
 turns into one time order, and the scatter of columns into it. Pure data movement
-(no randomness, no arithmetic on values), so every backend's rows pass through it unchanged. Serial:
-the scatters are memory-bound, and serial loops stay fast on a busy host."""
+(no randomness, no arithmetic on values), so every backend's rows pass through it unchanged. The
+scatters and first turns run in parallel (every row has its own output position): serial, they
+left the second core idle while sessions-off generation used both; the merge is serial."""
 from __future__ import annotations
 
 import numpy as np
+from numba import prange
 
 from . import config
 
 
-@config.njit
+@config.njit_parallel
 def place_indexed(out, pos_a, src_a, idx_a, pos_b, src_b):
     """out[pos_a[i]] = src_a[idx_a[i]]; out[pos_b[j]] = src_b[j]."""
-    for i in range(len(pos_a)):
+    for i in prange(len(pos_a)):
         out[pos_a[i]] = src_a[idx_a[i]]
-    for j in range(len(pos_b)):
+    for j in prange(len(pos_b)):
         out[pos_b[j]] = src_b[j]
     return out
 
 
-@config.njit
+@config.njit_parallel
 def place_direct(out, pos_a, src_a, pos_b, src_b):
     """out[pos_a[i]] = src_a[i]; out[pos_b[j]] = src_b[j]."""
-    for i in range(len(pos_a)):
+    for i in prange(len(pos_a)):
         out[pos_a[i]] = src_a[i]
-    for j in range(len(pos_b)):
+    for j in prange(len(pos_b)):
         out[pos_b[j]] = src_b[j]
     return out
 
 
-@config.njit
+@config.njit_parallel
 def first_turns(kept, client, window, k, prof, pid, prefix_first, values, inp, slot_bits, client_bits):
     """Session ids of the kept slots, (window << (slot + client bits)) | (client << slot bits) | k,
     and each first input raised to its shared prompt's length in place
@@ -37,7 +39,7 @@ def first_turns(kept, client, window, k, prof, pid, prefix_first, values, inp, s
     sid = np.empty(len(kept), np.uint64)
     sw = np.uint64(slot_bits + client_bits)
     sc = np.uint64(slot_bits)
-    for i in range(len(kept)):
+    for i in prange(len(kept)):
         r = kept[i]
         sid[i] = (np.uint64(window[r]) << sw) | (np.uint64(client[r]) << sc) | np.uint64(k[r])
         p = prof[r]

@@ -7,7 +7,8 @@ Session draws use the four 32-bit words of one Philox block as four uniforms
 u = (word + 1) / 2**32 in (0, 1] (exact in float64; table lookups need no more resolution):
 
 * role: block (FIELD_SESSION, k) = (u_keep, u_turns, u_share, u_prefix): the slot starts a
-  session when u_keep <= keep probability, with turns = the profile's turns table at u_turns,
+  session when u_keep <= keep probability (par[p, 0]; session stream 2 passes 1: its slots are
+  session starts already, sample/sessions.py), with turns = the profile's turns table at u_turns,
   from a shared prompt when u_share <= prefix share, prompt index = the prefix table at u_prefix.
 * turn t >= 1 of that session: block (FIELD_TURN, k, attempt t) = (u_think, u_new, u_base, -):
   think time, new tokens, and the pool's base fields (one uniform for all);
@@ -20,7 +21,8 @@ u = (word + 1) / 2**32 in (0, 1] (exact in float64; table lookups need no more r
   the shared prompt: hash(client, prefix id, b); the last, partial block:
   hash(session id, b, tokens in it).
 
-Tables are searched by `tab_index` (first entry whose cumulative probability reaches u).
+Tables are searched by `tab_index` (first entry whose cumulative probability reaches u), from
+a guide table so a search takes about one step instead of a bisection's log2(n) dependent loads.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ _S32 = np.uint64(32)
 
 
 _TWO_POW_M32 = 1.0 / 4294967296.0
+GUIDE_STEPS = 8  # guide buckets per table entry: more make a walk (a mispredicted branch) rarer
 
 
 def make_session_bodies(jit, s, lookup):
@@ -57,37 +60,41 @@ def make_session_bodies(jit, s, lookup):
         return (np.float64(np.uint64(w) & _M32) + 1.0) * _TWO_POW_M32
 
     @jit
-    def tab_index(cdf, lo, hi, u):
+    def tab_index(cdf, sguide, lo, hi, u):
         # lo + the number of cdf[lo:hi-1] below u (a prefix: cdf is non-decreasing), so at most
-        # hi - 1; halving without a data-dependent branch (a select), as the draws are random
-        base = lo
-        n = hi - 1 - lo
-        if n <= 0:
-            return lo
-        while n > 1:
-            half = n >> 1
-            base = base + half if cdf[base + half] < u else base
-            n -= half
-        return base + 1 if cdf[base] < u else base
+        # hi - 1. The guide (SessionTables.guide, GUIDE_STEPS buckets an entry) starts the
+        # search at the first entry reaching the bucket's lower edge, rarely more than a step
+        # away; the two walks make the index exact whatever the rounding of u * n, so the guide
+        # changes the speed, never the result.
+        n = (hi - lo) * GUIDE_STEPS
+        g = int(u * n)
+        if g >= n:
+            g = n - 1
+        a = lo + sguide[lo * GUIDE_STEPS + g]
+        while a > lo and cdf[a - 1] >= u:
+            a -= 1
+        while a < hi - 1 and cdf[a] < u:
+            a += 1
+        return a
 
     @jit
-    def slot_role(seed, client, window, k, p, values, cdf, off, par):
+    def slot_role(seed, client, window, k, p, values, cdf, sguide, off, par):
         """(turns, prefix index) of a slot; turns 0: the slot is thinned away; p < 0: no sessions."""
         if p < 0:
             return 1, -1
         w0, w1, w2, w3 = philox_block(seed, client, window, _FIELD_SESSION, k, 0)
         if u32(w0) > par[p, 0]:
             return 0, -1
-        turns = int(values[tab_index(cdf, off[p, 0], off[p, 1], u32(w1))])
+        turns = int(values[tab_index(cdf, sguide, off[p, 0], off[p, 1], u32(w1))])
         u_share = u32(w2)
         u_pre = u32(w3)
         pid = -1
         if u_share <= par[p, 1]:
-            pid = tab_index(cdf, off[p, 3], off[p, 4], u_pre) - off[p, 3]
+            pid = tab_index(cdf, sguide, off[p, 3], off[p, 4], u_pre) - off[p, 3]
         return turns, pid
 
     @jit
-    def expand_session(seed, client, window, k, p, turns, ts0, fin, fout, values, cdf, off, par, dist, vals, r,
+    def expand_session(seed, client, window, k, p, turns, ts0, fin, fout, values, cdf, sguide, off, par, dist, vals, r,
                        pv, pc, pdoff, guide, goff, out_ts, out_vals, out_think, out_turn, lo):
         """Turns 1 .. turns-1 of the session started by slot k into rows lo, lo+1, ...;
         vals[r] = the first turn's base values, dist[r] its distributions."""
@@ -100,8 +107,8 @@ def make_session_bodies(jit, s, lookup):
             u_think = u32(w0)
             u_new = u32(w1)
             ub = u32(w2)
-            think = values[tab_index(cdf, off[p, 1], off[p, 2], u_think)]
-            new = values[tab_index(cdf, off[p, 2], off[p, 3], u_new)]
+            think = values[tab_index(cdf, sguide, off[p, 1], off[p, 2], u_think)]
+            new = values[tab_index(cdf, sguide, off[p, 2], off[p, 3], u_new)]
             ts = ts + (par[p, 2] + par[p, 3] * outp) + think
             row = lo + t - 1
             if ts - ts0 > par[p, 4]:  # past the session's max span: this turn and the rest are not made

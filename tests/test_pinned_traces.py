@@ -27,6 +27,8 @@ CASES = {
                      "--mode", "poisson", "--seed", "7"],
     "fleet_parts": ["--pool", "builtin", "--clients", "500", "--mean-rate", "5", "--duration", "3h",
                     "--partition", "hour", "--seed", "8"],
+    "sessions.parquet": ["--pool", "builtin", "--duration", "1h", "--rate", "20", "--sessions", "chat",
+                         "--block-size", "64", "--seed", "9"],
 }
 
 # file encoding 1 (io/sink.py FILE_ENCODINGS): every trace written before versions; regenerated
@@ -41,6 +43,7 @@ PINNED_V1 = {
     "fleet_parts/part-00000.parquet": "bf2f0b3e5c195425334f3d8577b03171444e127a18ab9350848578b53c044ea9",
     "fleet_parts/part-00001.parquet": "bd130b6a632c66b906bf62a26d6c767ec332b7278fe6ac69bd721a44c0eb2df6",
     "fleet_parts/part-00002.parquet": "7fcbda72c326c6e0032b8e6cec445567dc65fbc496e11de69ea4da8174ea78d8",
+    "sessions.parquet": "a060df6c655d03fb1443957c0112797b8dd8f2e7f3da1000a4334e94338b7882",  # session stream 2
 }
 
 
@@ -56,6 +59,15 @@ PINNED_STREAM1 = {
     "pool.arrow": "f8a392486a6fa26cc28ff5de779bf56444b9c42efc063cf8a293540c6c063d5f",
     "pool.parquet": "56839ba27ca5500f04c3bbb249a8c8bb1104117ce99b6e4b72e4faf435f2bc13",
     "reason.arrow": "01416befd872fd0b9e5a750597c43e669b84c999a89a46592295bd92829235ef",
+    "sessions.parquet": "c59a6d89a066a5b685cf9faf4958d3bfd87be507358fef7c3a666750d962b950",  # session stream 2
+}
+
+# session stream 1 (sample/sessions.py): every session trace made before the streams had
+# versions (no `session_stream` in its metadata); --session-stream 1 (or regenerating from such
+# a trace's metadata) keeps these bytes. Taken at 4eb816d, before the change; file encodings 2, 1.
+PINNED_SESSION_STREAM_1 = {
+    "2": "e1daa29c79e4c8cdf9f22d40b24cf267a418f881d7a0f50070e3d9a8130b0cad",
+    "1": "b67888ca64ead146a7dc766841da595eae4cdadd1b8fac11e953bf7b6926ad39",
 }
 
 # the default: file encoding 2, arrival stream 2 (Gamma with one Philox block per attempt)
@@ -124,3 +136,15 @@ def test_regenerating_from_metadata_keeps_the_stream_it_names(tmp_path, servegen
         assert main(["generate", "--from-trace-metadata", str(first), "-o", str(again), "-q"]) == 0
         assert hashlib.sha256(again.read_bytes()).hexdigest() == pins["fleet.parquet"]
         assert meta.get("arrival_stream", 1) == (1 if extra else 2)
+
+
+@pytest.mark.parametrize("encoding", sorted(PINNED_SESSION_STREAM_1))
+def test_session_stream_1_keeps_the_bytes_of_older_traces(encoding, tmp_path, servegen_root):
+    got = _hashes("sessions.parquet", tmp_path, servegen_root, ["--session-stream", "1", "--arrival-stream", "1", "--file-encoding", encoding])
+    assert got == {"sessions.parquet": PINNED_SESSION_STREAM_1[encoding]}, \
+        f"session stream 1 trace bytes changed (pyarrow {pa.__version__})"
+    if encoding == "2":  # a trace without `session_stream` in its metadata regenerates as stream 1
+        again = tmp_path / "again.parquet"
+        assert main(["generate", "--from-trace-metadata", str(tmp_path / "sessions.parquet"), "-o", str(again),
+                     "-q"]) == 0
+        assert hashlib.sha256(again.read_bytes()).hexdigest() == PINNED_SESSION_STREAM_1["2"]

@@ -1,6 +1,7 @@
 """Sessions in generated traces (model/sessions.py, sample/sessions.py, kernels/session_bodies.py,
 io/blocks.py): the model's statistics, exact context growth, block-id structure, identity
-across backends, chunk sizes and parts, rates kept, and bad input.
+across backends, chunk sizes and parts, rates kept, and bad input; for both session stream
+versions (1: thinned slots, 2: starts drawn at rate / E[turns]) where the draws differ.
 
 Statistical tests use fixed seeds; tolerances are stated where they are used."""
 from __future__ import annotations
@@ -48,23 +49,29 @@ def sessions_of(t: pa.Table) -> dict:
     return {k: v[order] for k, v in d.items()}
 
 
+STREAMS = [1, 2]
+
+
 # --------------------------------------------------------------------------- identity
+@pytest.mark.parametrize("stream", STREAMS)
 @pytest.mark.parametrize("mode", ["servegen", "renewal"])
-def test_numpy_reference_equals_cpu(mode):
-    a = table(backend="numpy", mode=mode)
-    b = table(backend="cpu", mode=mode)
+def test_numpy_reference_equals_cpu(mode, stream):
+    a = table(backend="numpy", mode=mode, session_stream=stream)
+    b = table(backend="cpu", mode=mode, session_stream=stream)
     assert a.num_rows > 1000
     assert a.equals(b)
     spec = BlockSpec(7, 16, PROFILE)
     assert hash_ids(a, spec, "numpy").equals(hash_ids(a, spec, "cpu"))
 
 
-def test_chunk_sizes_and_parts_are_identical():
+@pytest.mark.parametrize("stream", STREAMS)
+def test_chunk_sizes_and_parts_are_identical(stream):
     p = pool()
-    whole = table(p, chunk_bytes=1 << 30)
-    small = table(p, chunk_bytes=4000)  # a few windows per chunk: sessions cross many chunk edges
+    whole = table(p, chunk_bytes=1 << 30, session_stream=stream)
+    small = table(p, chunk_bytes=4000, session_stream=stream)  # a few windows per chunk: sessions cross many edges
     assert whole.equals(small)
-    parts = [table(p, only=(a, b), chunk_bytes=6000) for a, b in ((0, 180), (180, 420), (420, 720))]
+    parts = [table(p, only=(a, b), chunk_bytes=6000, session_stream=stream) for a, b in ((0, 180), (180, 420),
+                                                                                          (420, 720))]
     assert pa.concat_tables(parts).equals(whole)
     # later turns from earlier parts reach into the later ones (the look-back is exercised)
     assert (parts[2].column("turn").to_numpy() > 0).sum() > 0
@@ -85,6 +92,8 @@ def test_cuda_simulator_equals_cpu():
             "from servegen_fast.io.blocks import BlockSpec, hash_ids, block_offsets, _columns\n"
             "from servegen_fast.kernels import cuda_sessions as cs\n"
             "p = S.pool(rate=1.0, windows=6, clients=3)\n"
+            "a = S.table(p, backend='cuda', session_stream=1); b = S.table(p, backend='cpu', session_stream=1)\n"
+            "assert a.num_rows > 50 and a.equals(b), 'tables differ (stream 1)'\n"
             "a = S.table(p, backend='cuda'); b = S.table(p, backend='cpu')\n"
             "assert a.num_rows > 50 and a.equals(b), 'tables differ'\n"
             "sp = BlockSpec(7, 64, S.PROFILE); part = b.slice(b.num_rows - 200); h = hash_ids(part, sp)\n"
@@ -99,9 +108,36 @@ def test_cuda_simulator_equals_cpu():
     assert int(p.stdout.split("rows")[-1]) > 50
 
 
+def test_guided_table_search_equals_a_bisection():
+    """The compiled kernels' guided search (kernels/session_bodies.py tab_index) gives the first
+    entry whose cdf reaches u, capped at the table's last, as np.searchsorted does: on random
+    tables with ties and zero-probability entries, at bucket edges, 1 and the smallest u."""
+    from servegen_fast.kernels import cpu
+    from servegen_fast.model.sessions import GUIDE_STEPS
+
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 7, 20, 256, 737):
+        p = rng.random(n) * (rng.random(n) < 0.7)  # zero-probability entries: cdf ties
+        p[rng.integers(n)] += 0.1
+        cdf = np.cumsum(p) / p.sum()
+        cdf[-1] = 1.0
+        lo = 3  # a table inside a longer array, as SessionTables lays them out
+        full = np.concatenate([np.zeros(lo), cdf])
+        guide = np.zeros(GUIDE_STEPS * len(full), np.int32)
+        guide[GUIDE_STEPS * lo:] = np.searchsorted(cdf, np.arange(GUIDE_STEPS * n) / (GUIDE_STEPS * n), side="left")
+        m = GUIDE_STEPS * n
+        us = np.concatenate([rng.random(2000), np.arange(1, m + 1) / m, np.nextafter(np.arange(1, m + 1) / m, 0),
+                             cdf, np.nextafter(cdf, 0), [2.0 ** -32, 1.0]])
+        us = us[(us > 0) & (us <= 1)]
+        want = lo + np.minimum(np.searchsorted(cdf, us, side="left"), n - 1)
+        got = np.array([cpu._S.tab_index(full, guide, lo, lo + n, u) for u in us])
+        assert np.array_equal(got, want), n
+
+
 # --------------------------------------------------------------------------- model
-def test_context_growth_timing_and_blocks_are_exact():
-    t = table()
+@pytest.mark.parametrize("stream", STREAMS)
+def test_context_growth_timing_and_blocks_are_exact(stream):
+    t = table(session_stream=stream)
     s = sessions_of(t)
     prof = load_profiles(PROFILE).default
     same = s["session_id"][1:] == s["session_id"][:-1]
@@ -129,8 +165,9 @@ def test_context_growth_timing_and_blocks_are_exact():
             assert not np.isin(nxt[full + 1:], ids[off[j]:off[j + 1]]).any()
 
 
-def test_shared_prompts_share_blocks_within_a_client_only():
-    t = table()
+@pytest.mark.parametrize("stream", STREAMS)
+def test_shared_prompts_share_blocks_within_a_client_only(stream):
+    t = table(session_stream=stream)
     s = sessions_of(t)
     spec = BlockSpec(7, 64, PROFILE)
     order = np.lexsort((t.column("turn").to_numpy(), t.column("session_id").to_numpy()))
@@ -161,9 +198,10 @@ def test_shared_prompts_share_blocks_within_a_client_only():
     assert all(not (by_client[a] & by_client[b]) for a in cs for b in cs if a < b)
 
 
-def test_turns_think_times_and_prefix_popularity_follow_the_profile():
+@pytest.mark.parametrize("stream", STREAMS)
+def test_turns_think_times_and_prefix_popularity_follow_the_profile(stream):
     p = pool(rate=20.0, windows=60, clients=2)
-    t = table(p)
+    t = table(p, session_stream=stream)
     s = sessions_of(t)
     prof = load_profiles(PROFILE).default
     # sessions that start in the first half are complete (max session span < 8 * (0.3 + 0.01*5000 + 90) s)
@@ -193,12 +231,33 @@ def test_turns_think_times_and_prefix_popularity_follow_the_profile():
     assert abs(share - 0.6) < 0.03
 
 
-def test_rates_keep_their_meaning():
+def test_stream_2_prehistory_has_the_sessions_in_progress_of_stream_1():
+    """Stream 2's pre-history draws only multi-turn sessions (turns conditioned on > 1, at
+    rate x P(turns > 1) / E[turns]); the sessions in progress at time 0 (later turns whose
+    first is before the trace) must come as often as stream 1's thinned slots give them."""
     p = pool(rate=20.0, windows=60, clients=2)
-    plain = generate_table(p, seed=3).num_rows
-    with_s = table(p, seed=3).num_rows
+    got = {}
+    for stream in STREAMS:
+        s = sessions_of(table(p, session_stream=stream))
+        orphan = ~np.isin(s["session_id"], s["session_id"][s["turn"] == 0])
+        got[stream] = (len(np.unique(s["session_id"][orphan])), int(orphan.sum()))
+    (n1, r1), (n2, r2) = got[1], got[2]
+    assert n1 > 500 and abs(n2 - n1) < 5 * math.sqrt(n1 + n2)  # about 640 each: Poisson, 5 sigma
+    assert abs(r2 - r1) < 0.15 * r1  # their rows (about 1,700): sessions clump turns
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+def test_rates_keep_their_meaning(stream):
+    p = pool(rate=20.0, windows=60, clients=2)
+    plain = generate_table(p, seed=3)
+    with_s = table(p, seed=3, session_stream=stream)
     # turns of sessions started near the end fall past it: about rate x the mean session span short
-    assert 0.93 * plain < with_s <= 1.01 * plain
+    assert 0.93 * plain.num_rows < with_s.num_rows <= 1.01 * plain.num_rows
+    # per client too (about 36,000 and 72,000 requests; a count's sd is about 1%, sessions clump turns)
+    ca, a = np.unique(plain.column("client_id").to_numpy(), return_counts=True)
+    cb, b = np.unique(with_s.column("client_id").to_numpy(), return_counts=True)
+    assert np.array_equal(ca, cb) and len(a) == 2 and a.min() > 30000
+    assert np.all((0.93 * a < b) & (b <= 1.03 * a))
 
 
 # --------------------------------------------------------------------------- bad input
@@ -216,6 +275,8 @@ def test_bad_input_errors():
         table(p, sessions="/nonexistent/profile.json")
     with pytest.raises(ProfileError, match="not a session profile"):
         SessionProfiles.from_dict({"default": {}})
+    with pytest.raises(ValueError, match=r"session_stream \(--session-stream\) must be one of \[1, 2\]"):
+        table(p, session_stream=3)
 
 
 def test_cli_generate_with_sessions(tmp_path):
@@ -231,6 +292,7 @@ def test_cli_generate_with_sessions(tmp_path):
     t = read_trace(out)
     meta = trace_metadata(out)
     assert meta["sessions"]["block_size"] == 16 and (t.column("turn").to_numpy() > 0).any()
+    assert meta["session_stream"] == 2  # the default; stream 1 traces carry no such key
     r = subprocess.run(cmd[:-5] + ["--block-size", "0"], capture_output=True, text=True)
     assert r.returncode != 0 and "--block-size" in r.stderr
 

@@ -41,7 +41,7 @@ def add_arguments(sub) -> None:
     sm.add_argument("--seed", type=non_negative(int), default=0, help="random seed (default: 0; same seed, same trace)")
     sm.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default="cpu", help="sampling backend (default: cpu)")
     sm.add_argument("--chunk-mb", type=positive(int), default=256,
-                    help="memory budget of one generation chunk in MiB (default: 256)")
+                    help="memory budget of one generation chunk in MiB (default: 256; at most 32 with --sessions)")
     sm.add_argument("--include-reason-ratio", action="store_true", help="also write reason_ratio (reasoning pools)")
     ss = g.add_argument_group("sessions (docs/sessions.md)")
     ss.add_argument("--sessions", metavar="PROFILE", default=None,
@@ -74,6 +74,10 @@ def add_arguments(sub) -> None:
     out.add_argument("--only", default=None, metavar="PARTS",
                      help="with --partition: generate only these partitions (e.g. 3, 0-6, 1,4); each is "
                           "byte-identical to the same partition of the whole run")
+    out.add_argument("--session-stream", type=int, choices=(1, 2), default=None,
+                     help="with --sessions: the sessions' random stream version: 2 (default) draws session starts "
+                          "at rate / E[turns], faster; 1 thins request slots, as traces made before it (recorded "
+                          "in the metadata either way)")
     out.add_argument("--file-encoding", type=int, choices=(1, 2), default=None,
                      help="Parquet encoding version: 2 (default) BYTE_STREAM_SPLIT numeric columns, smaller and "
                           "faster; 1 the encoding of traces before it (recorded in the metadata either way)")
@@ -123,7 +127,9 @@ def _job(args, pool_duration_of):
         job = job_from_metadata(trace_metadata(args.from_trace_metadata), args.from_trace_metadata)
         if args.file_encoding is not None:
             job = replace(job, file_encoding=args.file_encoding)
-        return job if args.arrival_stream is None else replace(job, arrival_stream=args.arrival_stream)
+        if args.arrival_stream is not None:
+            job = replace(job, arrival_stream=args.arrival_stream)
+        return job if args.session_stream is None else replace(job, session_stream=args.session_stream)
     if args.mean_rate is not None and not args.clients:
         raise ValueError("--mean-rate needs --clients (use --rate for a constant aggregate rate)")
     duration = args.duration if args.duration is not None else pool_duration_of() - args.start
@@ -146,7 +152,8 @@ def _job(args, pool_duration_of):
                mode=args.mode, correlation=args.correlation, include_reason_ratio=args.include_reason_ratio,
                fleet=fleet, sessions=sessions, block_size=args.block_size,
                **({} if args.file_encoding is None else {"file_encoding": args.file_encoding}),
-               **({} if args.arrival_stream is None else {"arrival_stream": args.arrival_stream}))
+               **({} if args.arrival_stream is None else {"arrival_stream": args.arrival_stream}),
+               **({} if args.session_stream is None else {"session_stream": args.session_stream}))
 
 
 def _announce(job, source, args) -> None:

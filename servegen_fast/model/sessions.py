@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+from ..kernels.session_bodies import GUIDE_STEPS
 
 FORMAT = "servegen-fast-sessions"
 MAX_TURNS = 65535           # the trace's `turn` column is uint16
@@ -227,10 +229,14 @@ class SessionTables:
     Profile p's table j (T_TURNS: turns of all sessions, 1 included; T_THINK; T_NEW; T_PREFIX:
     prefix lengths in tokens) is values[off[p, j]:off[p, j + 1]] with cumulative probabilities
     cdf[...] (ending at exactly 1); par[p] = (keep probability, prefix share, ttft, tpot, max span).
+    guide[G·lo + g] (table [lo, hi), N = G·(hi − lo) buckets, G = GUIDE_STEPS) = the number of
+    its entries whose cdf is below g / N: where the kernels' search for u starts
+    (kernels/session_bodies.py tab_index).
     `keys` (sorted client ids) and `index` map a client to its profile; `default` is the
     default's index, or -1 (no sessions)."""
     values: np.ndarray
     cdf: np.ndarray
+    guide: np.ndarray        # int32[GUIDE_STEPS * len(cdf)]
     off: np.ndarray          # int64[P, 5]
     par: np.ndarray          # float64[P, 5]
     keys: np.ndarray         # uint32[K]
@@ -265,11 +271,27 @@ class SessionTables:
                         pr.max_span])
         keys = np.array(sorted(profiles.clients), np.uint32)
         first = 1 if profiles.default else 0
-        return cls(np.concatenate(values), np.concatenate(cdf), np.array(off, np.int64).reshape(-1, 5),
+        cdf, off = np.concatenate(cdf), np.array(off, np.int64).reshape(-1, 5)
+        return cls(np.concatenate(values), cdf, _guides(cdf, off), off,
                    np.array(par, np.float64).reshape(-1, 5), keys,
                    np.arange(first, first + len(keys), dtype=np.int32), 0 if profiles.default else -1,
                    max(int(pr.turns[0][-1]) for pr in profs), max(float(pr.think_time[0][-1]) for pr in profs),
                    max(pr.ttft for pr in profs), max(pr.tpot for pr in profs), max(pr.max_span for pr in profs))
+
+    def multi_turn_only(self) -> "SessionTables":
+        """These tables for sessions of 2+ turns only (session stream 2's pre-history, where a
+        single request before time 0 leaves nothing in the trace): each turns table conditioned
+        on turns > 1 (its first entry, turns = 1, gets cdf 0, the rest rescaled), and
+        par[:, P_KEEP] the rate factor of those starts, keep probability × P(turns > 1)."""
+        cdf, par = self.cdf.copy(), self.par.copy()
+        for p, (lo, hi) in enumerate(self.off[:, T_TURNS:T_TURNS + 2]):
+            q = cdf[lo]  # P(turns = 1)
+            if q < 1.0:
+                c = (cdf[lo:hi] - q) / (1.0 - q)
+                c[0], c[-1] = 0.0, 1.0
+                cdf[lo:hi] = c
+            par[p, P_KEEP] *= 1.0 - q
+        return replace(self, cdf=cdf, par=par, guide=_guides(cdf, self.off))
 
     def profile_of(self, client: np.ndarray) -> np.ndarray:
         """int32 profile index per client id (-1: no sessions)."""
@@ -287,6 +309,16 @@ class SessionTables:
         the longest max_span."""
         return min((self.max_turns - 1) * (self.ttft_max + self.tpot_max * max_output + self.max_think),
                    self.span_max)
+
+
+def _guides(cdf: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """SessionTables.guide for the tables [off[p, j], off[p, j + 1]) of cdf."""
+    g = GUIDE_STEPS
+    out = np.zeros(g * len(cdf), np.int32)
+    for lo, hi in {(int(a), int(b)) for row in off for a, b in zip(row[:-1], row[1:])}:
+        m = g * (hi - lo)
+        out[g * lo:g * hi] = np.searchsorted(cdf[lo:hi], np.arange(m) / m, side="left")
+    return out
 
 
 def profiles_summary(p: SessionProfiles) -> dict:

@@ -34,7 +34,7 @@ arrivals by a keyed log-normal intensity (kernels/modulation.py); plain windows 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -52,10 +52,14 @@ from .backend import BACKENDS, Backend, load_backend
 from .batches import to_batch
 from .plan import (DEFAULT_CHUNK_BYTES, chunk_units, plan_chunks, renewal_params, room_offsets, servegen_counts,
                    window_range)
-from .sessions import SessionExpander, prehistory_units, resolve as resolve_sessions
+from .sessions import SESSION_STREAM, SessionExpander, prehistory_units, resolve as resolve_sessions
 from ..model.sessions import DEFAULT_BLOCK_SIZE
 
 MODES = ("servegen", "renewal", "poisson")
+# With sessions a chunk's budget is at most this: the session stage's working set (roles, later
+# turns, merge) then stays in cache (about 8% less CPU and 18% less wall time than at 256 MiB on a
+# 12 h day, benchmarks/README.md); a trace's bytes do not depend on its chunks.
+SESSION_CHUNK_BYTES = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -130,8 +134,8 @@ def generate(pool: ClientPool | Population, rate=None, duration: int | None = No
              chunk_bytes: int = DEFAULT_CHUNK_BYTES, include_reason_ratio: bool = False,
              metadata: dict | None = None, progress: Callable[[int, float], None] | None = None,
              only: tuple[int, int] | None = None, sessions=None,
-             block_size: int = DEFAULT_BLOCK_SIZE,
-             arrival_stream: int = ARRIVAL_STREAM) -> Iterator[pa.RecordBatch]:
+             block_size: int = DEFAULT_BLOCK_SIZE, arrival_stream: int = ARRIVAL_STREAM,
+             session_stream: int = SESSION_STREAM) -> Iterator[pa.RecordBatch]:
     """Yield the trace of `pool` over [start, start + duration) as Arrow record batches in time order.
 
     `rate` is anything `rates.as_rate_fn` accepts (None: the pool's own rates). Timestamps
@@ -144,7 +148,8 @@ def generate(pool: ClientPool | Population, rate=None, duration: int | None = No
     profile file or a built-in name; None: off) adds multi-turn sessions and shared prompts
     (sample/sessions.py); `block_size` is recorded for the block ids derived on read.
     `arrival_stream` picks the inter-arrival random stream (kernels/codes.py; 1 for traces made
-    before stream 2, which record no `arrival_stream`).
+    before stream 2, which record no `arrival_stream`); `session_stream` the sessions' random
+    stream version (1 for traces made before versions, see sample/sessions.py).
     """
     if mode is None:
         mode = default_mode(pool)
@@ -162,12 +167,15 @@ def generate(pool: ClientPool | Population, rate=None, duration: int | None = No
     else:
         targets = _rates.client_targets(view, aggregate)
     w_lo, w_hi = window_range(view, only)
-    profiles = resolve_sessions(sessions, block_size, view)
+    profiles = resolve_sessions(sessions, block_size, view, session_stream)
+    if profiles is not None and opts.chunk_bytes > SESSION_CHUNK_BYTES:
+        opts = replace(opts, chunk_bytes=SESSION_CHUNK_BYTES)
     schema = trace_schema(view.category, view.fields, include_reason_ratio, metadata, sessions=profiles is not None)
     kern = load_backend(backend)
     expander = None
     if profiles is not None:
-        expander = SessionExpander(kern, view, profiles, opts.seed, [f for f in view.fields if f not in ITEM_FIELDS])
+        expander = SessionExpander(kern, view, profiles, opts.seed, [f for f in view.fields if f not in ITEM_FIELDS],
+                                   session_stream)
     return _stream(kern, view, targets, aggregate, (w_lo, w_hi), schema, opts, include_reason_ratio, progress,
                    expander)
 
@@ -223,9 +231,9 @@ def _session_lookback(kern, view, targets, aggregate, w_lo: int, opts, expander)
     length0 = float(view.window_len[0])
     for m in range(int(np.ceil(max(back - t0, 0.0) / length0)), 0, -1):
         u = prehistory_units(chunk_units(view, targets, 0, 1), m, length0, int(view.window_index.max()))
-        submitted = _submit_chunk(kern, view, u, 1, opts, expander)
+        submitted = _submit_chunk(kern, view, u, 1, opts, expander, prehistory=True)
         cols = _finish_chunk(kern, view, opts, *submitted)
-        expander.process(cols, *cols.pop("_slots"), t0, emit=False)
+        expander.process(cols, *cols.pop("_slots"), t0, emit=False, prehistory=True)
     ends = view.window_start[:w_lo] + view.window_len[:w_lo]
     w_lb = int(np.searchsorted(ends, t0 - back, side="right"))
     for w0, w1 in plan_chunks(view, targets, aggregate, (w_lb, w_lo), opts.mode, opts.chunk_bytes):
@@ -234,9 +242,12 @@ def _session_lookback(kern, view, targets, aggregate, w_lo: int, opts, expander)
         expander.process(cols, *cols.pop("_slots"), t0, emit=False)
 
 
-def _submit_chunk(kern: Backend, view, u: Units, n_windows: int, opts: GenerateOptions, expander=None):
-    """Start the backend on a chunk's units; see _finish_chunk."""
+def _submit_chunk(kern: Backend, view, u: Units, n_windows: int, opts: GenerateOptions, expander=None,
+                  prehistory: bool = False):
+    """Start the backend on a chunk's units (`prehistory`: a window before time 0); see _finish_chunk."""
     seed = np.uint64(opts.seed)
+    if expander is not None:
+        u = replace(u, rate=expander.start_rates(u.client, u.rate, prehistory))
     law = u.law
     pre = None
     if opts.mode == "servegen":

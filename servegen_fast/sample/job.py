@@ -19,6 +19,7 @@ from ..model.pool import ClientPool
 from ..model.resample import resample_windows
 from ..model.sessions import DEFAULT_BLOCK_SIZE
 from .generate import DEFAULT_CHUNK_BYTES, default_mode, effective_correlation, generate
+from .sessions import SESSION_STREAM
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Job:
     block_size: int = DEFAULT_BLOCK_SIZE
     file_encoding: int = FILE_ENCODING         # Parquet encoding version (io/sink.py); 1 for older traces
     arrival_stream: int = ARRIVAL_STREAM       # inter-arrival random stream (kernels/codes.py); 1 for older traces
+    session_stream: int = SESSION_STREAM       # sessions' random stream version (sample/sessions.py); 1: older
 
 
 def source_for(pool, job: Job):
@@ -82,6 +84,8 @@ def metadata(job: Job, source) -> dict:
         meta["population"] = source.params
     if job.sessions is not None:
         meta["sessions"] = {"profiles": job.sessions, "block_size": job.block_size}
+        if job.session_stream != 1:  # absent: version 1, so older session traces regenerate with their own draws
+            meta["session_stream"] = job.session_stream
     if job.file_encoding != 1:  # absent: version 1, so older traces regenerate with their own bytes
         meta["file_encoding"] = job.file_encoding
     if job.arrival_stream != 1:  # absent: stream 1, as for file_encoding
@@ -106,7 +110,8 @@ def job_from_metadata(meta: dict, origin: str = "the trace") -> Job:
                correlation=meta["correlation"], include_reason_ratio=meta.get("include_reason_ratio", False),
                fleet=fleet, sessions=(meta.get("sessions") or {}).get("profiles"),
                block_size=(meta.get("sessions") or {}).get("block_size", DEFAULT_BLOCK_SIZE),
-               file_encoding=meta.get("file_encoding", 1), arrival_stream=meta.get("arrival_stream", 1))
+               file_encoding=meta.get("file_encoding", 1), arrival_stream=meta.get("arrival_stream", 1),
+               session_stream=meta.get("session_stream", 1))
 
 
 @dataclass
@@ -133,7 +138,7 @@ def job_batches(job: Job, source, *, span: tuple[int, int] | None = None, backen
                     correlation=meta["correlation"], backend=backend, chunk_bytes=chunk_bytes,
                     include_reason_ratio=job.include_reason_ratio, metadata=meta, progress=progress,
                     only=span, sessions=job.sessions, block_size=job.block_size,
-                    arrival_stream=job.arrival_stream)
+                    arrival_stream=job.arrival_stream, session_stream=job.session_stream)
 
 
 def check_partition(job: Job, source, partition: str) -> None:

@@ -13,6 +13,15 @@ progress, as a log cut from a running service does, and every part generated alo
 session_id, turn), a total order.
 
 Session ids pack (window, client, slot): window < 2**20, client < 2**22, slot < 2**22.
+
+Stream versions (`session_stream` in a trace's metadata; absent: 1, so older traces regenerate
+with their own bytes): 1 draws request slots at the client's rate and thins each to a session
+start with probability 1 / E[turns]; 2 (the default) draws the session starts directly at
+rate / E[turns] (`start_rates`), so no slot is drawn to be thrown away, and its pre-history
+draws only the sessions of 2+ turns (at rate × P(turns > 1) / E[turns], turns from the
+table conditioned on > 1: `SessionTables.multi_turn_only`), as a single request before time 0
+leaves nothing in the trace. Both keep the request rate; the role and turn draws are the
+same keyed draws (with 2 every slot is kept).
 """
 from __future__ import annotations
 
@@ -21,10 +30,12 @@ from dataclasses import replace
 import numpy as np
 
 from ..kernels import rows as R
-from ..model.sessions import MAX_BLOCK_SIZE, T_PREFIX, SessionProfiles, load_profiles
+from ..model.sessions import MAX_BLOCK_SIZE, P_KEEP, T_PREFIX, SessionProfiles, load_profiles
 
 SID_SLOT_BITS, SID_CLIENT_BITS, SID_WINDOW_BITS = 22, 22, 20
 SESSION_COLUMNS = ("session_id", "turn", "think_time", "prefix_id")
+SESSION_STREAMS = (1, 2)
+SESSION_STREAM = 2  # new traces; 1 reproduces the traces made before versions
 
 
 def check_id_fields(client: np.ndarray, window: np.ndarray, k: np.ndarray) -> None:
@@ -45,8 +56,10 @@ def prehistory_units(u, m: int, length0: float, max_window: int):
     return replace(u, window=np.full(len(u.window), key, np.uint32), start=u.start - m * length0)
 
 
-def resolve(sessions, block_size: int, view) -> SessionProfiles | None:
+def resolve(sessions, block_size: int, view, stream: int = SESSION_STREAM) -> SessionProfiles | None:
     """Check the session arguments against the pool; None when sessions are off."""
+    if stream not in SESSION_STREAMS:
+        raise ValueError(f"session_stream (--session-stream) must be one of {list(SESSION_STREAMS)}, got {stream!r}")
     if sessions is None:
         return None
     if not isinstance(block_size, (int, np.integer)) or not 1 <= block_size < MAX_BLOCK_SIZE:
@@ -62,27 +75,43 @@ def resolve(sessions, block_size: int, view) -> SessionProfiles | None:
 class SessionExpander:
     """Per-chunk expansion with the carry of later turns (see the module docstring)."""
 
-    def __init__(self, kern, view, profiles: SessionProfiles, seed: int, base: list):
-        self.kern, self.view, self.seed, self.base = kern, view, np.uint64(seed), base
+    def __init__(self, kern, view, profiles: SessionProfiles, seed: int, base: list, stream: int = SESSION_STREAM):
+        self.kern, self.view, self.seed, self.base, self.stream = kern, view, np.uint64(seed), base, stream
         self.tables = profiles.tables()
+        self.par = self.tables.par
+        self.pre_tables = self.tables  # the pre-history's
+        if stream >= 2:  # slots are session starts already (start_rates): none is thinned
+            self.par = self.par.copy()
+            self.par[:, P_KEEP] = 1.0
+            self.pre_tables = self.tables.multi_turn_only()
         self.fin, self.fout = base.index("input_tokens"), base.index("output_tokens")
         self.carry: dict | None = None
+
+    def start_rates(self, client: np.ndarray, rate: np.ndarray, prehistory: bool = False) -> np.ndarray:
+        """The rates of the request slots of units (client, rate): stream 1 the clients' rates,
+        stream 2 their session starts' (rate × the keep probability 1 / E[turns]; in the
+        pre-history, of the multi-turn starts only)."""
+        if self.stream < 2:
+            return rate
+        T = self.pre_tables if prehistory else self.tables
+        p = T.profile_of(client)
+        return np.where(p >= 0, rate * T.par[np.maximum(p, 0), P_KEEP], rate)
 
     def lookback_seconds(self) -> float:
         return self.tables.lookback(float(self.view.dists.values.max(initial=0.0)))
 
     def process(self, cols: dict, window: np.ndarray, k: np.ndarray, dist: tuple, chunk_end: float,
-                emit: bool = True) -> dict | None:
+                emit: bool = True, prehistory: bool = False) -> dict | None:
         """The chunk's rows with session columns, in order; later turns at or past `chunk_end` are
         carried. `dist` = (each slot's unit, the units' base-field distribution ids). The kept
         slots (first turns) are already in time order; only the later turns are
-        sorted, then merged in (kernels/rows.py)."""
-        T = self.tables
+        sorted, then merged in (kernels/rows.py). `prehistory`: a window before time 0."""
+        T = self.pre_tables if prehistory else self.tables
         cid = cols["client_id"]
         prof = T.profile_of(cid)
         window = window.astype(np.uint32, copy=False)
         k = k.astype(np.uint64, copy=False)
-        turns, pid = self.kern.session_roles(self.seed, cid, window, k, prof, T.values, T.cdf, T.off, T.par)
+        turns, pid = self.kern.session_roles(self.seed, cid, window, k, prof, T.values, T.cdf, T.guide, T.off, self.par)
         kept = np.flatnonzero(turns > 0)
         check_id_fields(cid, window, k)
         base = {f: np.asarray(cols[f], np.float64) for f in self.base}
@@ -130,8 +159,8 @@ class SessionExpander:
         cid = cid_all[src]
         e_ts, e_vals, e_think, e_turn = self.kern.expand_turns(
             self.seed, cid, window[src], k[src], prof[src], turns[src], ts[src], self.fin, self.fout, T.values,
-            T.cdf, T.off, T.par, np.ascontiguousarray(dist[1][dist[0][src]]), vals, d.values, d.cdf, d.offsets,
-            guide, goff, toff)
+            T.cdf, T.guide, T.off, self.par, np.ascontiguousarray(dist[1][dist[0][src]]), vals, d.values, d.cdf,
+            d.offsets, guide, goff, toff)
         rep = np.repeat(np.arange(len(src)), later)
         if (e_turn < 0).any():  # turns past a session's max span are not made
             made = np.flatnonzero(e_turn >= 0)
@@ -149,11 +178,19 @@ def _order_first(ts: np.ndarray, kept: np.ndarray, sid: np.ndarray):
     eq = np.flatnonzero(t[1:] == t[:-1]) if len(t) > 1 else np.zeros(0, np.int64)
     if len(eq) == 0:
         return kept, sid
-    pos = np.union1d(eq, eq + 1)  # the rows of tied runs (contiguous: t is sorted)
+    pos = _tied_rows(eq, len(t))  # the rows of tied runs (contiguous: t is sorted)
     sub = pos[np.lexsort((sid[pos], t[pos]))]
     kept, sid = kept.copy(), sid.copy()
     kept[pos], sid[pos] = kept[sub], sid[sub]
     return kept, sid
+
+
+def _tied_rows(eq: np.ndarray, n: int) -> np.ndarray:
+    """Sorted positions i and i + 1 for each i in eq (np.union1d's result, without its sort)."""
+    mark = np.zeros(n, bool)
+    mark[eq] = True
+    mark[eq + 1] = True
+    return np.flatnonzero(mark)
 
 
 def _sort_order(rows: dict | None) -> np.ndarray | None:
@@ -166,7 +203,7 @@ def _sort_order(rows: dict | None) -> np.ndarray | None:
     ts = t[order]
     eq = np.flatnonzero(ts[1:] == ts[:-1]) if len(ts) > 1 else np.zeros(0, np.int64)
     if len(eq):
-        pos = np.union1d(eq, eq + 1)
+        pos = _tied_rows(eq, len(ts))
         sub = order[pos]
         order[pos] = sub[np.lexsort((rows["turn"][sub], rows["session_id"][sub], t[sub]))]
     return order

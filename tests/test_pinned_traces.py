@@ -81,6 +81,7 @@ PINNED = {
     "pool.arrow": "54c7e57aa6aec7170295bd7ccc4f314846de6a5753ecb6970e7650eccc7164ea",
     "pool.parquet": "38f8a6844aa5bcb72f274e2918be2e1823976ecd369dfc5a191083aa672173a6",
     "reason.arrow": "7adbbba7f623dbf885a9c0c4d3b8c32d37080f2753f1e8fb4a407d24b98b2897",
+    "sessions.parquet": "9ba03dc009fc0a11b4280c08f52e2e2b6d0fdfd03ed2ce1bd506768b6ebc4de9",  # session stream 2
 }
 
 

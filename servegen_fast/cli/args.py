@@ -75,3 +75,11 @@ def correlation(text: str):
     if not 0 <= rho <= 1:
         raise argparse.ArgumentTypeError(f"copula correlation must be in [0, 1], got {rho}")
     return rho
+
+
+def add_release(p, completion: str, note: str = "") -> None:
+    """--release, shared by replay, simulate and provision: how a session's later turns are released."""
+    p.add_argument("--release", choices=("auto", "closed", "open"), default="auto",
+                   help=f"closed: a session's next turn at the previous turn's {completion} + its think time; "
+                        f"open: every request at its trace time; auto (default): closed where the trace has "
+                        f"sessions{note}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .args import parse_seconds, positive
+from .args import add_release, parse_seconds, positive
 
 
 def _fraction(text: str) -> float:
@@ -34,10 +34,7 @@ def add_arguments(sub) -> None:
     p.add_argument("--router", choices=("round-robin", "least-loaded", "prefix-aware"), default="least-loaded",
                    help="router of the simulated cluster (default least-loaded; prefix-aware: by the trace's "
                         "session_id or prefix_id, the naive variants least-loaded)")
-    p.add_argument("--release", choices=("auto", "closed", "open"), default="auto",
-                   help="the trace's sessions: closed (a turn arrives at the previous turn's simulated completion + "
-                        "think time), open (at its trace time); auto (default): closed where the trace has sessions; "
-                        "the naive variants are open loop")
+    add_release(p, "simulated completion", "; the naive variants are open loop")
     p.add_argument("--variants", default="realistic,poisson,shuffled",
                    help="comma-separated: realistic (the trace), poisson, shuffled (default: all three)")
     p.add_argument("--window", type=parse_seconds, default=600.0,

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .args import parse_seconds, positive
+from .args import add_release, parse_seconds, positive
 
 
 def _clients(text: str) -> list[int]:
@@ -84,10 +84,7 @@ def add_arguments(sub) -> None:
     s.add_argument("--afap", "--as-fast-as-possible", dest="afap", action="store_true",
                    help="release every request at once (a throughput run) instead of at its trace time "
                         "(closed loop: a session's next turn at the previous one's completion, no think time)")
-    s.add_argument("--release", choices=("auto", "closed", "open"), default="auto",
-                   help="closed: a session's next turn at the previous turn's completion + its think time; "
-                        "open: every request at its trace timestamp; auto (default): closed where the trace has "
-                        "sessions")
+    add_release(s, "completion")
     m = r.add_argument_group("measurement")
     m.add_argument("--slo-ttft", type=parse_seconds, default=None, help="TTFT SLO for goodput (e.g. 500ms)")
     m.add_argument("--slo-tpot", type=parse_seconds, default=None, help="TPOT SLO for goodput (e.g. 50ms)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .args import parse_seconds, positive
+from .args import add_release, parse_seconds, positive
 
 
 def add_arguments(sub) -> None:
@@ -24,9 +24,7 @@ def add_arguments(sub) -> None:
     s.add_argument("--start", type=parse_seconds, default=None, help="from this trace time")
     s.add_argument("--end", type=parse_seconds, default=None, help="up to this trace time")
     s.add_argument("--max-requests", type=int, default=None, help="at most this many requests")
-    s.add_argument("--release", choices=("auto", "closed", "open"), default="auto",
-                   help="sessions: closed (a turn arrives at the previous turn's simulated completion + think time), "
-                        "open (every request at its trace time); auto (default): closed where the trace has sessions")
+    add_release(s, "simulated completion")
     s.add_argument("--slo-ttft", type=parse_seconds, default=None, help="TTFT SLO for goodput (e.g. 500ms)")
     s.add_argument("--slo-tpot", type=parse_seconds, default=None, help="TPOT SLO for goodput (e.g. 50ms)")
     s.add_argument("--plot", action="store_true", help="also write PNG plots (needs the plot extra)")

@@ -107,6 +107,18 @@ def check_trace(table: pa.Table, source: str = "trace") -> None:
             raise ValueError(f"{source}: column {name!r} has negative values")
 
 
+def selected_rows(ts: np.ndarray, client_id: np.ndarray, start, end, clients) -> np.ndarray:
+    """Rows with start <= timestamp < end (either None: unbounded) of the given clients (None: all)."""
+    keep = np.ones(len(ts), bool)
+    if start is not None:
+        keep &= ts >= start
+    if end is not None:
+        keep &= ts < end
+    if clients is not None:
+        keep &= np.isin(client_id, np.asarray(list(clients), dtype=np.int64))
+    return np.flatnonzero(keep)
+
+
 def make_plan(table: pa.Table, *, start: float | None = None, end: float | None = None,
               clients=None, max_requests: int | None = None, time_scale: float = 1.0,
               afap: bool = False, max_model_len: int | None = None, release: str = "auto",
@@ -130,15 +142,8 @@ def make_plan(table: pa.Table, *, start: float | None = None, end: float | None 
     if not time_scale > 0:
         raise ValueError(f"time scale must be positive, got {time_scale}")
     ts = table.column("timestamp").to_numpy()
-    keep = np.ones(len(ts), bool)
-    if start is not None:
-        keep &= ts >= start
-    if end is not None:
-        keep &= ts < end
     cid = table.column("client_id").to_numpy().astype(np.uint32)
-    if clients is not None:
-        keep &= np.isin(cid, np.asarray(list(clients), dtype=np.int64))
-    rows = np.flatnonzero(keep)
+    rows = selected_rows(ts, cid, start, end, clients)
     if max_requests is not None:
         rows = rows[:max_requests]
     if len(rows) == 0:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..replay.plan import ReplayPlan, make_plan
+from ..replay.plan import ReplayPlan, make_plan, selected_rows
 from ..replay.results import RunRecord, write_results
 from ..version import __version__
 from .kernel import COMPLETED, ROUTERS, simulate_kernel, work_arrays
@@ -377,16 +377,9 @@ def _plan_chunks(path, max_requests, select):
         n = table.num_rows
         if left is not None and left <= 0:
             break
-        ts = table.column("timestamp").to_numpy()
-        keep = np.ones(n, bool)
-        if select["start"] is not None:
-            keep &= ts >= select["start"]
-        if select["end"] is not None:
-            keep &= ts < select["end"]
-        if select["clients"] is not None:
-            cid = table.column("client_id").to_numpy().astype(np.int64)
-            keep &= np.isin(cid, np.asarray(list(select["clients"]), np.int64))
-        if keep.any():  # make_plan refuses an empty selection
+        rows = selected_rows(table.column("timestamp").to_numpy(), table.column("client_id").to_numpy(),
+                             select["start"], select["end"], select["clients"])
+        if len(rows):  # make_plan refuses an empty selection
             p = make_plan(table, max_requests=left, source=str(path), **select)
             p.row = p.row + offset
             if left is not None:

@@ -17,13 +17,14 @@ from servegen_fast.simulate.profile import Profile, ProfileError, load_profile, 
 from servegen_fast.simulate.reference import simulate_reference
 
 COEF = {"base": 1.2e-3, "prefill_token": 1.7e-5, "prefill_seq": 1.3e-3, "decode_seq": 1.6e-5, "kv_token": 2.3e-6,
-        "varlen_qk": 2.1e-8}
+        "varlen_qk": 2.1e-8, "prefill_pass": 2.0e-3, "prefill_attn": 9e-9, "prefill_kv": 1.1e-6, "batched": 4e-4, "batched_kv": 7e-7}
+WAKE = 3e-4  # idle wake-up, seconds
 TOL = 1e-9  # relative: the kernel sums identical decode passes in one loop, the twin one by one
 
 
 def profile(**kw) -> Profile:
     args = dict(coefficients=dict(COEF), page_size=32, kv_blocks=2048, max_batch_tokens=2048, max_seqs=64,
-                admit_free_fraction=0.15)
+                admit_free_fraction=0.15, idle_wake=WAKE)
     args.update(kw)
     return Profile(**args).validate()
 
@@ -93,12 +94,12 @@ def test_single_request_matches_the_profile_formula(inp, out):
     ttft, tpot, e2e = prof.isolated([inp], [out])
     # by hand from the formula: prefill chunks of the token budget, then out - 1 decode passes
     T = prof.max_batch_tokens
-    by_hand, done = 0.0, 0
+    by_hand, done = WAKE, 0
     while done < inp:
         c = min(T, inp - done)
         done += c
-        by_hand += COEF["base"] + COEF["prefill_token"] * c + COEF["prefill_seq"] + COEF["kv_token"] * done \
-            + COEF["varlen_qk"] * c * done
+        by_hand += COEF["base"] + COEF["prefill_token"] * c + COEF["prefill_seq"] + COEF["prefill_kv"] * done \
+            + COEF["prefill_pass"] + (COEF["varlen_qk"] + COEF["prefill_attn"]) * c * done
     decode = sum(COEF["base"] + COEF["decode_seq"] + COEF["kv_token"] * (inp + k) for k in range(1, out))
     assert ttft[0] == pytest.approx(by_hand, rel=1e-12)
     assert res.first_token[0] - 3.5 == pytest.approx(by_hand, rel=TOL)
@@ -162,6 +163,9 @@ def test_profile_roundtrip(tmp_path):
     (lambda d: d.update(format="other"), "not a profile"),
     (lambda d: d.update(colour="red"), "unknown key"),
     (lambda d: d["coefficients"].update({k: 0.0 for k in COEF}), "takes no time"),
+    (lambda d: d["coefficients"].update(warp=1.0), "unknown term"),
+    (lambda d: d.update(idle_wake=-1e-3), "idle_wake"),
+    (lambda d: d.update(format="servegen-fast-profile/1"), "servegen-fast-profile/1 profile has only"),
 ])
 def test_bad_profiles_get_clear_errors(tmp_path, edit, message):
     d = json.loads(profile().to_json())
@@ -170,6 +174,64 @@ def test_bad_profiles_get_clear_errors(tmp_path, edit, message):
     path.write_text(json.dumps(d))
     with pytest.raises(ProfileError, match=message):
         load_profile(path)
+
+
+def test_format_1_profiles_load_with_the_later_terms_at_zero(tmp_path):
+    d = json.loads(profile().to_json())
+    d["format"] = "servegen-fast-profile/1"
+    for t in ("prefill_pass", "prefill_attn", "prefill_kv", "batched", "batched_kv"):
+        del d["coefficients"][t]
+    (tmp_path / "p1.json").write_text(json.dumps(d))
+    prof = load_profile(tmp_path / "p1.json")
+    assert prof.coefficients == {**COEF, "prefill_pass": 0.0, "prefill_attn": 0.0, "prefill_kv": COEF["kv_token"],
+                                 "batched": 0.0, "batched_kv": 0.0}
+    c = COEF  # the format-1 formula: a lone 100-token prefill
+    assert prof.step_time(100, 1, 0, 100) == pytest.approx(
+        c["base"] + c["prefill_token"] * 100 + c["prefill_seq"] + c["kv_token"] * 100 + c["varlen_qk"] * 100 * 100, rel=1e-12)
+    assert prof.step_time(0, 0, 3, 900) == pytest.approx(c["base"] + c["decode_seq"] * 3 + c["kv_token"] * 900, rel=1e-12)
+
+
+def test_fit_recovers_the_coefficients_of_exact_passes():
+    from servegen_fast.simulate.calibrate import design, fit_steps
+
+    rng = np.random.default_rng(3)
+    n = 400
+    dec = rng.random(n) < 0.5
+    D = rng.integers(0, 40, n) + dec  # decode-only passes have at least one sequence
+    S = np.where(dec, 0, rng.integers(1, 6, n))
+    P = np.where(dec, 0, S * rng.integers(1, 400, n))
+    K = D * rng.integers(16, 2000, n) + P + np.where(dec, 0, rng.integers(0, 3000, n))
+    A = np.where(dec, 0, P * rng.integers(1, 2000, n))
+    steps = np.column_stack([np.zeros(n), P, S, D, K, A]).astype(np.float64)
+    coef = np.array([COEF[t] for t in ("base", "prefill_token", "prefill_seq", "decode_seq", "kv_token", "varlen_qk",
+                                        "prefill_pass", "prefill_attn", "prefill_kv", "batched", "batched_kv")])
+    steps[:, 0] = design(steps) @ coef
+    got, stats = fit_steps(steps)
+    assert got == pytest.approx(coef, rel=1e-6)
+    assert stats["median_abs_rel_error"] < 1e-9
+    prof = profile()
+    assert prof.step_time(P, S, D, K, A) == pytest.approx(steps[:, 0], rel=1e-12)
+
+
+def test_idle_wake_is_measured_on_requests_released_to_an_idle_engine():
+    from servegen_fast.simulate.calibrate import idle_wake
+
+    # waves at 0, 3, 6, 9 s (two requests each; the second of a wave finds the engine busy); the
+    # wave at 9 s is released before the one at 6 s has completed, so it is not idle either
+    released = np.array([0.0, 0.0, 3.0, 3.0, 6.0, 6.0, 9.0, 9.0, 12.0])
+    started = released + np.array([0.5, 0.5, 4e-4, 2e-3, 3e-4, 2e-3, 9e-4, 9e-4, 5e-4])
+    completed = np.array([1.0, 1.0, 4.0, 4.0, 9.5, 9.5, 10.0, 10.0, 13.0])
+    assert idle_wake(released, started, completed) == pytest.approx(4e-4)  # median of 4e-4, 3e-4, 5e-4
+    with pytest.raises(ValueError, match="fewer than 3 requests"):
+        idle_wake(released[:4], started[:4], completed[:4])
+
+
+def test_a_request_at_a_busy_instance_pays_no_wake_up():
+    t = hand_trace([100, 100])
+    t = t.set_column(0, "timestamp", pa.array([0.0, 1e-4]))
+    res = run_plan(make_plan(t), profile(kv_blocks=4096), 1)
+    assert res.started[0] == pytest.approx(WAKE, rel=1e-12)
+    assert res.started[1] == res.started[0]  # queued behind the first: both start in its first pass
 
 
 def test_unreadable_profile_and_missing_file(tmp_path):
@@ -364,8 +426,9 @@ def test_known_reuse_exact_cached_tokens_large_cache():
     # and the prefill shrinks accordingly: E's first token as a 64-token prefill over 256 context
     prof = profile(kv_blocks=4096)
     c = COEF
-    e = c["base"] + c["prefill_token"] * 64 + c["prefill_seq"] + c["kv_token"] * 256 + c["varlen_qk"] * 64 * 256
-    assert res.first_token[4] - 40.0 == pytest.approx(e, rel=1e-12)
+    e = c["base"] + c["prefill_token"] * 64 + c["prefill_seq"] + c["prefill_kv"] * 256 + c["prefill_pass"] \
+        + (c["varlen_qk"] + c["prefill_attn"]) * 64 * 256
+    assert res.first_token[4] - 40.0 == pytest.approx(WAKE + e, rel=1e-12)
     assert prof.page_size == 32
 
 

@@ -39,7 +39,7 @@ def run(args) -> int:
     if args.passes:
         with atomic_path(args.passes) as tmp:
             np.savetxt(tmp, steps, delimiter=",", fmt="%.9g",
-                       header="seconds,prefill_tokens,prefill_seqs,decode_seqs,kv_tokens", comments="")
+                       header="seconds,prefill_tokens,prefill_seqs,decode_seqs,kv_tokens,prefill_attn", comments="")
     print(prof.describe())
     print(f"fit: {prof.fit['passes']} passes, median |error| {prof.fit['median_abs_rel_error']:.1%}, "
           f"total time error decode {prof.fit['decode_total_time_rel_error']:+.1%}, "

@@ -23,12 +23,14 @@ from ..replay.plan import ReplayPlan
 from .profile import Profile, STEP_TERMS
 
 # Waves of (prompt tokens, output tokens, copies) submitted at once; each wave is waited for.
-# Decode batches of 1..64 sequences at short and long contexts; lone prefills up to two chunks;
-# mixed waves where new prefills join running decodes.
+# Decode batches of 1..64 sequences at short and long contexts (one sequence up to 4,000 tokens);
+# lone prefills up to two chunks; a burst of mid-size prompts; mixed waves where new prefills
+# join running decodes.
 QUICK_SWEEP = (
     [[(p, 24, b)] for p in (16, 512) for b in (1, 4, 16, 48)]
     + [[(1536, 24, b)] for b in (1, 4, 12)]
     + [[(p, 2, 1)] for p in (64, 256, 768, 1536, 2047, 3000)]
+    + [[(4000, 48, 1)], [(384, 16, 8)]]
     + [[(32, 48, 24), (1024, 4, 2)], [(256, 32, 8), (1800, 4, 1), (64, 8, 16)], [(2048, 6, 5)],
        [(128, 64, 32), (600, 4, 6)]]
 )
@@ -41,7 +43,7 @@ class _Recorder:
     """Wraps a transformers batch processor: one row per forward pass."""
 
     def __init__(self, bp):
-        self.rows: list[tuple] = []  # (t_sched, t_end, prefill_tokens, prefill_seqs, decode_seqs, kv_tokens)
+        self.rows: list[tuple] = []  # (t_sched, t_end, prefill_tokens, prefill_seqs, decode_seqs, kv_tokens, prefill_attn)
         self._bp = bp
         sched = bp.scheduler
         self._orig_schedule, self._orig_update = sched.schedule_batch, bp.update_batch
@@ -60,17 +62,19 @@ class _Recorder:
         out = self._orig_schedule(token_budget, cache_budget)
         reqs = out[0]
         if reqs:
-            pt = ps = ds = kv = 0
+            pt = ps = ds = kv = attn = 0
             for f in reqs:
                 rid = f.state.request_id
                 q = int(f.query_length)
+                ctx = int(before.get(rid, f.state.position_offset)) + q
                 if rid in decoding:
                     ds += 1
                 else:
                     pt += q
                     ps += 1
-                kv += int(before.get(rid, f.state.position_offset)) + q
-            self._pending = [t, math.nan, pt, ps, ds, kv]
+                    attn += q * ctx
+                kv += ctx
+            self._pending = [t, math.nan, pt, ps, ds, kv, attn]
         return out
 
     def _update(self):
@@ -84,8 +88,9 @@ class _Recorder:
         self._bp.scheduler.schedule_batch, self._bp.update_batch = self._orig_schedule, self._orig_update
 
     def steps(self) -> np.ndarray:
-        """[n, 5]: duration, prefill tokens, prefill sequences, decode sequences, KV tokens."""
-        r = np.array(self.rows, dtype=np.float64).reshape(-1, 6)
+        """[n, 6]: duration, prefill tokens, prefill sequences, decode sequences, KV tokens, prefill attention
+        (each prefill chunk's query tokens x its sequence's context after the pass, summed)."""
+        r = np.array(self.rows, dtype=np.float64).reshape(-1, 7)
         dur = r[:, 1] - r[:, 0]
         nxt = np.append(r[1:, 0], np.inf)
         chained = nxt - r[:, 1] < 2e-3  # the next pass followed at once: time the whole loop iteration
@@ -105,9 +110,10 @@ def sweep_plan(waves=QUICK_SWEEP, gap: float = WAVE_GAP) -> ReplayPlan:
                       output_tokens=u32(o), options={"calibration": True})
 
 
-def run_sweep(engine, waves=QUICK_SWEEP, *, seed: int = 0, gap: float = WAVE_GAP, log=None) -> np.ndarray:
+def run_sweep(engine, waves=QUICK_SWEEP, *, seed: int = 0, gap: float = WAVE_GAP, log=None) -> tuple[np.ndarray, float]:
     """Release the sweep on a started transformers engine through replay's own release loop
-    (so the engine runs beside the same host-side work as in a replay); the recorded passes."""
+    (so the engine runs beside the same host-side work as in a replay): the recorded passes,
+    and the idle wake-up (`idle_wake`)."""
     from ..replay.local.loop import run
 
     log = log or (lambda m: None)
@@ -122,13 +128,38 @@ def run_sweep(engine, waves=QUICK_SWEEP, *, seed: int = 0, gap: float = WAVE_GAP
     if bad:
         raise RuntimeError(f"calibration: {len(bad)} sweep requests did not complete ({bad[0]})")
     log(f"recorded {len(rec.rows)} forward passes")
-    return rec.steps()
+    return rec.steps(), idle_wake(r.released, r.started, r.completed)
+
+
+def idle_wake(released: np.ndarray, started: np.ndarray, completed: np.ndarray) -> float:
+    """Median time from release to the first pass of requests released while the engine was idle
+    (every earlier request completed): the engine loop's wake-up, which a busy engine does not
+    pay (it takes new requests at its next pass). The sweep's first request is left out (warm-up)."""
+    order = np.argsort(released, kind="stable")
+    rel, st = released[order], started[order]
+    done_before = np.maximum.accumulate(completed[order])
+    idle = np.zeros(len(rel), bool)
+    idle[1:] = done_before[:-1] < rel[1:]
+    idle[0] = False
+    if idle.sum() < 3:
+        raise ValueError("calibration released fewer than 3 requests to an idle engine: cannot measure its wake-up")
+    return float(np.median(st[idle] - rel[idle]))
 
 
 def design(steps: np.ndarray) -> np.ndarray:
-    """The step-time model's regressors (STEP_TERMS) of recorded passes."""
+    """The step-time model's regressors (STEP_TERMS) of recorded passes ([n, 6]; passes recorded
+    without the prefill attention column, [n, 5], get one chunk's: P x K)."""
     pt, ps, ds, kv = steps[:, 1], steps[:, 2], steps[:, 3], steps[:, 4]
-    return np.column_stack([np.ones(len(steps)), pt, ps, ds, kv, np.where(pt > 0, (pt + ds) * kv, 0.0)])
+    attn = steps[:, 5] if steps.shape[1] > 5 else pt * kv
+    pre = (pt > 0).astype(np.float64)
+    dec = 1.0 - pre
+    batched = dec * (ds > 1)
+    return np.column_stack([np.ones(len(steps)), pt, ps, ds, dec * kv, pre * (pt + ds) * kv, pre, pre * attn, pre * kv,
+                            batched, batched * kv])
+
+
+DECODE_TERMS = [0, 3, 4, 9, 10]  # base, decode_seq, kv_token, batched, batched_kv
+PREFILL_TERMS = [1, 2, 5, 6, 7, 8]  # prefill_token, prefill_seq, varlen_qk, prefill_pass, prefill_attn, prefill_kv
 
 
 def fit_steps(steps: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -136,17 +167,17 @@ def fit_steps(steps: np.ndarray) -> tuple[np.ndarray, dict]:
     weights 1/predicted (relative errors, so 1 ms decode passes count as much as 1 s prefills,
     without the bias to the fastest observations that weighting by the observed time gives:
     pass times on a shared CPU are right-skewed). Decode-only passes
-    give base, decode_seq and kv_token; passes with a prefill chunk give the prefill terms
-    on what the decode part leaves. The first pass (the engine's first after warm-up) is left out."""
+    give base, decode_seq, kv_token, batched and batched_kv; passes with a prefill chunk give the prefill terms
+    on what base and decode_seq leave. The first pass (the engine's first after warm-up) is left out."""
     steps = steps[1:]
     X, y = design(steps), steps[:, 0]
     dec = X[:, 1] == 0
     if dec.sum() < 5 or (~dec).sum() < 5:
         raise ValueError("calibration recorded too few decode-only or prefill passes to fit a profile")
     coef = np.zeros(X.shape[1])
-    coef[[0, 3, 4]] = _irls(X[dec][:, [0, 3, 4]], y[dec])
+    coef[DECODE_TERMS] = _irls(X[dec][:, DECODE_TERMS], y[dec])
     rest = y[~dec] - X[~dec] @ coef
-    coef[[1, 2, 5]] = _irls(X[~dec][:, [1, 2, 5]], rest)
+    coef[PREFILL_TERMS] = _irls(X[~dec][:, PREFILL_TERMS], rest)
     pred = X @ coef
     rel = (pred - y) / y
     stats = {"passes": int(len(y)), "median_abs_rel_error": float(np.median(np.abs(rel))),
@@ -191,7 +222,8 @@ def _nnls(A: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def calibrate(*, engine: str = "transformers", model: str = "tiny", device: str = "cpu", seed: int = 0,
-              waves=QUICK_SWEEP, engine_options: dict | None = None, log=None) -> tuple[Profile, np.ndarray]:
+              waves=QUICK_SWEEP, gap: float = WAVE_GAP, engine_options: dict | None = None,
+              log=None) -> tuple[Profile, np.ndarray]:
     """Measure a profile on the on-device engine: (profile, recorded passes)."""
     from ..replay.local.registry import make_engine
     from ..version import __version__
@@ -204,7 +236,7 @@ def calibrate(*, engine: str = "transformers", model: str = "tiny", device: str 
     eng.start()
     try:
         margin = float(eng.manager.batch_processor.scheduler.safety_margin)
-        steps = run_sweep(eng, waves, seed=seed, log=log)  # the release loop stops the engine at the end
+        steps, wake = run_sweep(eng, waves, seed=seed, gap=gap, log=log)  # the release loop stops the engine at the end
     finally:
         eng.stop()
     coef, stats = fit_steps(steps)
@@ -215,7 +247,7 @@ def calibrate(*, engine: str = "transformers", model: str = "tiny", device: str 
     prof = Profile(
         coefficients=dict(zip(STEP_TERMS, (float(c) for c in coef))),
         page_size=int(d["page_size"]), kv_blocks=int(d["kv_num_blocks"]), max_batch_tokens=int(d["max_batch_tokens"]),
-        max_seqs=min(1024, int(d["max_batch_tokens"])), admit_free_fraction=margin,
+        max_seqs=min(1024, int(d["max_batch_tokens"])), admit_free_fraction=margin, idle_wake=wake,
         measured_on={"engine": engine, "model": eng.info.model, "device": eng.info.device, "dtype": eng.info.dtype,
                      "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "python": platform.python_version(),

@@ -11,10 +11,13 @@ back to the head of the queue and is recomputed from its prompt and the tokens m
 if no pass can be built at all, the latest admitted request is preempted. A request whose
 prompt and output cannot fit the whole cache is dropped at arrival.
 
-Pass time = base + prefill_token·P + prefill_seq·S + decode_seq·D + kv_token·K
-            + varlen_qk·(P + D)·K   (the last term only in passes with a prefill chunk)
+Pass time = base + prefill_token·P + prefill_seq·S + decode_seq·D
+            + kv_token·K + (batched + batched_kv·K)·[D > 1]                  (decode-only passes)
+            + prefill_pass + prefill_kv·K + varlen_qk·(P + D)·K + prefill_attn·A   (the others;
+            A: each prefill chunk's tokens x its sequence's context, summed; profile.py)
 
-The first token of a request appears at the end of the pass that finishes its prefill; each
+A request arriving at an idle instance waits the profile's idle wake-up (the engine loop's)
+before its first pass. The first token of a request appears at the end of the pass that finishes its prefill; each
 later pass makes one more. Requests are routed at arrival: round-robin, least-loaded (fewest
 running + waiting; ties to the lowest index) or prefix-aware (the instance of the request's
 prefix key, unless it carries more than twice the least load plus 2; else least-loaded).
@@ -228,6 +231,8 @@ def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coe
             break
         inst[r] = i
         status[r] = COMPLETED
+        if n_run[i] + n_wait[i] == 0:  # an idle engine's loop wakes up: coef[-1] later
+            t += coef[coef.shape[0] - 1]
         if clock[i] < t:
             clock[i] = t
         pre[r] = inp[r]

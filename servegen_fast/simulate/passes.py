@@ -52,6 +52,7 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
         S = 0
         D = 0
         K = 0
+        A = 0  # prefill chunk tokens x their sequence's context
         nsched = 0
         failed = False
         m = 1 << 62
@@ -83,7 +84,9 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
             if need > free[i]:
                 failed = True
                 continue
-            K += _schedule(pc, i, r, c, need, free, blocks, chunk, ctx)
+            kc = _schedule(pc, i, r, c, need, free, blocks, chunk, ctx)
+            K += kc
+            A += c * kc
             P += c
             S += 1
             budget -= c
@@ -112,7 +115,9 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
                 pre[r] -= h * page
                 blocks[r] = h
             note_cached(pc, r, h, page)
-            K += _schedule(pc, i, r, c, need, free, blocks, chunk, ctx)
+            kc = _schedule(pc, i, r, c, need, free, blocks, chunk, ctx)
+            K += kc
+            A += c * kc
             P += c
             S += 1
             budget -= c
@@ -144,9 +149,13 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
             break
         if not failed:  # nothing to do (cannot happen while the instance has work)
             return
-    dt = coef[0] + coef[1] * P + coef[2] * S + coef[3] * D + coef[4] * K
+    dt = coef[0] + coef[1] * P + coef[2] * S + coef[3] * D
     if P > 0:
-        dt += coef[5] * (P + D) * K
+        dt += coef[6] + coef[8] * K + coef[5] * (P + D) * K + coef[7] * A
+    else:
+        dt += coef[4] * K
+        if D > 1:
+            dt += coef[9] + coef[10] * K
     # identical decode-only passes: as many as fit before a completion or a block shortage
     if P == 0 and victims == 0 and m > 1:
         kmax = m
@@ -162,7 +171,7 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
         if kmax > 1:
             pend[i] = True
             pend_dt[i] = dt
-            pend_a[i] = coef[4] * D
+            pend_a[i] = (coef[4] + (coef[10] if D > 1 else 0.0)) * D  # K grows by D a pass
             pend_k[i] = kmax
             return
     _apply(i, s + dt, clock, run, n_run, free, inp, out, ctx, pre, gen, blocks, chunk, pc, page, first, done)

@@ -4,14 +4,19 @@ A profile is a small JSON file: the fitted step-time model, the engine's batchin
 its KV capacity, and what it was measured on (engine, model, device, library versions, date)
 with the fit's own error. The step-time model is linear in the batch's composition:
 
-    time of one forward pass (s) = base + prefill_token · P + prefill_seq · S
-                                   + decode_seq · D + kv_token · K + varlen_qk · (P + D) · K [P > 0]
+    time of one forward pass (s) = base + prefill_token · P + prefill_seq · S + decode_seq · D
+        + kv_token · K + (batched + batched_kv · K) · [D > 1]                  (decode-only passes)
+        + prefill_pass + prefill_kv · K + varlen_qk · (P + D) · K + prefill_attn · A  (passes with a prefill)
 
 P: query tokens of prefill chunks in the pass, S: prefill chunks, D: decode sequences, K: KV
-tokens attended by the pass (each scheduled sequence's context after the pass). The last term
-counts only in passes with a prefill chunk: transformers' CPU path then attends every query
-token of the pass over the whole pass's KV (a dense (P + D) x K mask), while decode-only passes
-take a fast path. Profiles come
+tokens attended by the pass (each scheduled sequence's context after the pass), A: each prefill
+chunk's query tokens times its own sequence's context after the pass, summed. transformers'
+CPU path runs a pass with a prefill chunk differently from a decode-only one: it attends every
+query token of the pass over the whole pass's KV (a dense (P + D) x K mask) on top of each
+chunk's causal attention over its own context (A: quadratic in a lone prompt's length), at a
+fixed cost decode-only passes do not pay; decode-only passes take a fast path, dearer for more
+than one sequence (batched, batched_kv). Format 1 profiles (the first six terms, kv_token in every pass)
+load with prefill_kv = kv_token and the other new terms at 0: the same model. Profiles come
 from `calibrate.py` run on the real engine; `builtin` names the ones shipped with the package
 (servegen_fast/data/profiles/), measured on this project's CI host. None is made up.
 """
@@ -24,8 +29,11 @@ from pathlib import Path
 
 from ..io.atomic import write_text
 
-STEP_TERMS = ("base", "prefill_token", "prefill_seq", "decode_seq", "kv_token", "varlen_qk")
-FORMAT = "servegen-fast-profile/1"
+STEP_TERMS = ("base", "prefill_token", "prefill_seq", "decode_seq", "kv_token", "varlen_qk", "prefill_pass",
+              "prefill_attn", "prefill_kv", "batched", "batched_kv")
+FORMAT = "servegen-fast-profile/2"
+FORMAT_1 = "servegen-fast-profile/1"  # STEP_TERMS[:6], kv_token in every pass
+TERMS_1 = STEP_TERMS[:6]
 BUILTIN = {"cpu-tiny": "cpu-tiny.json"}
 
 
@@ -41,13 +49,16 @@ class Profile:
     max_batch_tokens: int  # query tokens per forward pass (the token budget)
     max_seqs: int  # sequences per forward pass
     admit_free_fraction: float = 0.0  # no new prefill admitted while fewer blocks than this fraction are free
+    idle_wake: float = 0.0  # seconds from a request's arrival at an idle engine to its first pass (the loop's wake-up)
     measured_on: dict = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
 
     def validate(self, source: str = "profile") -> "Profile":
         missing = [t for t in STEP_TERMS if t not in self.coefficients]
-        if missing:
-            raise ProfileError(f"{source}: coefficients lack {', '.join(missing)} (expected {', '.join(STEP_TERMS)})")
+        unknown = sorted(set(self.coefficients) - set(STEP_TERMS))
+        if missing or unknown:
+            what = f"lack {', '.join(missing)}" if missing else f"have unknown term(s) {', '.join(unknown)}"
+            raise ProfileError(f"{source}: coefficients {what} (expected {', '.join(STEP_TERMS)})")
         for t in STEP_TERMS:
             c = self.coefficients[t]
             if not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:
@@ -58,22 +69,28 @@ class Profile:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ProfileError(f"{source}: {name} must be a positive integer, got {v!r}")
+        if not (isinstance(self.idle_wake, (int, float)) and 0.0 <= self.idle_wake < 1.0):
+            raise ProfileError(f"{source}: idle_wake must be seconds in [0, 1), got {self.idle_wake!r}")
         if not 0.0 <= self.admit_free_fraction < 1.0:
             raise ProfileError(f"{source}: admit_free_fraction must be in [0, 1), got {self.admit_free_fraction!r}")
         return self
 
-    def step_time(self, prefill_tokens, prefill_seqs, decode_seqs, kv_tokens):
-        """Seconds of one pass (scalars or NumPy arrays)."""
+    def step_time(self, prefill_tokens, prefill_seqs, decode_seqs, kv_tokens, prefill_attn=None):
+        """Seconds of one pass (scalars or NumPy arrays). `prefill_attn` (A) defaults to one
+        prefill chunk's: prefill_tokens x kv_tokens."""
         import numpy as np
 
         c = self.coefficients
-        qk = np.where(np.asarray(prefill_tokens) > 0, (prefill_tokens + decode_seqs) * kv_tokens, 0)
-        return (c["base"] + c["prefill_token"] * prefill_tokens + c["prefill_seq"] * prefill_seqs
-                + c["decode_seq"] * decode_seqs + c["kv_token"] * kv_tokens + c["varlen_qk"] * qk)
+        P, D, K = prefill_tokens, decode_seqs, kv_tokens
+        attn = P * K if prefill_attn is None else prefill_attn
+        prefill = c["prefill_pass"] + c["prefill_kv"] * K + c["varlen_qk"] * (P + D) * K + c["prefill_attn"] * attn
+        decode = c["kv_token"] * K + (c["batched"] + c["batched_kv"] * K) * (np.asarray(D) > 1)
+        return (c["base"] + c["prefill_token"] * P + c["prefill_seq"] * prefill_seqs + c["decode_seq"] * D
+                + np.where(np.asarray(P) > 0, prefill, decode))
 
     def isolated(self, input_tokens, output_tokens):
         """(TTFT, TPOT, end-to-end) of requests each alone on an idle instance, by the formula:
-        prefill in chunks of the token budget, then one decode pass per further token
+        the idle wake-up, prefill in chunks of the token budget, then one decode pass per further token
         (TPOT nan for one-token outputs). NumPy arrays in, arrays out."""
         import numpy as np
 
@@ -81,11 +98,11 @@ class Profile:
         o = np.asarray(output_tokens, np.int64)
         c = self.coefficients
         T = self.max_batch_tokens
-        ttft = np.zeros(p.shape)
+        ttft = np.full(p.shape, float(self.idle_wake))
         for j in range(int(-(-p.max() // T)) if p.size else 0):
             chunk = np.clip(p - j * T, 0, T)
             kv = j * T + chunk
-            ttft += np.where(chunk > 0, self.step_time(chunk, 1, 0, kv), 0.0)
+            ttft += np.where(chunk > 0, self.step_time(chunk, 1, 0, kv, chunk * kv), 0.0)
         d = (o - 1).astype(np.float64)
         decode = d * (c["base"] + c["decode_seq"] + c["kv_token"] * p) + c["kv_token"] * d * (d + 1) / 2
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -93,9 +110,10 @@ class Profile:
         return ttft, tpot, ttft + decode
 
     def coef_array(self):
+        """The event loop's model: the STEP_TERMS coefficients, then idle_wake."""
         import numpy as np
 
-        return np.array([self.coefficients[t] for t in STEP_TERMS], dtype=np.float64)
+        return np.array([self.coefficients[t] for t in STEP_TERMS] + [self.idle_wake], dtype=np.float64)
 
     @property
     def kv_tokens(self) -> int:
@@ -110,7 +128,11 @@ class Profile:
         return (f"{m.get('engine', '?')} {m.get('model', '?')} on {m.get('device', '?')} ({m.get('cpu', '')}), "
                 f"measured {m.get('date', '?')}: step = {c['base'] * 1e3:.3g} ms + {c['prefill_token'] * 1e6:.3g} us/prefill "
                 f"token + {c['prefill_seq'] * 1e3:.3g} ms/prefill chunk + {c['decode_seq'] * 1e3:.3g} ms/decode seq + "
-                f"{c['kv_token'] * 1e9:.3g} ns/KV token + {c['varlen_qk'] * 1e12:.3g} ps/(query x KV token); KV {self.kv_blocks} blocks x {self.page_size} tokens, "
+                f"decode-only passes: {c['kv_token'] * 1e9:.3g} ns/KV token, + {c['batched'] * 1e3:.3g} ms + "
+                f"{c['batched_kv'] * 1e9:.3g} ns/KV token if several sequences; "
+                f"passes with a prefill: {c['prefill_pass'] * 1e3:.3g} ms + {c['prefill_kv'] * 1e9:.3g} ns/KV token + "
+                f"{c['varlen_qk'] * 1e12:.3g} ps/(query x KV token) + {c['prefill_attn'] * 1e12:.3g} ps/(chunk token x own "
+                f"context); idle wake-up {self.idle_wake * 1e3:.3g} ms; KV {self.kv_blocks} blocks x {self.page_size} tokens, "
                 f"budget {self.max_batch_tokens} tokens / {self.max_seqs} seqs per pass")
 
 
@@ -143,8 +165,8 @@ def load_profile(spec) -> Profile:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ProfileError(f"{path}: not a profile (invalid JSON at line {e.lineno}: {e.msg})") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise ProfileError(f"{path}: not a profile (expected \"format\": \"{FORMAT}\")")
+    if not isinstance(raw, dict) or raw.get("format") not in (FORMAT, FORMAT_1):
+        raise ProfileError(f"{path}: not a profile (expected \"format\": \"{FORMAT}\" or \"{FORMAT_1}\")")
     keys = {f for f in Profile.__dataclass_fields__}
     unknown = sorted(set(raw) - keys - {"format"})
     if unknown:
@@ -155,5 +177,11 @@ def load_profile(spec) -> Profile:
         raise ProfileError(f"{path}: missing key(s) {', '.join(missing)}")
     if not isinstance(raw["coefficients"], dict):
         raise ProfileError(f"{path}: coefficients must be an object of {', '.join(STEP_TERMS)}")
-    raw.pop("format")
+    if raw.pop("format") == FORMAT_1:
+        extra = sorted(set(raw["coefficients"]) - set(TERMS_1))
+        if extra:
+            raise ProfileError(f"{path}: a {FORMAT_1} profile has only {', '.join(TERMS_1)}; found {', '.join(extra)}")
+        c = raw["coefficients"]
+        raw["coefficients"] = {**c, "prefill_pass": 0.0, "prefill_attn": 0.0, "prefill_kv": c.get("kv_token", 0.0),
+                               "batched": 0.0, "batched_kv": 0.0}
     return Profile(**raw).validate(str(path))

@@ -95,7 +95,7 @@ def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, 
     def step(q: _Instance):
         s = q.clock
         while True:
-            budget, P, S, D, K, nsched, failed = budget_tokens, 0, 0, 0, 0, 0, False
+            budget, P, S, D, K, A, nsched, failed = budget_tokens, 0, 0, 0, 0, 0, 0, False
             for x in q.running:
                 x.chunk = 0
                 if x.pre == 0:
@@ -121,6 +121,7 @@ def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, 
                 q.take(need)
                 x.blocks += need
                 x.chunk, P, S, K, budget, nsched = c, P + c, S + 1, K + x.ctx + c, budget - c, nsched + 1
+                A += c * (x.ctx + c)
             while not stop and budget > 0 and q.waiting and len(q.running) < max_seqs:
                 if q.free < admit_free and nsched > 0:
                     break
@@ -143,6 +144,7 @@ def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, 
                 q.take(need)
                 x.blocks += need
                 x.chunk, P, S, K, budget, nsched = c, P + c, S + 1, K + x.ctx + c, budget - c, nsched + 1
+                A += c * (x.ctx + c)
             victims = []
             for x in reversed(q.running):
                 if (x.chunk == 0 and x.pre == 0 and failed) or (nsched == 0 and not victims and failed):
@@ -155,9 +157,13 @@ def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, 
                 q.running.remove(x)
             if nsched > 0:
                 break
-        dt = coef[0] + coef[1] * P + coef[2] * S + coef[3] * D + coef[4] * K
+        dt = coef[0] + coef[1] * P + coef[2] * S + coef[3] * D
         if P > 0:
-            dt += coef[5] * (P + D) * K
+            dt += coef[6] + coef[8] * K + coef[5] * (P + D) * K + coef[7] * A
+        else:
+            dt += coef[4] * K
+            if D > 1:
+                dt += coef[9] + coef[10] * K
         end = s + dt
         kept = []
         for x in q.running:
@@ -231,7 +237,7 @@ def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, 
                     i = pref
         res["instance"][r], res["status"][r] = i, COMPLETED
         q = insts[i]
-        q.clock = max(q.clock, t)
+        q.clock = max(q.clock, t if q.busy() else t + coef[-1])
         ids = [] if blocks is None else blocks[1][blocks[0][r]:blocks[0][r + 1]].tolist()
         q.waiting.append(_Req(r, int(inp[r]), int(out[r]), ids))
     for q in insts:

@@ -13,7 +13,10 @@ Traces (generated here; rates scaled so that tens of cpu-tiny instances carry th
   m-large   language/m-large, one whole day (its busiest of the pool's first), rates x --mlarge-scale
   azure     the Azure conversation log (1 h) fitted to a pool (`servegen-fast fit`), one hour
             generated from it with rates x --azure-scale (scaled up)
-A multi-turn trace is not in the experiment: this branch's traces have no sessions.
+  chat      language/m-large, one hour from 13h with the built-in chat sessions (`--sessions chat`:
+            multi-turn sessions, think times, shared prompt prefixes), rates x --chat-scale;
+            simulated closed loop (a turn follows its previous turn's completion) behind the
+            prefix-aware router with prefix reuse; its naive variants are open loop, least-loaded
 """
 from __future__ import annotations
 
@@ -47,7 +50,8 @@ def main() -> None:
     ap.add_argument("--mlarge-day", default="0d", help="start of the m-large day in the pool (default: day 0)")
     ap.add_argument("--mlarge-scale", default="0.02")
     ap.add_argument("--azure-scale", default="4")
-    ap.add_argument("--only", default="m-large,azure")
+    ap.add_argument("--chat-scale", default="0.2")
+    ap.add_argument("--only", default="m-large,azure,chat")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -67,13 +71,20 @@ def main() -> None:
         if not t.is_file():
             sh("generate", "--pool", pool, "--rate-scale", a.azure_scale, "--seed", 22, "-o", t, "-q")
         traces["azure"] = t
+    if "chat" in a.only:
+        t = work / "chat-1h.parquet"
+        if not t.is_file():
+            sh("generate", "--data-dir", data, "--pool", "language/m-large", "--start", "13h", "--duration", "1h",
+               "--rate-scale", a.chat_scale, "--sessions", "chat", "--seed", 23, "-o", t, "-q")
+        traces["chat"] = t
     print(f"machine: {machine()}; profile {a.profile}; SLO TTFT <= {a.slo_ttft}, TPOT <= {a.slo_tpot}, "
-          f"goodput {a.goodput}; router least-loaded")
+          f"goodput {a.goodput}; router least-loaded (chat: prefix-aware, closed loop)")
     for name, t in traces.items():
         out = work / f"provision-{name}"
         t0 = time.perf_counter()
+        router = ["--router", "prefix-aware"] if name == "chat" else []
         sh("provision", t, "--profile", a.profile, "--slo-ttft", a.slo_ttft, "--slo-tpot", a.slo_tpot, "--goodput",
-           a.goodput, "-o", out, "--plot", "-q")
+           a.goodput, *router, "-o", out, "--plot", "-q")
         took = time.perf_counter() - t0
         r = json.loads((out / "provision.json").read_text())
         v = r["variants"]

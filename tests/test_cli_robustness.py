@@ -313,3 +313,20 @@ def test_a_named_subcommand_parses_as_with_every_subcommand():
         name = cli._name(c)
         assert sub(cli.build_parser(name), name).format_help() == sub(cli.build_parser(), name).format_help()
     assert vars(cli.build_parser("generate").parse_args(argv)) == vars(cli.build_parser().parse_args(argv))
+
+
+def test_only_the_program_freezes_the_heap_at_exit(monkeypatch, capsys):
+    """main() run as the program (no argv) registers gc.freeze for the interpreter's exit (a
+    shorter teardown); a Python caller's main(argv) registers nothing."""
+    import atexit
+    import gc
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert registered == []
+    monkeypatch.setattr(sys, "argv", ["servegen-fast", "--version"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert registered == [gc.freeze]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import sys
 
 from ..version import __version__
@@ -30,6 +32,12 @@ def _name(command) -> str:
 
 
 def main(argv=None) -> int:
+    if argv is None:  # the program itself (the console script, python -m), not a Python caller
+        # at exit the interpreter's last collections walk every object Numba's compiler and the
+        # loaded kernels made (0.13 s of each run); frozen, they are skipped. Runs only at exit
+        # and, registered first, after the other handlers; a Python caller of main(argv) keeps
+        # its own exit-time finalizers.
+        atexit.register(gc.freeze)
     argv = sys.argv[1:] if argv is None else list(argv)
     named = argv[0] if argv and argv[0] in {_name(c) for c in COMMANDS} else None
     args = build_parser(named).parse_args(argv)  # no subcommand named (--help, a typo): all of them

@@ -29,7 +29,9 @@ HERE = Path(__file__).resolve().parent.parent
 LAUNCH = ("import sys; root = sys.argv.pop(1); "
           "sys.meta_path[:] = [f for f in sys.meta_path if 'Editable' not in getattr(f, '__name__', type(f).__name__)]; "
           "sys.path.insert(0, root); ")
-CLI = LAUNCH + "from servegen_fast.cli import main; sys.exit(main())"
+# the last exit handler (registered first) prints the time: what follows is the interpreter's teardown
+CLI = LAUNCH + ("import atexit, time; atexit.register(lambda: print(f'exit at {time.time()!r}', file=sys.stderr)); "
+                "from servegen_fast.cli import main; sys.exit(main())")
 
 # the stages of a `generate` run, one after the other, each timed apart
 STAGES = LAUNCH + """
@@ -64,11 +66,14 @@ lap("generate + write the Parquet trace")
 """
 
 
-def run(cmd, cwd) -> float:
+def run(cmd, cwd, teardown=None) -> float:
     t = time.perf_counter()
     p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    end = time.time()
     if p.returncode:
         raise SystemExit(p.stderr[-2000:])
+    if teardown is not None:
+        teardown.append(end - float(p.stderr.rsplit("exit at ", 1)[1]))
     return time.perf_counter() - t
 
 
@@ -98,14 +103,15 @@ def main(argv=None) -> int:
               f"traces equal: {a.equals(b, check_metadata=True)}")
         del a, b
         print(f"load average before: {os.getloadavg()}")
-        times = {t: [] for t in trees}
+        times, teardown = {t: [] for t in trees}, {t: [] for t in trees}
         for i in range(args.runs):
             for tree in (trees if i % 2 == 0 else list(trees)[::-1]):
-                times[tree].append(run(command(tree), tmp))
+                times[tree].append(run(command(tree), tmp, teardown[tree]))
             print(f"run {i + 1}: old {times['old'][-1]:.2f} s, new {times['new'][-1]:.2f} s")
         for tree, s in times.items():
             print(f"{tree}: median {statistics.median(s):.2f} s ({rows / statistics.median(s) / 1e6:.2f} M req/s), "
-                  f"best {min(s):.2f} s ({rows / min(s) / 1e6:.2f} M req/s)")
+                  f"best {min(s):.2f} s ({rows / min(s) / 1e6:.2f} M req/s); interpreter teardown after the "
+              f"exit handlers, median {statistics.median(teardown[tree]):.3f} s")
         print(f"new/old speed, median: {statistics.median(times['old']) / statistics.median(times['new']):.2f}x, "
               f"best: {min(times['old']) / min(times['new']):.2f}x")
         if args.stages:

@@ -33,6 +33,22 @@ LAUNCH = ("import sys; root = sys.argv.pop(1); "
 CLI = LAUNCH + ("import atexit, time; atexit.register(lambda: print(f'exit at {time.time()!r}', file=sys.stderr)); "
                 "from servegen_fast.cli import main; sys.exit(main())")
 
+# a pool's first load: the ServeGen directory parsed, the text parsers compiled (empty Numba cache)
+FIRST_LOAD = LAUNCH + """
+import time, warnings; warnings.simplefilter("ignore")
+t0 = time.perf_counter()
+from servegen_fast.io.servegen_format import read_servegen
+from servegen_fast.kernels import textparse as tp
+t1 = time.perf_counter()
+read_servegen(sys.argv[1], sys.argv[2])
+t2 = time.perf_counter()
+read_servegen(sys.argv[1], sys.argv[2])
+t3 = time.perf_counter()
+compile = sum(c.metadata["timers"]["compiler_lock"] for f in (tp.parse_trace_csv, tp.parse_dict_literals, tp.segment_cdfs)
+              for c in f.overloads.values())
+print(f"{t1 - t0:.3f} {t2 - t1:.3f} {t3 - t2:.3f} {compile:.3f}")
+"""
+
 # the stages of a `generate` run, one after the other, each timed apart
 STAGES = LAUNCH + """
 import time
@@ -84,6 +100,8 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", default="1d")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--stages", action="store_true", help="also time each start-up stage apart")
+    ap.add_argument("--first-loads", type=int, default=0,
+                    help="also time this many first loads of the pool per tree (empty caches, the parsers compiled)")
     args = ap.parse_args(argv)
     import pyarrow.parquet as pq
 
@@ -108,12 +126,13 @@ def main(argv=None) -> int:
             for tree in (trees if i % 2 == 0 else list(trees)[::-1]):
                 times[tree].append(run(command(tree), tmp, teardown[tree]))
             print(f"run {i + 1}: old {times['old'][-1]:.2f} s, new {times['new'][-1]:.2f} s")
-        for tree, s in times.items():
+        for tree, s in times.items() if args.runs else ():
             print(f"{tree}: median {statistics.median(s):.2f} s ({rows / statistics.median(s) / 1e6:.2f} M req/s), "
                   f"best {min(s):.2f} s ({rows / min(s) / 1e6:.2f} M req/s); interpreter teardown after the "
               f"exit handlers, median {statistics.median(teardown[tree]):.3f} s")
-        print(f"new/old speed, median: {statistics.median(times['old']) / statistics.median(times['new']):.2f}x, "
-              f"best: {min(times['old']) / min(times['new']):.2f}x")
+        if args.runs:
+            print(f"new/old speed, median: {statistics.median(times['old']) / statistics.median(times['new']):.2f}x, "
+                  f"best: {min(times['old']) / min(times['new']):.2f}x")
         if args.stages:
             start = {t: min(run([sys.executable, "-c", LAUNCH, trees[t]], tmp) for _ in range(3)) for t in trees}
             best = {t: {} for t in trees}
@@ -126,6 +145,15 @@ def main(argv=None) -> int:
             print(f"\nstages, best of 3 (s)\told\tnew\n  python start\t{start['old']:.3f}\t{start['new']:.3f}")
             for name in best["old"]:
                 print(f"  {name}\t{best['old'][name]:.3f}\t{best['new'][name]:.3f}")
+        if args.first_loads:
+            print("\nfirst load of the pool, new process, empty Numba cache, pool cache off (s):\n"
+                  "  tree\timport\tfirst read_servegen\tsecond (parse alone)\tparsers' compile")
+            for i in range(args.first_loads):
+                for tree in (trees if i % 2 == 0 else list(trees)[::-1]):
+                    env = {**os.environ, "NUMBA_CACHE_DIR": tempfile.mkdtemp(dir=tmp), "SERVEGEN_FAST_POOL_CACHE": "off"}
+                    p = subprocess.run([sys.executable, "-c", FIRST_LOAD, trees[tree], data, args.pool], env=env,
+                                       cwd=tmp, capture_output=True, text=True, check=True)
+                    print(f"  {tree}\t" + "\t".join(p.stdout.split()))
         print(f"load average after: {os.getloadavg()}")
     return 0
 

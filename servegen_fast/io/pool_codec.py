@@ -27,8 +27,10 @@ _ARRAYS = ("client_ids", "window_start", "window_len", "window_index", "length_i
 _TABLE = ("values", "cdf", "offsets")
 
 
-def save_pool(pool: ClientPool, path: str | os.PathLike) -> Path:
-    """Write `pool` to a Parquet pool file (temporary name, then rename)."""
+def save_pool(pool: ClientPool, path: str | os.PathLike, *, compression: str = "zstd",
+              use_dictionary: bool = True) -> Path:
+    """Write `pool` to a Parquet pool file (temporary name, then rename). `compression` and
+    `use_dictionary` are pyarrow's: the pool cache trades size for speed (io/pool_cache.py)."""
     path = Path(path)
     cols, shapes = {}, {}
     for name in _ARRAYS:
@@ -53,7 +55,7 @@ def save_pool(pool: ClientPool, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     check_output(path, "file")
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression=compression, use_dictionary=use_dictionary)
     return path
 
 

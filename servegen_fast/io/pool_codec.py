@@ -3,7 +3,8 @@ pool argument and re-exports these).
 
 A pool file holds a single row whose columns are the pool's flattened arrays (as list
 columns, so one file carries arrays of different lengths); shapes and scalars live in the
-schema metadata under ``servegen_fast.pool``. Loading is a few memory copies.
+schema metadata under ``servegen_fast.pool``. Loading decodes the file; the arrays are views
+of its buffers where the types allow.
 """
 from __future__ import annotations
 

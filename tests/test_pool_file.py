@@ -192,7 +192,8 @@ def test_fitted_fields_round_trip_and_version(m_mid, tmp_path):
 @pytest.mark.parametrize("values", [
     pa.array(np.arange(10, dtype=np.int64)), pa.array(np.linspace(0, 1, 7)), pa.array(np.arange(9, dtype=np.uint8)),
     pa.array(np.arange(12, dtype=np.int32)).slice(3, 5), pa.array([True, False, True]), pa.array([1.0, None, 2.0]),
-], ids=["int64", "float64", "uint8", "sliced-int32", "bool", "nulls"])
+    pa.array([], pa.int64()), pa.array(np.arange(4.0)).slice(4),
+], ids=["int64", "float64", "uint8", "sliced-int32", "bool", "nulls", "empty", "sliced-empty"])
 def test_array_conversion_equals_pyarrows(values):
     """The buffer view the loader takes (pool_codec._numpy) equals pyarrow's own conversion."""
     got, want = pool_codec._numpy(values), values.to_numpy(zero_copy_only=False)

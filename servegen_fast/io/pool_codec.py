@@ -109,5 +109,7 @@ def _numpy(values: pa.Array) -> np.ndarray:
     t = values.type
     if values.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t)):
         dtype = np.dtype(t.to_pandas_dtype())
+        if len(values) == 0:  # its data buffer may be absent
+            return np.empty(0, dtype)
         return np.frombuffer(values.buffers()[1], dtype, len(values), values.offset * dtype.itemsize)
     return values.to_numpy(zero_copy_only=False)

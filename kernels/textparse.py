@@ -103,7 +103,7 @@ def parse_dict_literals(buf, n_segments):
     """Parse `n_segments` dict literals ``{k: v, ...}`` separated by '\\n'.
 
     Returns (keys, probs, counts, err, err_pos, err_segment). An empty literal ``{}``
-    gives a count of 0.
+    gives a count of 0. One return statement, as parse_trace_csv.
     """
     n = len(buf)
     cap = n // 4 + 1
@@ -112,45 +112,57 @@ def parse_dict_literals(buf, n_segments):
     counts = np.zeros(n_segments, np.int64)
     pow10 = _POW10
     m = 0
-    i = 0
+    i = np.int64(0)  # not a literal 0: Numba would also compile _skip_space for Literal[int](0)
+    err = OK
+    bad = -1
     for seg in range(n_segments):
         i = _skip_space(buf, i, n)
         if i >= n or buf[i] != 123:  # '{'
-            return keys[:m], probs[:m], counts, ERR_SYNTAX, i, seg
-        i = _skip_space(buf, i + 1, n)
-        if i < n and buf[i] == 125:  # '}'
-            i += 1
+            err = ERR_SYNTAX
         else:
-            while True:
-                i = _skip_space(buf, i, n)
-                k, i, ok = _parse_number(buf, i, n, pow10)
-                if not ok:
-                    return keys[:m], probs[:m], counts, ERR_NUMBER, i, seg
-                i = _skip_space(buf, i, n)
-                if i >= n or buf[i] != 58:  # ':'
-                    return keys[:m], probs[:m], counts, ERR_SYNTAX, i, seg
-                i = _skip_space(buf, i + 1, n)
-                p, i, ok = _parse_number(buf, i, n, pow10)
-                if not ok:
-                    return keys[:m], probs[:m], counts, ERR_NUMBER, i, seg
-                keys[m] = k
-                probs[m] = p
-                m += 1
-                counts[seg] += 1
-                i = _skip_space(buf, i, n)
-                if i < n and buf[i] == 44:  # ','
-                    i += 1
-                    continue
-                if i < n and buf[i] == 125:
-                    i += 1
+            i = _skip_space(buf, i + 1, n)
+            if i < n and buf[i] == 125:  # '}'
+                i += 1
+            else:
+                while True:
+                    i = _skip_space(buf, i, n)
+                    k, i, ok = _parse_number(buf, i, n, pow10)
+                    if not ok:
+                        err = ERR_NUMBER
+                        break
+                    i = _skip_space(buf, i, n)
+                    if i >= n or buf[i] != 58:  # ':'
+                        err = ERR_SYNTAX
+                        break
+                    i = _skip_space(buf, i + 1, n)
+                    p, i, ok = _parse_number(buf, i, n, pow10)
+                    if not ok:
+                        err = ERR_NUMBER
+                        break
+                    keys[m] = k
+                    probs[m] = p
+                    m += 1
+                    counts[seg] += 1
+                    i = _skip_space(buf, i, n)
+                    if i < n and buf[i] == 44:  # ','
+                        i += 1
+                        continue
+                    if i < n and buf[i] == 125:
+                        i += 1
+                        break
+                    err = ERR_SYNTAX
                     break
-                return keys[:m], probs[:m], counts, ERR_SYNTAX, i, seg
-        i = _skip_space(buf, i, n)
-        if seg + 1 < n_segments:
-            if i >= n or buf[i] != 10:
-                return keys[:m], probs[:m], counts, ERR_SYNTAX, i, seg
-            i += 1
-    return keys[:m], probs[:m], counts, OK, i, -1
+            if err == OK:
+                i = _skip_space(buf, i, n)
+                if seg + 1 < n_segments:
+                    if i >= n or buf[i] != 10:
+                        err = ERR_SYNTAX
+                    else:
+                        i += 1
+        if err != OK:
+            bad = seg
+            break
+    return keys[:m], probs[:m], counts, err, i, bad
 
 
 @_jit
@@ -176,7 +188,8 @@ def parse_trace_csv(buf):
     """Parse ServeGen trace rows ``timestamp,rate,cv,pattern,param1,param2``.
 
     Returns (timestamp, rate, cv, law, p1, p2, err, err_line, err_field) with 1-based
-    err_line and 0-based err_field. Blank lines are skipped.
+    err_line and 0-based err_field. Blank lines are skipped. One return statement: each one
+    (six slices and a tuple) was typed and lowered apart, most of the first compile's time.
     """
     n = len(buf)
     cap = 1
@@ -189,10 +202,13 @@ def parse_trace_csv(buf):
     law = np.empty(cap, np.int8)
     p1 = np.empty(cap, np.float64)
     p2 = np.empty(cap, np.float64)
+    vals = np.zeros(6, np.float64)
     pow10 = _POW10
     m = 0
     line = 0
-    i = 0
+    field = 0
+    err = OK
+    i = np.int64(0)  # not a literal 0 (parse_dict_literals)
     while i < n:
         line += 1
         end = i
@@ -207,15 +223,14 @@ def parse_trace_csv(buf):
         # split into fields
         field = 0
         lo = i
-        vals = np.zeros(6, np.float64)
         code = 0
-        j = i
         while True:
             fe = lo
             while fe < hi and buf[fe] != 44:
                 fe += 1
             if field >= 6:
-                return ts[:m], rate[:m], cv[:m], law[:m], p1[:m], p2[:m], ERR_FIELDS, line, field
+                err = ERR_FIELDS
+                break
             if field == 3:
                 a = _skip_space(buf, lo, fe)
                 b = fe
@@ -223,20 +238,24 @@ def parse_trace_csv(buf):
                     b -= 1
                 code = _pattern_code(buf, a, b)
                 if code < 0:
-                    return ts[:m], rate[:m], cv[:m], law[:m], p1[:m], p2[:m], ERR_PATTERN, line, field
+                    err = ERR_PATTERN
+                    break
             else:
                 a = _skip_space(buf, lo, fe)
                 v, j, ok = _parse_number(buf, a, fe, pow10)
                 j = _skip_space(buf, j, fe)
                 if not ok or j != fe:
-                    return ts[:m], rate[:m], cv[:m], law[:m], p1[:m], p2[:m], ERR_NUMBER, line, field
+                    err = ERR_NUMBER
+                    break
                 vals[field] = v
             field += 1
             if fe >= hi:
                 break
             lo = fe + 1
-        if field != 6:
-            return ts[:m], rate[:m], cv[:m], law[:m], p1[:m], p2[:m], ERR_FIELDS, line, field
+        if err == OK and field != 6:
+            err = ERR_FIELDS
+        if err != OK:
+            break
         ts[m] = vals[0]
         rate[m] = vals[1]
         cv[m] = vals[2]
@@ -245,7 +264,10 @@ def parse_trace_csv(buf):
         p2[m] = vals[5]
         m += 1
         i = end + 1
-    return ts[:m], rate[:m], cv[:m], law[:m], p1[:m], p2[:m], OK, 0, 0
+    if err == OK:
+        line = 0
+        field = 0
+    return ts[:m], rate[:m], cv[:m], law[:m], p1[:m], p2[:m], err, line, field
 
 
 @_jit
@@ -255,7 +277,8 @@ def segment_cdfs(keys, probs, counts):
     Drops zero-probability points, checks keys ascend, and turns probabilities into a CDF
     normalised to end at exactly 1.0. Returns (values, cdf, new_counts, sums, bad_segment,
     bad_kind) where bad_kind 1 = negative probability, 2 = keys not ascending, 3 = NaN.
-    `sums` are the raw probability sums, for the caller's sum-to-one check.
+    `sums` are the raw probability sums, for the caller's sum-to-one check. One return
+    statement, as parse_trace_csv.
     """
     n_seg = len(counts)
     out_v = np.empty(len(keys), np.float64)
@@ -264,6 +287,8 @@ def segment_cdfs(keys, probs, counts):
     sums = np.zeros(n_seg, np.float64)
     i = 0
     m = 0
+    bad = -1
+    kind = 0
     for s in range(n_seg):
         start = m
         acc = 0.0
@@ -271,17 +296,23 @@ def segment_cdfs(keys, probs, counts):
         for j in range(i, i + counts[s]):
             p = probs[j]
             if p != p or keys[j] != keys[j]:
-                return out_v[:m], out_c[:m], new_counts, sums, s, 3
+                kind = 3
+                break
             if p < 0.0:
-                return out_v[:m], out_c[:m], new_counts, sums, s, 1
+                kind = 1
+                break
             if keys[j] <= last:
-                return out_v[:m], out_c[:m], new_counts, sums, s, 2
+                kind = 2
+                break
             last = keys[j]
             if p > 0.0:
                 acc += p
                 out_v[m] = keys[j]
                 out_c[m] = acc
                 m += 1
+        if kind:
+            bad = s
+            break
         i += counts[s]
         sums[s] = acc
         if acc > 0.0:
@@ -289,4 +320,4 @@ def segment_cdfs(keys, probs, counts):
                 out_c[j] /= acc
             out_c[m - 1] = 1.0
         new_counts[s] = m - start
-    return out_v[:m], out_c[:m], new_counts, sums, -1, 0
+    return out_v[:m], out_c[:m], new_counts, sums, bad, kind

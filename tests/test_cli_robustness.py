@@ -297,3 +297,36 @@ def test_main_restores_the_sigterm_handler(tmp_path, capsys):
     before = signal.getsignal(signal.SIGTERM)
     assert cli.main(["info", "--backends"]) == 0
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_named_subcommand_parses_as_with_every_subcommand():
+    """main() builds only the named subcommand's parser (cli.build_parser(only)): its help and
+    its parse of the same arguments are those of the full parser."""
+    from servegen_fast import cli
+
+    def sub(parser, name):
+        action = next(a for a in parser._actions if a.dest == "command")
+        return action.choices[name]
+
+    argv = ["generate", "--pool", "builtin", "--duration", "1h", "--seed", "3", "-o", "x.parquet"]
+    for c in cli.COMMANDS:
+        name = cli._name(c)
+        assert sub(cli.build_parser(name), name).format_help() == sub(cli.build_parser(), name).format_help()
+    assert vars(cli.build_parser("generate").parse_args(argv)) == vars(cli.build_parser().parse_args(argv))
+
+
+def test_only_the_program_freezes_the_heap_at_exit(monkeypatch, capsys):
+    """main() run as the program (no argv) registers gc.freeze for the interpreter's exit (a
+    shorter teardown); a Python caller's main(argv) registers nothing."""
+    import atexit
+    import gc
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert registered == []
+    monkeypatch.setattr(sys, "argv", ["servegen-fast", "--version"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert registered == [gc.freeze]

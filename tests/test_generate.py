@@ -720,3 +720,47 @@ def test_asynchronous_backend_gets_next_chunk_before_previous_is_emitted(monkeyp
     monkeypatch.undo()
     want = generate_table(pool, None, None, **kw)
     assert pa.Table.from_batches(got, schema=want.schema).equals(want)
+
+
+@pytest.mark.parametrize("x, type", [
+    (np.linspace(0, 5, 9), pa.float64()), (np.arange(7, dtype=np.uint32), pa.uint32()),
+    (np.arange(20, dtype=np.uint32)[::2], pa.uint32()), (np.arange(5, dtype=np.int64), pa.uint32()),
+    (np.arange(4, dtype=np.uint16), pa.uint16()), (np.array([], np.float32), pa.float32()),
+], ids=["float64", "uint32", "strided", "int64-to-uint32", "uint16", "empty"])
+def test_batch_columns_equal_pyarrows_conversion(x, type):
+    """to_batch's view of a column (sample/batches._array) equals pyarrow's pa.array."""
+    from servegen_fast.sample.batches import _array
+
+    got, want = _array(x, type), pa.array(x, type)
+    assert got.type == want.type and got.null_count == 0 and got.equals(want)
+
+
+def test_a_generate_process_imports_no_pandas(tmp_path):
+    """`servegen-fast generate` from a pool file never imports pandas (pyarrow's NumPy
+    conversions import it where it is installed: 0.2-0.3 s of a new process), and the
+    kernels' background set-up (sample.backend.preload) leaves the trace as in-process."""
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "t.parquet"
+    code = ("import sys; from servegen_fast.cli import main; "
+            f"rc = main(['generate', '--pool', 'builtin', '--duration', '2h', '--seed', '5', '-q', '-o', {str(out)!r}]); "
+            "print(rc, 'pandas' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stdout.split() == ["0", "False"]
+    from servegen_fast.io.pool_file import open_pool
+
+    want = generate_table(open_pool("builtin"), None, 7200, seed=5)
+    got = pq.read_table(out)
+    assert got.num_rows == want.num_rows and got.select(want.column_names).equals(want.select(want.column_names))
+
+
+def test_preload_prepares_only_the_cpu_backend():
+    from servegen_fast.sample.backend import preload
+
+    assert preload("numpy") is None and preload("cuda") is None
+    thread = preload("cpu")
+    thread.join(timeout=120)
+    assert not thread.is_alive() and not thread.daemon

@@ -187,3 +187,28 @@ def test_fitted_fields_round_trip_and_version(m_mid, tmp_path):
     assert v.mod_sigma.shape == v.rate.shape
     with pytest.raises(ValueError, match="come together"):
         pool.replace(mod_sigma=np.zeros((c, w)))
+
+
+@pytest.mark.parametrize("values", [
+    pa.array(np.arange(10, dtype=np.int64)), pa.array(np.linspace(0, 1, 7)), pa.array(np.arange(9, dtype=np.uint8)),
+    pa.array(np.arange(12, dtype=np.int32)).slice(3, 5), pa.array([True, False, True]), pa.array([1.0, None, 2.0]),
+    pa.array([], pa.int64()), pa.array(np.arange(4.0)).slice(4),
+], ids=["int64", "float64", "uint8", "sliced-int32", "bool", "nulls", "empty", "sliced-empty"])
+def test_array_conversion_equals_pyarrows(values):
+    """The buffer view the loader takes (pool_codec._numpy) equals pyarrow's own conversion."""
+    got, want = pool_codec._numpy(values), values.to_numpy(zero_copy_only=False)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def test_loading_imports_no_pandas(deepseek, tmp_path):
+    """A pool load leaves pandas unimported (pyarrow's to_numpy would import it: 0.2-0.3 s of a
+    new process's `generate`)."""
+    import subprocess
+    import sys
+
+    path = save_pool(deepseek, tmp_path / "p.parquet")
+    code = ("import sys; from servegen_fast.io.pool_file import load_pool_file; "
+            f"load_pool_file({str(path)!r}); print('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -472,7 +472,12 @@ def test_pool_cache_gives_the_parsed_pool_exactly(servegen_root, tmp_path, monke
         parsed = read_servegen(model, cache=False)
         assert not (tmp_path / "pools").exists()  # cache=False neither reads nor writes
         first = read_servegen(model)  # parses and keeps
-    assert len(list((tmp_path / "pools").glob("*.parquet"))) == 1
+    entries = list((tmp_path / "pools").glob("*.parquet"))
+    assert len(entries) == 1
+    import pyarrow.parquet as pq
+
+    column = pq.ParquetFile(entries[0]).metadata.row_group(0).column(0)  # the fast-to-read form
+    assert column.compression == "LZ4" and not column.has_dictionary_page
     calls = []
     monkeypatch.setattr("servegen_fast.io.servegen_format._parse", lambda *a: calls.append(a))
     with pytest.warns(UserWarning, match="5 of 43 clients have no dataset file"):  # still said from the cache

@@ -181,15 +181,18 @@ def _on_ray(args, job, source, only, progress):
 
 
 def run(args) -> int:
-    from ..io.pool_file import open_pool
-    from ..sample.job import source_for, write
-
     from ..io.atomic import check_output
+    from ..sample.backend import preload
 
     only = _parse_only(args.only)
     if only is not None and not args.partition:
         raise ValueError("--only needs --partition hour|day")
     check_output(args.output, "dir" if args.partition else "file", "--output")  # before any work
+    if args.ray is None:
+        preload(args.backend)  # the kernels' set-up overlaps the imports below and the pool's load
+    from ..io.pool_file import open_pool
+    from ..sample.job import source_for, write
+
     pools = {}
 
     def pool_named(name):

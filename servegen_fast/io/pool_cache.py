@@ -70,6 +70,8 @@ def store(model_dir: Path, category: str, pool) -> None:
     if folder is None:
         return
     try:
-        save_pool(pool, folder / f"{entry_key(model_dir, category)}.parquet")
+        # LZ4 without dictionaries: for m-large written in 0.09 s instead of 0.48 s (zstd with
+        # dictionaries, the pool-file default) and read in 0.06 s instead of 0.09 s, 36 MiB not 39
+        save_pool(pool, folder / f"{entry_key(model_dir, category)}.parquet", compression="lz4", use_dictionary=False)
     except (OSError, ValueError):
         pass

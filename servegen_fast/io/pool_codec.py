@@ -3,7 +3,8 @@ pool argument and re-exports these).
 
 A pool file holds a single row whose columns are the pool's flattened arrays (as list
 columns, so one file carries arrays of different lengths); shapes and scalars live in the
-schema metadata under ``servegen_fast.pool``. Loading is a few memory copies.
+schema metadata under ``servegen_fast.pool``. Loading decodes the file; the arrays are views
+of its buffers where the types allow.
 """
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ _ARRAYS = ("client_ids", "window_start", "window_len", "window_index", "length_i
 _TABLE = ("values", "cdf", "offsets")
 
 
-def save_pool(pool: ClientPool, path: str | os.PathLike) -> Path:
-    """Write `pool` to a Parquet pool file (temporary name, then rename)."""
+def save_pool(pool: ClientPool, path: str | os.PathLike, *, compression: str = "zstd",
+              use_dictionary: bool = True) -> Path:
+    """Write `pool` to a Parquet pool file (temporary name, then rename). `compression` and
+    `use_dictionary` are pyarrow's: the pool cache trades size for speed (io/pool_cache.py)."""
     path = Path(path)
     cols, shapes = {}, {}
     for name in _ARRAYS:
@@ -53,7 +56,7 @@ def save_pool(pool: ClientPool, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     check_output(path, "file")
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression=compression, use_dictionary=use_dictionary)
     return path
 
 
@@ -84,7 +87,7 @@ def load_pool_file(path: str | os.PathLike) -> ClientPool:
 
     def array(name: str) -> np.ndarray:
         shape, dtype = meta["arrays"][name]
-        flat = table.column(name).chunk(0).values.to_numpy(zero_copy_only=False)
+        flat = _numpy(table.column(name).chunk(0).values)
         return np.ascontiguousarray(flat.astype(np.dtype(dtype), copy=False).reshape(shape))
 
     try:
@@ -97,3 +100,16 @@ def load_pool_file(path: str | os.PathLike) -> ClientPool:
                           **arrays)
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: incomplete or inconsistent pool file ({type(e).__name__}: {e})") from None
+
+
+def _numpy(values: pa.Array) -> np.ndarray:
+    """`values` as NumPy: a view of the Arrow buffer for a fixed-width numeric array without
+    nulls (all a pool file holds), else pyarrow's conversion. Not `to_numpy` in the common case:
+    pyarrow's conversion imports pandas where it is installed (0.2-0.3 s of a new process)."""
+    t = values.type
+    if values.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        dtype = np.dtype(t.to_pandas_dtype())
+        if len(values) == 0:  # its data buffer may be absent
+            return np.empty(0, dtype)
+        return np.frombuffer(values.buffers()[1], dtype, len(values), values.offset * dtype.itemsize)
+    return values.to_numpy(zero_copy_only=False)

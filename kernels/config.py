@@ -17,6 +17,12 @@ import re
 
 import numba
 
+# OpenMP workers (numba's `omp` threading layer) that finish a parallel loop early spin at its
+# barrier by default, burning a core the Parquet writer thread and the serial host stages
+# between kernels need (benchmarks/README.md, "Fleet pass": 22% less CPU for the fleet day).
+# Set before numba first loads libgomp; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
 _CPU = dict(cache=True, nogil=True, error_model="numpy")
 
 
@@ -142,6 +148,12 @@ njit_inline = _cached(functools.partial(numba.njit, forceinline=True, **_CPU))  
 # Ordering: a bucket above this many arrivals (clustered times) leaves insertion sort for
 # an n log n sort (merge sort on the CPU, heap sort on the GPU).
 SMALL_BUCKET = 32
+# A window of at least SPLIT_WINDOW arrivals, when a chunk has too few windows for one task
+# each, is sorted in parallel: SPLIT_BLOCKS slot blocks scattered into time ranges of about
+# SPLIT_RANGE_ROWS arrivals (small enough to sort in cache).
+SPLIT_WINDOW = 1 << 16
+SPLIT_BLOCKS = 64
+SPLIT_RANGE_ROWS = 4096
 
 CUDA_THREADS_PER_BLOCK = int(os.environ.get("SERVEGEN_FAST_CUDA_TPB", "256"))
 CUDA_MAX_BLOCKS = int(os.environ.get("SERVEGEN_FAST_CUDA_MAX_BLOCKS", "65535"))

@@ -287,6 +287,39 @@ def test_window_order_matches_stable_argsort(layout):
     assert np.all(np.diff(t[got]) >= 0)
 
 
+
+@pytest.mark.parametrize("layout", ["uniform", "clustered", "ties", "single"])
+@pytest.mark.parametrize("sizes", [[80_000], [0, 70_000, 3, 90_000]])
+def test_window_order_splits_large_windows_the_same(layout, sizes):
+    """A chunk of few windows sorts each large one in parallel by time ranges (a fleet's chunk):
+    the same permutation as a stable argsort, whatever the thread count."""
+    import numba
+    from servegen_fast.kernels import config, cpu, reference
+    assert max(sizes) >= config.SPLIT_WINDOW
+    rng = np.random.default_rng(11)
+    t = []
+    for w, n in enumerate(sizes):
+        if layout == "uniform":
+            x = rng.uniform(0, 600, n)
+        elif layout == "clustered":
+            x = np.where(rng.random(n) < 0.8, 300 + rng.random(n) * 1e-6, rng.uniform(0, 600, n))
+        elif layout == "ties":
+            x = rng.integers(0, 5, n).astype(np.float64)
+        else:
+            x = np.full(n, 17.0)
+        t.append(600.0 * w + x)
+    t = np.concatenate(t)
+    unit_offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    first_unit = np.arange(len(sizes) + 1, dtype=np.int64)
+    want = reference.window_order(t, unit_offsets, first_unit)
+    threads = numba.get_num_threads()
+    try:
+        for k in sorted({1, threads}):
+            numba.set_num_threads(k)
+            np.testing.assert_array_equal(cpu.window_order(t, unit_offsets, first_unit), want)
+    finally:
+        numba.set_num_threads(threads)
+
 # --------------------------------------------------------------------------- count and fill in one walk
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
 def test_renewal_arrivals_keep_what_the_fill_would_draw(backend):

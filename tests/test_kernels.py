@@ -320,6 +320,26 @@ def test_window_order_splits_large_windows_the_same(layout, sizes):
     finally:
         numba.set_num_threads(threads)
 
+
+def test_compiled_renewal_params_equal_the_numpy_twin():
+    """plan.renewal_params (compiled but for the Weibull log Γ) equals its NumPy twin bit for
+    bit: every law, cv at and below the floor, NaN cv, extreme shapes and rates."""
+    from servegen_fast.model.fields import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL
+    from servegen_fast.sample.plan import renewal_params, renewal_params_numpy
+    rng = np.random.default_rng(5)
+    n = 20_000
+    law = rng.choice([LAW_GAMMA, LAW_WEIBULL, LAW_EXPONENTIAL], n)
+    cv = np.exp(rng.uniform(-9, 3, n))
+    cv[:50] = 1e-3
+    cv[50:60] = np.nan
+    shape = np.exp(rng.uniform(-3, 4, n))
+    rate = np.exp(rng.uniform(-12, 8, n))
+    for args in ((law, shape, cv, rate), (np.full(n, LAW_EXPONENTIAL), shape, cv, rate), (law[:0], shape[:0],
+                                                                                          cv[:0], rate[:0])):
+        got, want = renewal_params(*args), renewal_params_numpy(*args)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g.view(np.int64), w.view(np.int64))
+
 # --------------------------------------------------------------------------- count and fill in one walk
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
 def test_renewal_arrivals_keep_what_the_fill_would_draw(backend):

@@ -340,6 +340,38 @@ def test_compiled_renewal_params_equal_the_numpy_twin():
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g.view(np.int64), w.view(np.int64))
 
+
+@pytest.mark.parametrize("corr", [(0, 1.0), (1, 0.0), (2, 0.4)])
+def test_fill_rows_is_fill_base_then_gather(corr):
+    """cpu.fill_rows (values written straight to their time-ordered row) equals fill_base then
+    gather_rows, and the NumPy twin; empty units, a shuffled order, and no rows at all."""
+    from servegen_fast.io.pool_file import open_pool
+    from servegen_fast.kernels import codes, cpu, reference
+    assert (codes.CORR_COMONOTONE, codes.CORR_INDEPENDENT, codes.CORR_COPULA) == (0, 1, 2)
+    d = open_pool("builtin").dists
+    guide, goff = d.guide()
+    tables = (d.values, d.cdf, d.offsets, guide, goff)
+    rng = np.random.default_rng(9)
+    for n_units in (0, 300):
+        counts = rng.integers(0, 4, n_units)
+        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        n = int(offsets[-1])
+        client = rng.integers(0, 10_000, n_units).astype(np.uint32)
+        window = rng.integers(0, 100, n_units).astype(np.uint32)
+        dist = rng.integers(0, len(d.offsets) - 1, (n_units, 2)).astype(np.int64)
+        t = rng.uniform(0, 600, n)
+        perm = rng.permutation(n).astype(np.int64)
+        seed = np.uint64(2 ** 63 + 5)
+        got = cpu.fill_rows(*corr, seed, offsets, client, window, dist, *tables, perm, t)
+        vals = cpu.fill_base(*corr, seed, offsets, client, window, dist, *tables, np.empty((n, 2)))
+        slot_unit = np.repeat(np.arange(n_units, dtype=np.int64), counts)
+        want = cpu.gather_rows(perm, slot_unit, client, t, vals)
+        ref = reference.fill_rows(*corr, seed, offsets, client, window, dist, *tables, perm, t)
+        for g, w, r in zip(got, want, ref):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_array_equal(g, w)
+            np.testing.assert_array_equal(g, r)
+
 # --------------------------------------------------------------------------- count and fill in one walk
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
 def test_renewal_arrivals_keep_what_the_fill_would_draw(backend):

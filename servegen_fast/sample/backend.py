@@ -105,7 +105,8 @@ def load_backend(name: str) -> Backend:
     if name == "numpy":
         from ..kernels import reference as mod
     elif name == "cpu":
-        from ..kernels import cpu as mod
+        from ..kernels import config, cpu as mod
+        config.start_threads()
     elif name == "cuda":
         try:
             from ..kernels import cuda as mod

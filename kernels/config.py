@@ -139,6 +139,7 @@ njit = _cached(numba.njit(**_CPU))                              # serial kernels
 njit_parallel = _cached(numba.njit(parallel=True, **_CPU))      # prange kernels
 njit_inline = _cached(functools.partial(numba.njit, forceinline=True, **_CPU))  # scalar bodies and samplers
 
+
 def start_threads() -> None:
     """Start numba's thread pool with OpenMP workers that sleep, not spin, when idle.
 

@@ -28,7 +28,8 @@ from servegen_fast.io.sink import FILE_ENCODING, FILE_ENCODINGS, ROW_GROUP_ROWS
 from servegen_fast.model import population as P
 from servegen_fast.model import rates as R
 
-KERNELS = ("count_renewal", "renewal_arrivals", "fill_arrivals", "window_order", "fill_base", "fill_items", "gather_rows")
+KERNELS = ("count_renewal", "renewal_arrivals", "fill_arrivals", "window_order", "fill_base", "fill_rows", "fill_items",
+           "gather_rows")
 HOST = {G: ("plan_chunks", "chunk_units", "renewal_params", "servegen_counts", "to_batch"),
         R: ("client_targets",)}
 
@@ -69,9 +70,9 @@ def run_case(name, pool, backend, kwargs, timers):
     saved += [(G, k, timers.wrap(G, k)) for k in HOST[G] if k != "chunk_units"]
     saved.append((G, "chunk_units", G.chunk_units))
     timers.wrap_units()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     batches = list(G.generate(pool, backend=backend, **kwargs))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     for owner, k, fn in saved:
         setattr(owner, k, fn)
     n = sum(b.num_rows for b in batches)
@@ -82,7 +83,8 @@ def run_case(name, pool, backend, kwargs, timers):
                    **FILE_ENCODINGS[FILE_ENCODING])
     write_s = time.perf_counter() - t1
     print(f"\n## {name}: {n:,} requests, {timers.units:,} units ({n / max(timers.units, 1):.1f} requests/unit), "
-          f"in memory {wall:.2f} s = {n / wall / 1e6:.2f} M req/s; zstd Parquet write (serial, apart) "
+          f"in memory {wall:.2f} s = {n / wall / 1e6:.2f} M req/s, CPU (all threads) {cpu:.2f} s = "
+          f"{cpu / n * 1e9:.0f} ns/req; zstd Parquet write (serial, apart) "
           f"{write_s:.2f} s = {buf.tell() / n:.2f} B/req (file encoding {FILE_ENCODING})")
     print(f"{'stage':34s} {'s':>7s} {'share':>6s} {'ns/req':>8s} {'ns/unit':>8s}")
     rows = sorted(timers.s.items(), key=lambda kv: -kv[1])

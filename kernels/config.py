@@ -139,9 +139,36 @@ njit = _cached(numba.njit(**_CPU))                              # serial kernels
 njit_parallel = _cached(numba.njit(parallel=True, **_CPU))      # prange kernels
 njit_inline = _cached(functools.partial(numba.njit, forceinline=True, **_CPU))  # scalar bodies and samplers
 
+
+def start_threads() -> None:
+    """Start numba's thread pool with OpenMP workers that sleep, not spin, when idle.
+
+    Workers of numba's `omp` layer that finish a parallel loop early spin at its barrier by
+    default, burning the core the Parquet writer thread and the serial host stages between
+    kernels need (the fleet day: ~20% less CPU, benchmarks/README.md "Fleet pass"). libgomp reads
+    OMP_WAIT_POLICY once, when it is loaded, i.e. when numba starts its pool (here, or at the
+    first parallel kernel); the variable is set only meanwhile, so other OpenMP users of the
+    process and child processes keep their own default. A user's own setting wins; a pool
+    already started keeps its policy."""
+    if "OMP_WAIT_POLICY" in os.environ:
+        numba.get_num_threads()
+        return
+    os.environ["OMP_WAIT_POLICY"] = "passive"
+    try:
+        numba.get_num_threads()  # launches the pool (numba's public API)
+    finally:
+        os.environ.pop("OMP_WAIT_POLICY", None)
+
+
 # Ordering: a bucket above this many arrivals (clustered times) leaves insertion sort for
 # an n log n sort (merge sort on the CPU, heap sort on the GPU).
 SMALL_BUCKET = 32
+# A window of at least SPLIT_WINDOW arrivals, when a chunk has too few windows for one task
+# each, is sorted in parallel: SPLIT_BLOCKS slot blocks scattered into time ranges of about
+# SPLIT_RANGE_ROWS arrivals (small enough to sort in cache).
+SPLIT_WINDOW = 1 << 16
+SPLIT_BLOCKS = 64
+SPLIT_RANGE_ROWS = 4096
 
 CUDA_THREADS_PER_BLOCK = int(os.environ.get("SERVEGEN_FAST_CUDA_TPB", "256"))
 CUDA_MAX_BLOCKS = int(os.environ.get("SERVEGEN_FAST_CUDA_MAX_BLOCKS", "65535"))

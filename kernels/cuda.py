@@ -122,6 +122,14 @@ def fill_base(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, 
     return out
 
 
+def fill_rows(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff, guide, goff, perm, t):
+    """gather_rows of fill_base's values: (timestamp, client_id, base values [F, N]) in the order `perm`."""
+    vals = fill_base(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff, guide, goff,
+                     np.empty((len(t), dist.shape[1]), np.float64))
+    slot_unit = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+    return gather_rows(perm, slot_unit, client, t, vals)
+
+
 def fill_items(seed, client, window, k, counts, dist, item_offsets, field_slot, values, cdf, doff, guide, goff,
                out):
     n = len(k)
@@ -149,7 +157,7 @@ def gather_rows(perm, slot_unit, client, t, vals):
             _dev(t, np.float64), _dev(vals, np.float64), np.int64(nf), ts, cid, out)
     return ts.copy_to_host(), cid.copy_to_host(), out.copy_to_host()[:nf]
 
-__all__ = ["count_renewal", "renewal_arrivals", "fill_arrivals", "warp_arrivals", "window_order", "fill_base", "fill_items", "gather_rows", "submit_ordered",
+__all__ = ["count_renewal", "renewal_arrivals", "fill_arrivals", "warp_arrivals", "window_order", "fill_base", "fill_rows", "fill_items", "gather_rows", "submit_ordered",
            "PendingChunk", "device_name", "SIMULATOR", "THREADS_PER_BLOCK",
            # kernels and launch helpers, for benchmarks/bench_cuda.py
            "_blocks", "_count_renewal_k", "_fill_arrivals_k", "_fill_base_k", "_gather_ordered_k", "_order"]

@@ -221,5 +221,13 @@ def gather_rows(perm, slot_unit, client, t, vals):
     return t[perm], client[slot_unit[perm]], np.ascontiguousarray(vals[perm].T)
 
 
+def fill_rows(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff, guide, goff, perm, t):
+    """gather_rows of fill_base's values: (timestamp, client_id, base values [F, N]) in the order `perm`."""
+    vals = fill_base(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff, guide, goff,
+                     np.empty((len(t), dist.shape[1]), np.float64))
+    slot_unit = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+    return gather_rows(perm, slot_unit, client, t, vals)
+
+
 from .reference_sessions import expand_turns, fill_block_ids, session_roles  # noqa: E402,F401 (the contract)
 from .modulation import warp_arrivals_np as warp_arrivals  # noqa: E402,F401 (the contract)

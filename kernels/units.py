@@ -113,3 +113,23 @@ def population_units(src, shift, mult, cv_factor, client_ids, w, start, length, 
                 o_sw[j] = sw
             j += 1
     return o_wi, o_client, o_window, o_start, o_length, o_rate, o_law, o_shape, o_cv, o_dist, o_src, o_sw
+
+
+@config.njit_parallel
+def renewal_params(law, shape, cv, rate):
+    """(shape, scale) of each unit's renewal law, as sample.plan.renewal_params_numpy computes
+    them, for every law but Weibull, whose scale needs log Γ (left to the caller: NumPy's
+    vectorised log and exp round differently from libm's)."""
+    n = len(law)
+    k = np.empty(n, np.float64)
+    scale = np.empty(n, np.float64)
+    for i in prange(n):
+        if law[i] == LAW_GAMMA:
+            c = cv[i] if not cv[i] < 1e-3 else 1e-3  # np.maximum: NaN stays NaN
+            k[i] = 1.0 / (c * c)                      # NumPy's x ** 2 is x * x
+        elif law[i] == LAW_WEIBULL:
+            k[i] = shape[i]
+        else:
+            k[i] = 1.0
+        scale[i] = 1.0 / (rate[i] * k[i]) if law[i] == LAW_GAMMA else 1.0 / rate[i]
+    return k, scale

@@ -287,6 +287,91 @@ def test_window_order_matches_stable_argsort(layout):
     assert np.all(np.diff(t[got]) >= 0)
 
 
+
+@pytest.mark.parametrize("layout", ["uniform", "clustered", "ties", "single"])
+@pytest.mark.parametrize("sizes", [[80_000], [0, 70_000, 3, 90_000]])
+def test_window_order_splits_large_windows_the_same(layout, sizes):
+    """A chunk of few windows sorts each large one in parallel by time ranges (a fleet's chunk):
+    the same permutation as a stable argsort, whatever the thread count."""
+    import numba
+    from servegen_fast.kernels import config, cpu, reference
+    assert max(sizes) >= config.SPLIT_WINDOW
+    rng = np.random.default_rng(11)
+    t = []
+    for w, n in enumerate(sizes):
+        if layout == "uniform":
+            x = rng.uniform(0, 600, n)
+        elif layout == "clustered":
+            x = np.where(rng.random(n) < 0.8, 300 + rng.random(n) * 1e-6, rng.uniform(0, 600, n))
+        elif layout == "ties":
+            x = rng.integers(0, 5, n).astype(np.float64)
+        else:
+            x = np.full(n, 17.0)
+        t.append(600.0 * w + x)
+    t = np.concatenate(t)
+    unit_offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    first_unit = np.arange(len(sizes) + 1, dtype=np.int64)
+    want = reference.window_order(t, unit_offsets, first_unit)
+    threads = numba.get_num_threads()
+    try:
+        for k in sorted({1, threads}):
+            numba.set_num_threads(k)
+            np.testing.assert_array_equal(cpu.window_order(t, unit_offsets, first_unit), want)
+    finally:
+        numba.set_num_threads(threads)
+
+
+def test_compiled_renewal_params_equal_the_numpy_twin():
+    """plan.renewal_params (compiled but for the Weibull log Γ) equals its NumPy twin bit for
+    bit: every law, cv at and below the floor, NaN cv, extreme shapes and rates."""
+    from servegen_fast.model.fields import LAW_EXPONENTIAL, LAW_GAMMA, LAW_WEIBULL
+    from servegen_fast.sample.plan import renewal_params, renewal_params_numpy
+    rng = np.random.default_rng(5)
+    n = 20_000
+    law = rng.choice([LAW_GAMMA, LAW_WEIBULL, LAW_EXPONENTIAL], n)
+    cv = np.exp(rng.uniform(-9, 3, n))
+    cv[:50] = 1e-3
+    cv[50:60] = np.nan
+    shape = np.exp(rng.uniform(-3, 4, n))
+    rate = np.exp(rng.uniform(-12, 8, n))
+    for args in ((law, shape, cv, rate), (np.full(n, LAW_EXPONENTIAL), shape, cv, rate), (law[:0], shape[:0],
+                                                                                          cv[:0], rate[:0])):
+        got, want = renewal_params(*args), renewal_params_numpy(*args)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g.view(np.int64), w.view(np.int64))
+
+
+@pytest.mark.parametrize("corr", [(0, 1.0), (1, 0.0), (2, 0.4)])
+def test_fill_rows_is_fill_base_then_gather(corr):
+    """cpu.fill_rows (values written straight to their time-ordered row) equals fill_base then
+    gather_rows, and the NumPy twin; empty units, a shuffled order, and no rows at all."""
+    from servegen_fast.io.pool_file import open_pool
+    from servegen_fast.kernels import codes, cpu, reference
+    assert (codes.CORR_COMONOTONE, codes.CORR_INDEPENDENT, codes.CORR_COPULA) == (0, 1, 2)
+    d = open_pool("builtin").dists
+    guide, goff = d.guide()
+    tables = (d.values, d.cdf, d.offsets, guide, goff)
+    rng = np.random.default_rng(9)
+    for n_units in (0, 300):
+        counts = rng.integers(0, 4, n_units)
+        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        n = int(offsets[-1])
+        client = rng.integers(0, 10_000, n_units).astype(np.uint32)
+        window = rng.integers(0, 100, n_units).astype(np.uint32)
+        dist = rng.integers(0, len(d.offsets) - 1, (n_units, 2)).astype(np.int64)
+        t = rng.uniform(0, 600, n)
+        perm = rng.permutation(n).astype(np.int64)
+        seed = np.uint64(2 ** 63 + 5)
+        got = cpu.fill_rows(*corr, seed, offsets, client, window, dist, *tables, perm, t)
+        vals = cpu.fill_base(*corr, seed, offsets, client, window, dist, *tables, np.empty((n, 2)))
+        slot_unit = np.repeat(np.arange(n_units, dtype=np.int64), counts)
+        want = cpu.gather_rows(perm, slot_unit, client, t, vals)
+        ref = reference.fill_rows(*corr, seed, offsets, client, window, dist, *tables, perm, t)
+        for g, w, r in zip(got, want, ref):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_array_equal(g, w)
+            np.testing.assert_array_equal(g, r)
+
 # --------------------------------------------------------------------------- count and fill in one walk
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
 def test_renewal_arrivals_keep_what_the_fill_would_draw(backend):

@@ -51,3 +51,19 @@ def test_a_kernel_outside_kernels_keys_on_its_sibling_modules(tmp_path):
     (tmp_path / "passes.py").write_text("y = 2\n")
     assert config._sibling_key(str(tmp_path), "k") != before
     assert config._sibling_key(str(tmp_path), "other") != config._sibling_key(str(tmp_path), "k")
+
+
+def test_start_threads_sets_the_wait_policy_only_while_the_pool_starts():
+    """OMP_WAIT_POLICY=passive is set only while numba's pool starts (child processes and other
+    OpenMP users keep their default); a user's own setting is left as it is."""
+    import os
+    import subprocess
+    import sys
+    code = ("import os; from servegen_fast.kernels import config; config.start_threads(); "
+            "print(os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "None"
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, OMP_WAIT_POLICY="active"), capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "active"

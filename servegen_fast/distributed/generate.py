@@ -28,6 +28,8 @@ def _partition_task(source, job: Job, uri: str, index: int, span: tuple[int, int
     if backend != "cuda":
         import numba
 
+        from ..kernels import config
+        config.start_threads()  # before set_num_threads starts the pool with spinning workers
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     batches = job_batches(job, source, span=span, backend=backend, chunk_bytes=chunk_bytes)
     return Output(uri).write_partition(batches, index, trace_schema_of(job, source), fmt)

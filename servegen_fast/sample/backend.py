@@ -30,6 +30,8 @@ class Kernels(Protocol):
     def fill_items(self, seed, client, window, k, counts, dist, item_offsets, field_slot, values, cdf, offsets,
                    guide, goff, out) -> None: ...
     def gather_rows(self, perm, slot_unit, client, t, vals): ...
+    def fill_rows(self, corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff, guide, goff, perm,
+                  t): ...  # gather_rows(perm, ..., fill_base(...)): (ts, client ids, values [F, N])
     # sessions (kernels/session_bodies.py)
     def session_roles(self, seed, client, window, k, prof, values, cdf, off, par): ...
     def expand_turns(self, seed, client, window, k, prof, turns, ts, fin, fout, values, cdf, off, par, dist, vals, pv,
@@ -93,19 +95,19 @@ def _ordered_rows(kern, mode, seed, client, window, start, length, law, k, scale
         if mod is not None:  # intra-window modulation (kernels/modulation.py): (sigma, tau) per unit
             kern.warp_arrivals(seed, client, window, start, length, mod[0], mod[1], offsets, out_t)
     perm = kern.window_order(out_t, offsets, first_unit) if n else np.zeros(0, np.int64)
-    slot_unit = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
-    vals = np.empty((n, dist.shape[1]), np.float64)
-    if n:
-        kern.fill_base(corr_mode, rho, seed, offsets, client, window, dist, *tables, vals)
-    ts, cid, vals = kern.gather_rows(perm, slot_unit, client, out_t, vals)
-    return ts, cid, vals, perm, (slot_unit[perm] if want_units else None)
+    ts, cid, vals = kern.fill_rows(corr_mode, rho, seed, offsets, client, window, dist, *tables, perm, out_t)
+    unit = None
+    if want_units:
+        unit = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))[perm]
+    return ts, cid, vals, perm, unit
 
 
 def load_backend(name: str) -> Backend:
     if name == "numpy":
         from ..kernels import reference as mod
     elif name == "cpu":
-        from ..kernels import cpu as mod
+        from ..kernels import config, cpu as mod
+        config.start_threads()
     elif name == "cuda":
         try:
             from ..kernels import cuda as mod

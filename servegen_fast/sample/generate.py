@@ -270,7 +270,10 @@ def _submit_chunk(kern: Backend, view, u: Units, n_windows: int, opts: GenerateO
     n = int(offsets[-1])
     base = [f for f in view.fields if f not in ITEM_FIELDS]
     corr_mode, rho = _correlation_mode(opts.correlation)
-    dist = np.ascontiguousarray(u.dist[:, [view.field_index(f) for f in base]])
+    cols = [view.field_index(f) for f in base]
+    # the base fields are usually all of them, in order: no copy of the [units, fields] ids then
+    dist = u.dist if cols == list(range(u.dist.shape[1])) and u.dist.flags.c_contiguous else \
+        np.ascontiguousarray(u.dist[:, cols])
     if n and (dist < 0).any():
         bad = np.argwhere(dist < 0)[0]
         raise ValueError(f"client {int(u.client[bad[0]])} has no {base[bad[1]]} distribution for the window at "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.codes import ROOM_BLOCK
+from ..kernels.units import renewal_params as _renewal_params
 from ..model.fields import LAW_GAMMA, LAW_WEIBULL
 from ..model.pool import ClientPool
 from ..model.population import Population
@@ -46,7 +47,19 @@ def plan_chunks(view, targets, aggregate, window_range, mode: str, chunk_bytes: 
 
 
 def renewal_params(law, shape, cv, rate):
-    """(shape, scale) of a renewal law with mean 1/rate. Gamma shape = 1/cv² (cv floored at 1e-3)."""
+    """(shape, scale) of a renewal law with mean 1/rate. Gamma shape = 1/cv² (cv floored at 1e-3).
+    Compiled (kernels/units.py) but for the Weibull units' log Γ; equal to renewal_params_numpy."""
+    law, rate = np.ascontiguousarray(law, np.int64), np.ascontiguousarray(rate, np.float64)
+    k, scale = _renewal_params(law, np.ascontiguousarray(shape, np.float64), np.ascontiguousarray(cv, np.float64),
+                               rate)
+    wb = np.flatnonzero(law == LAW_WEIBULL)
+    if wb.size:
+        scale[wb] = 1.0 / (rate[wb] * np.exp(gammaln(1.0 + 1.0 / k[wb])))
+    return k, scale
+
+
+def renewal_params_numpy(law, shape, cv, rate):
+    """The NumPy twin of renewal_params (the tests' oracle)."""
     k = np.where(law == LAW_GAMMA, 1.0 / np.maximum(cv, 1e-3) ** 2, np.where(law == LAW_WEIBULL, shape, 1.0))
     mean1 = np.ones_like(k)
     wb = law == LAW_WEIBULL

@@ -1,5 +1,6 @@
 """Calibration on the real engine (transformers continuous batching, tiny random model, CPU):
-a short sweep records passes with their composition, measures the idle wake-up and fits a
+a short sweep (waves, then a few seconds of the built-in pool's traffic) records passes with
+their composition, measures the idle wake-up and fits a
 profile the simulator accepts."""
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ WAVES = [[(16, 8, 1)], [(64, 8, 2)], [(200, 2, 1)], [(32, 12, 1)], [(128, 4, 3)]
 
 
 def test_a_short_sweep_gives_a_usable_profile(tmp_path):
-    prof, steps = calibrate(waves=WAVES, gap=0.8)
+    prof, steps = calibrate(waves=WAVES, gap=0.8, traffic=(8.0, 3.0, 7))
     assert steps.shape[1] == 6
     y, P, S, D, K, A = steps.T
     assert np.all(y > 0) and np.all(S + D >= 1)
@@ -27,6 +28,7 @@ def test_a_short_sweep_gives_a_usable_profile(tmp_path):
     assert 0 < prof.idle_wake < 0.1
     assert set(prof.coefficients) == set(STEP_TERMS)
     assert prof.fit["passes"] == len(steps) - 1
+    assert prof.measured_on["sweep_traffic"] == [8.0, 3.0, 7]
     save_profile(prof, tmp_path / "p.json")
     assert load_profile(tmp_path / "p.json") == prof
     ttft, _, _ = prof.isolated([200], [2])

@@ -23,20 +23,25 @@ from ..replay.plan import ReplayPlan
 from .profile import Profile, STEP_TERMS
 
 # Waves of (prompt tokens, output tokens, copies) submitted at once; each wave is waited for.
-# Decode batches of 1..64 sequences at short and long contexts (one sequence up to 4,000 tokens);
+# Decode batches of 1..64 sequences at short and long contexts (one to three sequences at 2,000-4,000);
 # lone prefills up to two chunks; a burst of mid-size prompts; mixed waves where new prefills
 # join running decodes.
 QUICK_SWEEP = (
     [[(p, 24, b)] for p in (16, 512) for b in (1, 4, 16, 48)]
     + [[(1536, 24, b)] for b in (1, 4, 12)]
     + [[(p, 2, 1)] for p in (64, 256, 768, 1536, 2047, 3000)]
-    + [[(4000, 48, 1)], [(384, 16, 8)]]
+    + [[(4000, 48, 1)], [(3000, 64, 2)], [(2000, 64, 3)], [(384, 16, 8)]]
     + [[(32, 48, 24), (1024, 4, 2)], [(256, 32, 8), (1800, 4, 1), (64, 8, 16)], [(2048, 6, 5)],
        [(128, 64, 32), (600, 4, 6)]]
 )
 
 
 WAVE_GAP = 3.0  # seconds between the waves' release times
+# After the waves, a stretch of ordinary traffic: (seconds, aggregate req/s, seed) of the built-in
+# pool, generated here. The waves' passes follow bursts of large prefills; steady traffic (a few
+# sequences decoding, prefills joining them one at a time) is the regime most served traffic is
+# in, and on a CPU its passes run measurably faster than the same compositions inside a wave.
+TRAFFIC = (120.0, 2.0, 7)
 
 
 class _Recorder:
@@ -110,17 +115,45 @@ def sweep_plan(waves=QUICK_SWEEP, gap: float = WAVE_GAP) -> ReplayPlan:
                       output_tokens=u32(o), options={"calibration": True})
 
 
-def run_sweep(engine, waves=QUICK_SWEEP, *, seed: int = 0, gap: float = WAVE_GAP, log=None) -> tuple[np.ndarray, float]:
-    """Release the sweep on a started transformers engine through replay's own release loop
-    (so the engine runs beside the same host-side work as in a replay): the recorded passes,
-    and the idle wake-up (`idle_wake`)."""
+def traffic_plan(seconds: float, rate: float, seed: int, start: float, max_model_len: int | None) -> ReplayPlan:
+    """`seconds` of the built-in pool at `rate` req/s (seed `seed`), released from `start` on."""
+    from ..io.pool_file import open_pool
+    from ..replay.plan import make_plan
+    from ..sample.generate import generate_table
+
+    table = generate_table(open_pool("builtin"), rate=rate, duration=int(seconds), seed=seed)
+    plan = make_plan(table, max_model_len=max_model_len, source="calibration traffic")
+    plan.scheduled = plan.scheduled + start
+    return plan
+
+
+def _joined(a: ReplayPlan, b: ReplayPlan) -> ReplayPlan:
+    cat = lambda x, y: np.concatenate([x, y])  # noqa: E731
+    return ReplayPlan(row=np.arange(len(a) + len(b), dtype=np.int64), client_id=cat(a.client_id, b.client_id),
+                      arrival=cat(a.arrival, b.arrival + a.arrival[-1] + WAVE_GAP), scheduled=cat(a.scheduled, b.scheduled),
+                      trace_input=cat(a.trace_input, b.trace_input), trace_output=cat(a.trace_output, b.trace_output),
+                      input_tokens=cat(a.input_tokens, b.input_tokens), output_tokens=cat(a.output_tokens, b.output_tokens),
+                      options=dict(a.options))
+
+
+def run_sweep(engine, waves=QUICK_SWEEP, *, seed: int = 0, gap: float = WAVE_GAP, traffic=TRAFFIC,
+              log=None) -> tuple[np.ndarray, float]:
+    """Release the sweep (the waves, then `traffic` = (seconds, req/s, seed) of ordinary traffic,
+    or None) on a started transformers engine through replay's own release loop (so the engine
+    runs beside the same host-side work as in a replay): the recorded passes, and the idle
+    wake-up (`idle_wake`)."""
     from ..replay.local.loop import run
 
     log = log or (lambda m: None)
     plan = sweep_plan(waves, gap)
+    if traffic:
+        seconds, rate, traffic_seed = traffic
+        start = float(plan.scheduled[-1]) + gap
+        plan = _joined(plan, traffic_plan(seconds, rate, traffic_seed, start, int(engine.max_model_len)))
     rec = _Recorder(engine.manager.batch_processor)
     try:
-        log(f"calibration sweep: {len(plan)} requests in {len(waves)} waves over {plan.scheduled[-1]:.0f} s")
+        log(f"calibration sweep: {len(plan)} requests in {len(waves)} waves and {traffic[0] if traffic else 0:g} s of "
+            f"traffic, over {plan.scheduled[-1]:.0f} s")
         r = run(engine, plan, seed=seed)
     finally:
         rec.restore()
@@ -222,7 +255,7 @@ def _nnls(A: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def calibrate(*, engine: str = "transformers", model: str = "tiny", device: str = "cpu", seed: int = 0,
-              waves=QUICK_SWEEP, gap: float = WAVE_GAP, engine_options: dict | None = None,
+              waves=QUICK_SWEEP, gap: float = WAVE_GAP, traffic=TRAFFIC, engine_options: dict | None = None,
               log=None) -> tuple[Profile, np.ndarray]:
     """Measure a profile on the on-device engine: (profile, recorded passes)."""
     from ..replay.local.registry import make_engine
@@ -236,7 +269,7 @@ def calibrate(*, engine: str = "transformers", model: str = "tiny", device: str 
     eng.start()
     try:
         margin = float(eng.manager.batch_processor.scheduler.safety_margin)
-        steps, wake = run_sweep(eng, waves, seed=seed, gap=gap, log=log)  # the release loop stops the engine at the end
+        steps, wake = run_sweep(eng, waves, seed=seed, gap=gap, traffic=traffic, log=log)  # the release loop stops the engine at the end
     finally:
         eng.stop()
     coef, stats = fit_steps(steps)
@@ -253,7 +286,7 @@ def calibrate(*, engine: str = "transformers", model: str = "tiny", device: str 
                      "transformers": transformers.__version__, "python": platform.python_version(),
                      "servegen_fast": __version__, "date": time.strftime("%Y-%m-%d", time.gmtime()),
                      "threads": int(torch.get_num_threads()), "max_model_len": int(eng.max_model_len),
-                     "sweep_waves": len(waves)},
+                     "sweep_waves": len(waves), "sweep_traffic": list(traffic) if traffic else None},
         fit=stats)
     prof.validate()
     return prof, steps

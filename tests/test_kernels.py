@@ -261,25 +261,30 @@ def test_same_seed_same_trace_different_seed_different(pools):
     assert not r0.equals(r1)
 
 
-@pytest.mark.parametrize("layout", ["uniform", "clustered", "ties", "single"])
-def test_window_order_matches_stable_argsort(layout):
-    """cpu.window_order's bucket sort equals a stable argsort per window, including buckets
-    large enough for its merge-sort fallback (clustered times) and exact ties."""
-    from servegen_fast.kernels import cpu, reference
-    rng = np.random.default_rng(7)
-    sizes = [0, 1, 2, 500, 3000, 0, 40]
+def _window_times(rng, sizes, layout) -> np.ndarray:
+    """Arrival times of consecutive 600 s windows holding `sizes` arrivals each, laid out as
+    uniform, clustered (most mass in a tiny interval: buckets of hundreds), ties or single."""
     t = []
     for w, n in enumerate(sizes):
         if layout == "uniform":
             x = rng.uniform(0, 600, n)
-        elif layout == "clustered":  # most mass in a tiny interval: buckets of hundreds
+        elif layout == "clustered":
             x = np.where(rng.random(n) < 0.8, 300 + rng.random(n) * 1e-6, rng.uniform(0, 600, n))
         elif layout == "ties":
             x = rng.integers(0, 5, n).astype(np.float64)
         else:
             x = np.full(n, 17.0)
         t.append(600.0 * w + x)
-    t = np.concatenate(t)
+    return np.concatenate(t)
+
+
+@pytest.mark.parametrize("layout", ["uniform", "clustered", "ties", "single"])
+def test_window_order_matches_stable_argsort(layout):
+    """cpu.window_order's bucket sort equals a stable argsort per window, including buckets
+    large enough for its merge-sort fallback (clustered times) and exact ties."""
+    from servegen_fast.kernels import cpu, reference
+    sizes = [0, 1, 2, 500, 3000, 0, 40]
+    t = _window_times(np.random.default_rng(7), sizes, layout)
     unit_offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
     first_unit = np.arange(len(sizes) + 1, dtype=np.int64)
     got = cpu.window_order(t, unit_offsets, first_unit)
@@ -296,19 +301,7 @@ def test_window_order_splits_large_windows_the_same(layout, sizes):
     import numba
     from servegen_fast.kernels import config, cpu, reference
     assert max(sizes) >= config.SPLIT_WINDOW
-    rng = np.random.default_rng(11)
-    t = []
-    for w, n in enumerate(sizes):
-        if layout == "uniform":
-            x = rng.uniform(0, 600, n)
-        elif layout == "clustered":
-            x = np.where(rng.random(n) < 0.8, 300 + rng.random(n) * 1e-6, rng.uniform(0, 600, n))
-        elif layout == "ties":
-            x = rng.integers(0, 5, n).astype(np.float64)
-        else:
-            x = np.full(n, 17.0)
-        t.append(600.0 * w + x)
-    t = np.concatenate(t)
+    t = _window_times(np.random.default_rng(11), sizes, layout)
     unit_offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
     first_unit = np.arange(len(sizes) + 1, dtype=np.int64)
     want = reference.window_order(t, unit_offsets, first_unit)

@@ -173,7 +173,6 @@ def idle_wake(released: np.ndarray, started: np.ndarray, completed: np.ndarray) 
     done_before = np.maximum.accumulate(completed[order])
     idle = np.zeros(len(rel), bool)
     idle[1:] = done_before[:-1] < rel[1:]
-    idle[0] = False
     if idle.sum() < 3:
         raise ValueError("calibration released fewer than 3 requests to an idle engine: cannot measure its wake-up")
     return float(np.median(st[idle] - rel[idle]))

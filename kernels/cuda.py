@@ -122,12 +122,11 @@ def fill_base(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, 
     return out
 
 
-def fill_rows(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff, guide, goff, perm, t):
+def fill_rows(*args):
     """gather_rows of fill_base's values: (timestamp, client_id, base values [F, N]) in the order `perm`."""
-    vals = fill_base(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff, guide, goff,
-                     np.empty((len(t), dist.shape[1]), np.float64))
-    slot_unit = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
-    return gather_rows(perm, slot_unit, client, t, vals)
+    from .reference import fill_rows_by
+
+    return fill_rows_by(fill_base, gather_rows, *args)
 
 
 def fill_items(seed, client, window, k, counts, dist, item_offsets, field_slot, values, cdf, doff, guide, goff,

@@ -223,6 +223,13 @@ def gather_rows(perm, slot_unit, client, t, vals):
 
 def fill_rows(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff, guide, goff, perm, t):
     """gather_rows of fill_base's values: (timestamp, client_id, base values [F, N]) in the order `perm`."""
+    return fill_rows_by(fill_base, gather_rows, corr_mode, rho, seed, offsets, client, window, dist, values, cdf,
+                        doff, guide, goff, perm, t)
+
+
+def fill_rows_by(fill_base, gather_rows, corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff,
+                 guide, goff, perm, t):
+    """fill_rows as a backend's own two kernels (this module's and the CUDA one's)."""
     vals = fill_base(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, doff, guide, goff,
                      np.empty((len(t), dist.shape[1]), np.float64))
     slot_unit = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))

@@ -128,9 +128,10 @@ def traffic_plan(seconds: float, rate: float, seed: int, start: float, max_model
 
 
 def _joined(a: ReplayPlan, b: ReplayPlan) -> ReplayPlan:
+    """The waves' plan then the traffic's (its release times, already after the waves, as arrivals)."""
     cat = lambda x, y: np.concatenate([x, y])  # noqa: E731
     return ReplayPlan(row=np.arange(len(a) + len(b), dtype=np.int64), client_id=cat(a.client_id, b.client_id),
-                      arrival=cat(a.arrival, b.arrival + a.arrival[-1] + WAVE_GAP), scheduled=cat(a.scheduled, b.scheduled),
+                      arrival=cat(a.arrival, b.scheduled), scheduled=cat(a.scheduled, b.scheduled),
                       trace_input=cat(a.trace_input, b.trace_input), trace_output=cat(a.trace_output, b.trace_output),
                       input_tokens=cat(a.input_tokens, b.input_tokens), output_tokens=cat(a.output_tokens, b.output_tokens),
                       options=dict(a.options))

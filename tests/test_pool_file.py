@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from servegen_fast.io import pool_codec
+from servegen_fast.io import arrow_numpy, pool_codec
 from servegen_fast.io.pool_file import load_pool_file, save_pool
 
 ARRAYS = ("client_ids", "window_start", "window_len", "window_index", "length_index",
@@ -195,20 +195,24 @@ def test_fitted_fields_round_trip_and_version(m_mid, tmp_path):
     pa.array([], pa.int64()), pa.array(np.arange(4.0)).slice(4),
 ], ids=["int64", "float64", "uint8", "sliced-int32", "bool", "nulls", "empty", "sliced-empty"])
 def test_array_conversion_equals_pyarrows(values):
-    """The buffer view the loader takes (pool_codec._numpy) equals pyarrow's own conversion."""
-    got, want = pool_codec._numpy(values), values.to_numpy(zero_copy_only=False)
+    """The buffer views the pool codec takes (io/arrow_numpy.py) equal pyarrow's own conversions,
+    both ways."""
+    got, want = arrow_numpy.to_numpy(values), values.to_numpy(zero_copy_only=False)
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
+    if values.null_count == 0:
+        back = arrow_numpy.to_arrow(got, values.type)
+        assert back.type == values.type and back.equals(values)
 
 
-def test_loading_imports_no_pandas(deepseek, tmp_path):
-    """A pool load leaves pandas unimported (pyarrow's to_numpy would import it: 0.2-0.3 s of a
-    new process's `generate`)."""
+def test_loading_and_saving_import_no_pandas(deepseek, tmp_path):
+    """A pool load, and a save (the pool cache's, after a first parse), leave pandas unimported
+    (pyarrow's conversions from and to NumPy would import it: 0.2-0.3 s of a new process)."""
     import subprocess
     import sys
 
     path = save_pool(deepseek, tmp_path / "p.parquet")
-    code = ("import sys; from servegen_fast.io.pool_file import load_pool_file; "
-            f"load_pool_file({str(path)!r}); print('pandas' in sys.modules)")
+    code = ("import sys; from servegen_fast.io.pool_file import load_pool_file, save_pool; "
+            f"save_pool(load_pool_file({str(path)!r}), {str(tmp_path / 'q.parquet')!r}); print('pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

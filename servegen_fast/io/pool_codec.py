@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .arrow_numpy import to_arrow, to_numpy
 from .atomic import atomic_path, check_output
 from ..model.distributions import DistTable
 from ..model.pool import ClientPool
@@ -52,7 +53,7 @@ def save_pool(pool: ClientPool, path: str | os.PathLike, *, compression: str = "
     for name in ("length_correlation", "clock_step"):
         if getattr(pool, name) is not None:
             meta[name] = float(getattr(pool, name))
-    table = pa.table(cols).replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
+    table = pa.Table.from_arrays(list(cols.values()), names=list(cols)).replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
     check_output(path, "file")
     with atomic_path(path) as tmp:
@@ -61,7 +62,7 @@ def save_pool(pool: ClientPool, path: str | os.PathLike, *, compression: str = "
 
 
 def _list_column(flat: np.ndarray) -> pa.Array:
-    return pa.LargeListArray.from_arrays(pa.array([0, len(flat)], pa.int64()), pa.array(flat))
+    return pa.LargeListArray.from_arrays(to_arrow(np.array([0, len(flat)], np.int64)), to_arrow(flat))
 
 
 def load_pool_file(path: str | os.PathLike) -> ClientPool:
@@ -87,7 +88,7 @@ def load_pool_file(path: str | os.PathLike) -> ClientPool:
 
     def array(name: str) -> np.ndarray:
         shape, dtype = meta["arrays"][name]
-        flat = _numpy(table.column(name).chunk(0).values)
+        flat = to_numpy(table.column(name).chunk(0).values)
         return np.ascontiguousarray(flat.astype(np.dtype(dtype), copy=False).reshape(shape))
 
     try:
@@ -101,15 +102,3 @@ def load_pool_file(path: str | os.PathLike) -> ClientPool:
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: incomplete or inconsistent pool file ({type(e).__name__}: {e})") from None
 
-
-def _numpy(values: pa.Array) -> np.ndarray:
-    """`values` as NumPy: a view of the Arrow buffer for a fixed-width numeric array without
-    nulls (all a pool file holds), else pyarrow's conversion. Not `to_numpy` in the common case:
-    pyarrow's conversion imports pandas where it is installed (0.2-0.3 s of a new process)."""
-    t = values.type
-    if values.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t)):
-        dtype = np.dtype(t.to_pandas_dtype())
-        if len(values) == 0:  # its data buffer may be absent
-            return np.empty(0, dtype)
-        return np.frombuffer(values.buffers()[1], dtype, len(values), values.offset * dtype.itemsize)
-    return values.to_numpy(zero_copy_only=False)

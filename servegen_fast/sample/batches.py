@@ -4,17 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from ..io.arrow_numpy import to_arrow
 from ..model.fields import ITEM_FIELDS
 from ..model.pool import ClientPool
-
-
-def _array(x: np.ndarray, type: pa.DataType) -> pa.Array:
-    """`x` as an Arrow array of `type`: a view of its memory where it already has that type,
-    else pyarrow's (checked) conversion. Not `pa.array` in the common case: from NumPy it
-    imports pandas where it is installed (0.2 s, in the way of a new process's first batch)."""
-    if x.ndim == 1 and x.flags.c_contiguous and x.dtype == np.dtype(type.to_pandas_dtype()):
-        return pa.Array.from_buffers(type, len(x), [None, pa.py_buffer(x)])
-    return pa.array(x, type)
 
 
 def to_batch(cols: dict, view: ClientPool, schema: pa.Schema, include_reason_ratio: bool) -> pa.RecordBatch:
@@ -22,14 +14,14 @@ def to_batch(cols: dict, view: ClientPool, schema: pa.Schema, include_reason_rat
     u32 = lambda x: x.astype(np.uint32)  # noqa: E731 - lengths are integral floats: exact
     for name in schema.names:
         if name == "timestamp":
-            arrays[name] = _array(cols["timestamp"], pa.float64())
+            arrays[name] = to_arrow(cols["timestamp"], pa.float64())
         elif name == "client_id":
-            arrays[name] = _array(cols["client_id"], pa.uint32())
+            arrays[name] = to_arrow(cols["client_id"], pa.uint32())
         elif name in ITEM_FIELDS:
             off, vals = cols[name]
             # int32 offsets: a chunk's item count stays far below 2**31 under the memory budget
-            arrays[name] = pa.ListArray.from_arrays(_array(off.astype(np.int32), pa.int32()),
-                                                    _array(u32(vals), pa.uint32()))
+            arrays[name] = pa.ListArray.from_arrays(to_arrow(off.astype(np.int32), pa.int32()),
+                                                    to_arrow(u32(vals), pa.uint32()))
         elif name == "input_tokens" and view.category == "multimodal":
             total = cols["text_tokens"].copy()
             for item in ITEM_FIELDS:
@@ -40,22 +32,22 @@ def to_batch(cols: dict, view: ClientPool, schema: pa.Schema, include_reason_rat
                         csum = np.concatenate(([0.0], np.cumsum(vals)))
                         sums = csum[off[1:]] - csum[off[:-1]]
                     total = total + sums
-            arrays[name] = _array(u32(total), pa.uint32())
+            arrays[name] = to_arrow(u32(total), pa.uint32())
         elif name == "reasoning_tokens":
             out = cols["output_tokens"]
             # round half up, never above the output length
-            arrays[name] = _array(u32(np.minimum(np.floor(cols["reason_ratio"] * out + 0.5), out)), pa.uint32())
+            arrays[name] = to_arrow(u32(np.minimum(np.floor(cols["reason_ratio"] * out + 0.5), out)), pa.uint32())
         elif name == "session_id":
-            arrays[name] = _array(cols[name], pa.uint64())
+            arrays[name] = to_arrow(cols[name], pa.uint64())
         elif name == "turn":
-            arrays[name] = _array(cols[name].astype(np.uint16), pa.uint16())
+            arrays[name] = to_arrow(cols[name].astype(np.uint16), pa.uint16())
         elif name == "think_time":
-            arrays[name] = _array(cols[name].astype(np.float32), pa.float32())
+            arrays[name] = to_arrow(cols[name].astype(np.float32), pa.float32())
         elif name == "prefix_id":
             pid = cols[name]
             arrays[name] = pa.array(np.maximum(pid, 0).astype(np.uint32), pa.uint32(), mask=pid < 0)
         elif name == "reason_ratio":
-            arrays[name] = _array(cols["reason_ratio"], pa.float64())
+            arrays[name] = to_arrow(cols["reason_ratio"], pa.float64())
         else:
-            arrays[name] = _array(u32(cols[name]), pa.uint32())
+            arrays[name] = to_arrow(u32(cols[name]), pa.uint32())
     return pa.RecordBatch.from_arrays([arrays[n] for n in schema.names], schema=schema)

@@ -53,7 +53,8 @@ def save_pool(pool: ClientPool, path: str | os.PathLike, *, compression: str = "
     for name in ("length_correlation", "clock_step"):
         if getattr(pool, name) is not None:
             meta[name] = float(getattr(pool, name))
-    table = pa.Table.from_arrays(list(cols.values()), names=list(cols)).replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
+    table = pa.Table.from_arrays(list(cols.values()), names=list(cols))  # not pa.table: it imports pandas
+    table = table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
     check_output(path, "file")
     with atomic_path(path) as tmp:

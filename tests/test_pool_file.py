@@ -213,6 +213,7 @@ def test_loading_and_saving_import_no_pandas(deepseek, tmp_path):
 
     path = save_pool(deepseek, tmp_path / "p.parquet")
     code = ("import sys; from servegen_fast.io.pool_file import load_pool_file, save_pool; "
-            f"save_pool(load_pool_file({str(path)!r}), {str(tmp_path / 'q.parquet')!r}); print('pandas' in sys.modules)")
+            f"save_pool(load_pool_file({str(path)!r}), {str(tmp_path / 'q.parquet')!r}); "
+            "print('pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -728,10 +728,10 @@ def test_asynchronous_backend_gets_next_chunk_before_previous_is_emitted(monkeyp
     (np.arange(4, dtype=np.uint16), pa.uint16()), (np.array([], np.float32), pa.float32()),
 ], ids=["float64", "uint32", "strided", "int64-to-uint32", "uint16", "empty"])
 def test_batch_columns_equal_pyarrows_conversion(x, type):
-    """to_batch's view of a column (sample/batches._array) equals pyarrow's pa.array."""
-    from servegen_fast.sample.batches import _array
+    """to_batch's view of a column (io/arrow_numpy.to_arrow) equals pyarrow's pa.array."""
+    from servegen_fast.io.arrow_numpy import to_arrow
 
-    got, want = _array(x, type), pa.array(x, type)
+    got, want = to_arrow(x, type), pa.array(x, type)
     assert got.type == want.type and got.null_count == 0 and got.equals(want)
 
 

@@ -45,9 +45,14 @@ def test_install_run_then_editable_install_run(tmp_path):
 
     src = tmp_path / "src"  # pip builds in the source tree (build/): a copy keeps the checkout clean
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".*", "build", "dist", "out", "*.egg-info",
-                                                             "__pycache__", "venv"))
+                                                             "__pycache__", "venv", "*.so"))
     _run([*pip, str(src)], env, work)  # the README's first command ...
     assert (sp / "servegen_fast" / "__init__.py").is_file()
+    # setup.py compiled the text parsers ahead of time: a first pool load compiles nothing
+    assert list((sp / "servegen_fast" / "kernels").glob("_textparse_aot.*")), "no ahead-of-time text parsers"
+    used = _run([py, "-c", "from servegen_fast.kernels.textparse_aot import parsers; print(parsers().__name__)"],
+                env, work).stdout.strip()
+    assert used == "servegen_fast.kernels._textparse_aot"
     _run([cli, "generate", "--pool", "builtin", "--duration", "10m", "--rate", "5", "-o", "t.parquet", "-q"], env, work)
     _run([cli, "info", "t.parquet"], env, work)
     assert not list((sp / "servegen_fast").rglob("*.nb[ic]")), "Numba's cache was written into site-packages"

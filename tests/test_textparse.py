@@ -1,12 +1,38 @@
 """kernels/textparse.py: the parsers' results and error positions, pinned as the parsers
 returned them before they were rewritten with one return statement each (fewer lines for
-Numba to type and lower on the first compile), and one specialization per helper."""
+Numba to type and lower on the first compile), and one specialization per helper; the same
+for their ahead-of-time build (kernels/textparse_aot.py), which the installed package uses."""
 from __future__ import annotations
+
+import importlib.util
+import warnings
 
 import numpy as np
 import pytest
 
 from servegen_fast.kernels import textparse as tp
+from servegen_fast.kernels import textparse_aot
+
+
+@pytest.fixture(scope="module")
+def aot(tmp_path_factory):
+    """The parsers compiled ahead of time from the current sources, as setup.py builds them."""
+    out = tmp_path_factory.mktemp("aot")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba.pycc's pending deprecation
+        cc = textparse_aot.compiler()
+        cc.output_dir = str(out)
+        cc.compile()
+    (path,) = out.glob(textparse_aot.NAME + ".*")
+    spec = importlib.util.spec_from_file_location(textparse_aot.NAME, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(params=["jit", "aot"])
+def parsers(request):
+    return tp if request.param == "jit" else request.getfixturevalue("aot")
 
 
 def u8(text: bytes) -> np.ndarray:
@@ -33,8 +59,8 @@ NONE = [[]] * 6
     (b"", NONE, (0, 0, 0)),
     (b"\n\n", NONE, (0, 0, 0)),
 ])
-def test_parse_trace_csv(text, arrays, tail):
-    assert lists(tp.parse_trace_csv(u8(text)), 6) == (arrays, tail)
+def test_parse_trace_csv(parsers, text, arrays, tail):
+    assert lists(parsers.parse_trace_csv(u8(text)), 6) == (arrays, tail)
 
 
 @pytest.mark.parametrize("text, n, arrays, tail", [
@@ -50,8 +76,8 @@ def test_parse_trace_csv(text, arrays, tail):
     (b"{x: 1}", 1, [[], [], [0]], (tp.ERR_NUMBER, 1, 0)),
     (b"{1: 0.5,}", 1, [[1.0], [0.5], [1]], (tp.ERR_NUMBER, 8, 0)),
 ])
-def test_parse_dict_literals(text, n, arrays, tail):
-    assert lists(tp.parse_dict_literals(u8(text), n), 3) == (arrays, tail)
+def test_parse_dict_literals(parsers, text, n, arrays, tail):
+    assert lists(parsers.parse_dict_literals(u8(text), n), 3) == (arrays, tail)
 
 
 @pytest.mark.parametrize("keys, probs, counts, arrays, tail", [
@@ -64,8 +90,8 @@ def test_parse_dict_literals(text, n, arrays, tail):
      (-1, 0)),
     ([], [], [0], [[], [], [0], [0.0]], (-1, 0)),
 ])
-def test_segment_cdfs(keys, probs, counts, arrays, tail):
-    got = tp.segment_cdfs(np.array(keys, np.float64), np.array(probs, np.float64), np.array(counts, np.int64))
+def test_segment_cdfs(parsers, keys, probs, counts, arrays, tail):
+    got = parsers.segment_cdfs(np.array(keys, np.float64), np.array(probs, np.float64), np.array(counts, np.int64))
     assert lists(got, 4) == (arrays, tail)
 
 
@@ -84,3 +110,43 @@ def test_one_specialization_per_helper(tmp_path):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[1, 1, 1]"
+
+
+def test_ahead_of_time_build_equals_jit_on_real_files(aot, servegen_root):
+    """Bit for bit, on ServeGen's own files: a trace CSV and a dataset file's literals (17-digit
+    numbers, which the parser rounds twice: the same LLVM code must do it the same way)."""
+    import json
+
+    model = servegen_root / "language" / "m-large"
+    buf = np.fromfile(model / "chunk-0-trace.csv", np.uint8)
+    for a, b in zip(aot.parse_trace_csv(buf), tp.parse_trace_csv(buf)):
+        np.testing.assert_array_equal(a, b)
+    doc = json.loads((model / "chunk-0-dataset.json").read_text())
+    literals = [v for window in doc.values() for v in window.values()]
+    text = np.frombuffer("\n".join(literals).encode(), np.uint8)
+    got, want = aot.parse_dict_literals(text, len(literals)), tp.parse_dict_literals(text, len(literals))
+    assert len(got[0]) > 10_000 and got[3:] == want[3:]
+    for a, b in zip(got[:3] + aot.segment_cdfs(*got[:3])[:4], want[:3] + tp.segment_cdfs(*want[:3])[:4]):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def test_ahead_of_time_build_carries_its_source_key(aot):
+    assert aot.source_key() == textparse_aot.source_key()
+
+
+def test_the_installed_package_uses_its_ahead_of_time_build():
+    """pip install (setup.py) built kernels/_textparse_aot: a first pool load compiles nothing.
+    Fails after an edit of the parsers' sources until the package is installed again."""
+    built = textparse_aot.parsers()
+    assert built.__name__ == "servegen_fast.kernels._textparse_aot", \
+        "the text parsers' ahead-of-time build is missing or stale: reinstall (pip install -e .)"
+
+
+def test_a_stale_build_is_not_used(monkeypatch):
+    """A build from other sources (an edited checkout) gives way to the JIT parsers."""
+    textparse_aot.parsers.cache_clear()
+    monkeypatch.setattr(textparse_aot, "source_key", lambda: -1)
+    try:
+        assert textparse_aot.parsers() is tp
+    finally:
+        textparse_aot.parsers.cache_clear()

@@ -25,6 +25,7 @@ from . import pool_cache
 from .atomic import write_text
 from ..model.distributions import DistTableBuilder
 from ..kernels import textparse as tp
+from ..kernels.textparse_aot import parsers
 from ..model.fields import CATEGORIES, LAW_IDLE, LAW_NAMES, NO_DIST
 from ..model.pool import ClientPool, regular_grid
 
@@ -113,7 +114,7 @@ def _parse(path: Path, category: str, ids: list, traces: dict, datasets: dict) -
 def _read_trace(file: Path):
     buf = np.fromfile(file, dtype=np.uint8)
     buf.flags.writeable = False  # the dataset text is read-only too: one compiled specialization of the parsers
-    ts, rate, cv, law, p1, p2, err, line, field = tp.parse_trace_csv(buf)
+    ts, rate, cv, law, p1, p2, err, line, field = parsers().parse_trace_csv(buf)
     if err != tp.OK:
         text = _line_text(buf, line)
         # (field is 6 for a line with too many fields: index the names only when it is a number error)
@@ -207,13 +208,14 @@ def _read_datasets(path: Path, files: list[str], t0: int, n_windows: int, window
     for c, (name, windows) in enumerate(zip(files, raw)):
         seg_where = [(ts, fn) for ts in sorted(windows) for fn in windows[ts]]
         text = "\n".join(windows[ts][fn] for ts, fn in seg_where).encode()
-        keys, probs, counts, err, pos, seg = tp.parse_dict_literals(np.frombuffer(text, np.uint8), len(seg_where))
+        buf = np.frombuffer(text, np.uint8)
+        keys, probs, counts, err, pos, seg = parsers().parse_dict_literals(buf, len(seg_where))
         if err != tp.OK:
             ts, fn = seg_where[seg]
             what = "a number" if err == tp.ERR_NUMBER else "a dict literal {value: probability, ...}"
             raise ServeGenFormatError(f"{path / name}, window {ts}, field {fn!r}: expected {what} "
                                       f"near {text[max(pos - 20, 0):pos + 20].decode(errors='replace')!r}")
-        vals, cdf, new_counts, sums, bad, kind = tp.segment_cdfs(keys, probs, counts)
+        vals, cdf, new_counts, sums, bad, kind = parsers().segment_cdfs(keys, probs, counts)
         if bad >= 0:
             ts, fn = seg_where[bad]
             what = {1: "a negative probability", 2: "values not in ascending order", 3: "NaN"}[kind]

@@ -25,8 +25,9 @@ def text_parsers():
             parent = types.ModuleType("servegen_fast")
             parent.__path__ = []
             sys.modules["servegen_fast"] = parent
-        spec = importlib.util.spec_from_file_location("servegen_fast.kernels", os.path.join(ROOT, "kernels", "__init__.py"),
-                                                      submodule_search_locations=[os.path.join(ROOT, "kernels")])
+        kernels = os.path.join(ROOT, "kernels")
+        spec = importlib.util.spec_from_file_location("servegen_fast.kernels", os.path.join(kernels, "__init__.py"),
+                                                      submodule_search_locations=[kernels])
         package = importlib.util.module_from_spec(spec)
         sys.modules["servegen_fast.kernels"] = package
         spec.loader.exec_module(package)

@@ -1,7 +1,8 @@
 """Cold start: the README's main job with an empty Numba cache, then again warm, and a ServeGen
-pool load through the compat API in new processes: the first parses the directory (compiling
-the text parsers) and keeps the pool (io/pool_cache.py); each later one reads the kept pool,
-alternating with a process that parses again (pool cache off), the baseline.
+pool load through the compat API in new processes: the first parses the directory (with the text
+parsers the install built, kernels/textparse_aot.py; else compiling them) and keeps the pool
+(io/pool_cache.py); each later one reads the kept pool, alternating with a process that parses
+again (pool cache off), the baseline.
 
 Each run is a new process timed whole (`python -c ...` / the CLI). The empty cache is a fresh
 NUMBA_CACHE_DIR (numba's own folder layout; kernels/config.py steps aside when it is set), so
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
             s, _ = timed(job, env, tmp)
             os.remove(os.path.join(tmp, "t.parquet"))
             print(f"{label:32s} {s:6.1f} s")
-        # process 1 parses (and compiles the text parsers); later ones read the kept pool file,
+        # process 1 parses; later ones read the kept pool file,
         # alternating with a parse in a new process (pool cache off) as the baseline
         for i in range(args.loads):
             s, inner = timed([sys.executable, "-c", LOAD, args.pool, root], env, tmp)

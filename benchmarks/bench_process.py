@@ -33,7 +33,8 @@ LAUNCH = ("import sys; root = sys.argv.pop(1); "
 CLI = LAUNCH + ("import atexit, time; atexit.register(lambda: print(f'exit at {time.time()!r}', file=sys.stderr)); "
                 "from servegen_fast.cli import main; sys.exit(main())")
 
-# a pool's first load: the ServeGen directory parsed, the text parsers compiled (empty Numba cache)
+# a pool's first load: the ServeGen directory parsed with an empty Numba cache (the parsers' JIT compile: 0 where
+# the install built them ahead of time, kernels/textparse_aot.py)
 FIRST_LOAD = LAUNCH + """
 import time, warnings; warnings.simplefilter("ignore")
 t0 = time.perf_counter()

@@ -40,6 +40,7 @@ from .cuda_kernels import (SIMULATOR, THREADS_PER_BLOCK, _blocks, _count_renewal
                            _place_arrivals_k, _renewal_arrivals_k)
 from .cuda_chunks import PendingChunk, submit_ordered  # noqa: E402,F401
 from .cuda_modulation import launch_warp  # noqa: E402
+from .reference import fill_rows_by  # noqa: E402
 
 
 def count_renewal(seed, client, window, length, law, k, scale):
@@ -124,8 +125,6 @@ def fill_base(corr_mode, rho, seed, offsets, client, window, dist, values, cdf, 
 
 def fill_rows(*args):
     """gather_rows of fill_base's values: (timestamp, client_id, base values [F, N]) in the order `perm`."""
-    from .reference import fill_rows_by
-
     return fill_rows_by(fill_base, gather_rows, *args)
 
 

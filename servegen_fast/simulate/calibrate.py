@@ -130,11 +130,9 @@ def traffic_plan(seconds: float, rate: float, seed: int, start: float, max_model
 def _joined(a: ReplayPlan, b: ReplayPlan) -> ReplayPlan:
     """The waves' plan then the traffic's (its release times, already after the waves, as arrivals)."""
     cat = lambda x, y: np.concatenate([x, y])  # noqa: E731
-    return ReplayPlan(row=np.arange(len(a) + len(b), dtype=np.int64), client_id=cat(a.client_id, b.client_id),
-                      arrival=cat(a.arrival, b.scheduled), scheduled=cat(a.scheduled, b.scheduled),
-                      trace_input=cat(a.trace_input, b.trace_input), trace_output=cat(a.trace_output, b.trace_output),
-                      input_tokens=cat(a.input_tokens, b.input_tokens), output_tokens=cat(a.output_tokens, b.output_tokens),
-                      options=dict(a.options))
+    same = ("client_id", "scheduled", "trace_input", "trace_output", "input_tokens", "output_tokens")
+    return ReplayPlan(row=np.arange(len(a) + len(b), dtype=np.int64), arrival=cat(a.arrival, b.scheduled),
+                      options=dict(a.options), **{f: cat(getattr(a, f), getattr(b, f)) for f in same})
 
 
 def run_sweep(engine, waves=QUICK_SWEEP, *, seed: int = 0, gap: float = WAVE_GAP, traffic=TRAFFIC,
@@ -269,7 +267,8 @@ def calibrate(*, engine: str = "transformers", model: str = "tiny", device: str 
     eng.start()
     try:
         margin = float(eng.manager.batch_processor.scheduler.safety_margin)
-        steps, wake = run_sweep(eng, waves, seed=seed, gap=gap, traffic=traffic, log=log)  # the release loop stops the engine at the end
+        # the release loop stops the engine at the end
+        steps, wake = run_sweep(eng, waves, seed=seed, gap=gap, traffic=traffic, log=log)
     finally:
         eng.stop()
     coef, stats = fit_steps(steps)

@@ -26,12 +26,15 @@ import argparse
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import machine, servegen_root  # noqa: E402
+
+from servegen_fast.simulate.profile import load_profile, save_profile  # noqa: E402
 
 TRACES = {"v1": ("language/m-large", "13h", 1, 11), "v2": ("language/m-small", "9h", 3, 12),
           "v3": ("multimodal/mm-image", "15h", 1, 13)}
@@ -56,24 +59,21 @@ def measure_profile(path: Path, reuse: bool) -> Path:
 def averaged_profile(a: Path, b: Path, out: Path) -> Path:
     """The mean of two profiles of one engine: the step-time model is linear in its coefficients,
     so this predicts each pass at the mean of the two measured speeds."""
-    pa, pb = (json.loads(p.read_text()) for p in (a, b))
-    avg = dict(pa)
-    avg["coefficients"] = {k: (v + pb["coefficients"][k]) / 2 for k, v in pa["coefficients"].items()}
-    avg["idle_wake"] = (pa["idle_wake"] + pb["idle_wake"]) / 2
-    avg["fit"] = {"averaged": [str(a), str(b)]}
-    out.write_text(json.dumps(avg, indent=1) + "\n")
-    return out
+    pa, pb = load_profile(a), load_profile(b)
+    coef = {k: (v + pb.coefficients[k]) / 2 for k, v in pa.coefficients.items()}
+    return save_profile(replace(pa, coefficients=coef, idle_wake=(pa.idle_wake + pb.idle_wake) / 2,
+                                fit={"averaged": [str(a), str(b)]}), out)
 
 
-def one_round(work: Path, a, data: Path) -> list:
+def one_round(work: Path, traces: Path, a, data: Path) -> list:
     profile = a.profile
     if profile is None and not (a.calibrate_each or a.bracket):
         profile = str(measure_profile(work / "profile.json", a.reuse))
     before = measure_profile(work / "profile_0.json", a.reuse) if a.bracket else None
     rows = []
     for i, (name, (pool, start, rate, seed)) in enumerate(TRACES.items(), 1):
-        trace = work.parent / f"{name}.parquet" if a.rounds > 1 else work / f"{name}.parquet"
-        if not ((a.reuse or a.rounds > 1) and trace.is_file()):
+        trace = traces / f"{name}.parquet"  # made once: every round replays the same traces
+        if not ((a.reuse or work != traces) and trace.is_file()):
             sh(["generate", "--data-dir", str(data), "--pool", pool, "--start", start, "--duration", a.duration,
                 "--rate", str(rate), "--seed", str(seed), "-o", str(trace), "-q"])
         if a.calibrate_each:
@@ -139,14 +139,14 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     data = servegen_root()
     if a.rounds == 1:
-        one_round(work, a, data)
+        one_round(work, work, a, data)
         return
     rounds = []
     for k in range(a.rounds):
         print(f"\nround {k + 1} of {a.rounds}", flush=True)
         d = work / f"round_{k + 1}"
         d.mkdir(exist_ok=True)
-        rounds.append(one_round(d, a, data))
+        rounds.append(one_round(d, work, a, data))
     report_rounds(rounds)
 
 

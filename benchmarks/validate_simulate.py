@@ -114,8 +114,8 @@ def report_rounds(rounds: list) -> None:
         for label, get, _ in FIGURES[:3]:
             reps = [get(rows[k][3]) * 1e3 for rows in rounds]
             sims = [get(rows[k][4]) * 1e3 for rows in rounds]
-            print(f"  {name} {label}: replays {min(reps):.2f}-{max(reps):.2f} ms (max/min {max(reps) / min(reps):.2f}), "
-                  f"simulated {min(sims):.2f}-{max(sims):.2f} ms")
+            print(f"  {name} {label}: replays {min(reps):.2f}-{max(reps):.2f} ms "
+                  f"(max/min {max(reps) / min(reps):.2f}), simulated {min(sims):.2f}-{max(sims):.2f} ms")
 
 
 def main() -> None:

@@ -61,7 +61,8 @@ def averaged_profile(a: Path, b: Path, out: Path) -> Path:
     so this predicts each pass at the mean of the two measured speeds."""
     pa, pb = load_profile(a), load_profile(b)
     coef = {k: (v + pb.coefficients[k]) / 2 for k, v in pa.coefficients.items()}
-    return save_profile(replace(pa, coefficients=coef, idle_wake=(pa.idle_wake + pb.idle_wake) / 2,
+    spread = [(x + y) / 2 for x, y in zip(pa.spread, pb.spread)] if len(pa.spread) == len(pb.spread) else []
+    return save_profile(replace(pa, coefficients=coef, idle_wake=(pa.idle_wake + pb.idle_wake) / 2, spread=spread,
                                 fit={"averaged": [str(a), str(b)]}), out)
 
 

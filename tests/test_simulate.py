@@ -19,6 +19,7 @@ from servegen_fast.simulate.reference import simulate_reference
 COEF = {"base": 1.2e-3, "prefill_token": 1.7e-5, "prefill_seq": 1.3e-3, "decode_seq": 1.6e-5, "kv_token": 2.3e-6,
         "varlen_qk": 2.1e-8, "prefill_pass": 2.0e-3, "prefill_attn": 9e-9, "prefill_kv": 1.1e-6, "batched": 4e-4, "batched_kv": 7e-7}
 WAKE = 3e-4  # idle wake-up, seconds
+SPREAD = [0.6, 0.8, 0.9, 0.95, 1.0, 1.05, 1.15, 1.4, 2.2]  # pass-time factor quantiles (spread_factor)
 TOL = 1e-9  # relative: the kernel sums identical decode passes in one loop, the twin one by one
 
 
@@ -43,12 +44,13 @@ def plan_of(table):
     return make_plan(table)
 
 
+@pytest.mark.parametrize("spread", [[], SPREAD])
 @pytest.mark.parametrize("router", list(ROUTERS))
 @pytest.mark.parametrize("kv_blocks,instances", [(2048, 2), (64, 1), (200, 3)])
-def test_kernel_equals_plain_python_twin(router, kv_blocks, instances):
+def test_kernel_equals_plain_python_twin(router, kv_blocks, instances, spread):
     t = trace(keys=True)
     p = plan_of(t)
-    prof = profile(kv_blocks=kv_blocks)
+    prof = profile(kv_blocks=kv_blocks, spread=spread)
     keys = t.column("prefix_id").to_numpy()
     res = run_plan(p, prof, instances, router, keys if router == "prefix-aware" else None)
     ref = simulate_reference(p.scheduled, p.input_tokens.astype(np.int64), p.output_tokens.astype(np.int64),
@@ -149,8 +151,9 @@ def test_builtin_profile_loads():
     assert load_profile("builtin:cpu-tiny") == prof
 
 
-def test_profile_roundtrip(tmp_path):
-    prof = profile()
+@pytest.mark.parametrize("spread", [[], SPREAD])
+def test_profile_roundtrip(tmp_path, spread):
+    prof = profile(spread=spread)
     save_profile(prof, tmp_path / "p.json")
     assert load_profile(tmp_path / "p.json") == prof
 
@@ -166,6 +169,10 @@ def test_profile_roundtrip(tmp_path):
     (lambda d: d["coefficients"].update(warp=1.0), "unknown term"),
     (lambda d: d.update(idle_wake=-1e-3), "idle_wake"),
     (lambda d: d.update(format="servegen-fast-profile/1"), "servegen-fast-profile/1 profile has only"),
+    (lambda d: d.update(spread=[1.0]), "spread must be a list of 2 to"),
+    (lambda d: d.update(spread=[1.2, 0.9]), "spread must be finite factors > 0 in increasing order"),
+    (lambda d: d.update(spread=[0.0, 1.0]), "spread must be finite factors > 0"),
+    (lambda d: d.update(spread="wide"), "spread must be a list"),
 ])
 def test_bad_profiles_get_clear_errors(tmp_path, edit, message):
     d = json.loads(profile().to_json())
@@ -295,13 +302,14 @@ def assert_same(res, ref):
         np.testing.assert_allclose(getattr(res, name), ref[name], rtol=TOL, atol=0)
 
 
+@pytest.mark.parametrize("spread", [[], SPREAD])
 @pytest.mark.parametrize("router", list(ROUTERS))
 @pytest.mark.parametrize("kv_blocks,instances", [(2048, 2), (64, 1), (200, 3)])
-def test_closed_loop_kernel_equals_plain_python_twin(router, kv_blocks, instances):
+def test_closed_loop_kernel_equals_plain_python_twin(router, kv_blocks, instances, spread):
     t = session_trace()
     p = make_plan(t)
     assert p.closed_loop
-    prof = profile(kv_blocks=kv_blocks)
+    prof = profile(kv_blocks=kv_blocks, spread=spread)
     keys = t.column("session_id").to_numpy().astype(np.int64) if router == "prefix-aware" else None
     res = run_plan(p, prof, instances, router, keys)
     assert_same(res, reference_of(p, prof, instances, router, keys))

@@ -13,7 +13,7 @@ from servegen_fast.replay.plan import make_plan
 from servegen_fast.replay.results import META_KEY, read_requests, request_table
 from servegen_fast.simulate.cluster import run_chunks, run_plan, simulate_trace
 from test_filesummary import _dicts_equal
-from test_simulate import profile, trace
+from test_simulate import SPREAD, profile, trace
 
 FIELDS = ("instance", "released", "started", "first_token", "completed", "generated", "preempted", "status",
           "stats_time", "kv_used_fraction", "running", "waiting")
@@ -28,11 +28,12 @@ def _chunks(table, cuts):
     return gen
 
 
+@pytest.mark.parametrize("spread", [[], SPREAD])
 @pytest.mark.parametrize("router", ["round-robin", "least-loaded"])
 @pytest.mark.parametrize("kv_blocks,instances", [(2048, 2), (64, 1), (200, 3)])
-def test_chunked_run_equals_the_whole_run(router, kv_blocks, instances):
+def test_chunked_run_equals_the_whole_run(router, kv_blocks, instances, spread):
     t = trace(n=600, span=20.0, seed=4)
-    prof = profile(kv_blocks=kv_blocks)
+    prof = profile(kv_blocks=kv_blocks, spread=spread)
     whole = run_plan(make_plan(t), prof, instances, router)
     plan, res = run_chunks(_chunks(t, [1, 150, 151, 400]), prof, instances, router)
     assert np.array_equal(plan.row, np.arange(len(t)))

@@ -77,6 +77,13 @@ def correlation(text: str):
     return rho
 
 
+def add_no_spread(p) -> None:
+    """--no-spread, shared by simulate and provision."""
+    p.add_argument("--no-spread", action="store_true",
+                   help="every pass at the profile's fitted time (default: each pass with a prefill takes a factor "
+                        "drawn from the profile's measured spread, keyed by instance and pass: deterministic)")
+
+
 def add_release(p, completion: str, note: str = "") -> None:
     """--release, shared by replay, simulate and provision: how a session's later turns are released."""
     p.add_argument("--release", choices=("auto", "closed", "open"), default="auto",

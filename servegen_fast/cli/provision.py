@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .args import add_release, parse_seconds, positive
+from .args import add_no_spread, add_release, parse_seconds, positive
 
 
 def _fraction(text: str) -> float:
@@ -44,6 +44,7 @@ def add_arguments(sub) -> None:
     p.add_argument("--time-scale", type=positive(), default=1.0, help="multiply trace times by this")
     p.add_argument("--start", type=parse_seconds, default=None, help="from this trace time")
     p.add_argument("--end", type=parse_seconds, default=None, help="up to this trace time")
+    add_no_spread(p)
     p.add_argument("--output", "-o", default=None, help="directory for provision.json (and provision.png with --plot)")
     p.add_argument("--plot", action="store_true", help="plot SLO attainment against N (needs the plot extra and -o)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -61,7 +62,7 @@ def run(args) -> int:
                   goodput=args.goodput, router=args.router, window=args.window, seed=args.seed,
                   max_instances=args.max_instances, time_scale=args.time_scale, start=args.start, end=args.end,
                   variants=[v.strip() for v in args.variants.split(",") if v.strip()], release=args.release,
-                  output=args.output,
+                  output=args.output, spread=not args.no_spread,
                   plot=args.plot, log=log)
     if args.json:
         print(json.dumps(r, indent=1))

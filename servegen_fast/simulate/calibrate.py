@@ -220,6 +220,27 @@ def fit_steps(steps: np.ndarray) -> tuple[np.ndarray, dict]:
     return coef, stats
 
 
+SPREAD_QUANTILES = 33
+MIN_SPREAD_PASSES = 30
+
+
+def pass_spread(steps: np.ndarray, coef: np.ndarray, n: int = SPREAD_QUANTILES) -> list:
+    """The profile's spread: n quantiles (at probabilities 0, 1/(n-1), .., 1) of measured / fitted
+    time of the passes with a prefill chunk, scaled so that their piecewise-linear distribution
+    has mean 1 (the fit stays the mean pass time). On a CPU, the same prefill varies by tens of
+    percent from one pass to the next; a tail percentile over many similar requests falls within
+    that spread, which a deterministic pass time misses. [] with fewer than MIN_SPREAD_PASSES
+    such passes. The first pass is left out, as in the fit."""
+    steps = steps[1:]
+    pre = steps[:, 1] > 0
+    if pre.sum() < MIN_SPREAD_PASSES:
+        return []
+    ratio = steps[pre, 0] / np.maximum(design(steps[pre]) @ coef, 1e-12)
+    q = np.quantile(ratio, np.linspace(0.0, 1.0, n))
+    q /= np.mean((q[:-1] + q[1:]) / 2)
+    return [float(v) for v in q]
+
+
 def _irls(A: np.ndarray, b: np.ndarray, rounds: int = 6) -> np.ndarray:
     w = np.ones(len(b))
     for _ in range(rounds):
@@ -280,6 +301,7 @@ def calibrate(*, engine: str = "transformers", model: str = "tiny", device: str 
         coefficients=dict(zip(STEP_TERMS, (float(c) for c in coef))),
         page_size=int(d["page_size"]), kv_blocks=int(d["kv_num_blocks"]), max_batch_tokens=int(d["max_batch_tokens"]),
         max_seqs=min(1024, int(d["max_batch_tokens"])), admit_free_fraction=margin, idle_wake=wake,
+        spread=pass_spread(steps, coef),
         measured_on={"engine": engine, "model": eng.info.model, "device": eng.info.device, "dtype": eng.info.dtype,
                      "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "python": platform.python_version(),

@@ -278,17 +278,19 @@ def stats_list(res: SimResult) -> list:
 def simulate_trace(trace, output, *, profile, instances: int, router: str = "round-robin",
                    time_scale: float = 1.0, start: float | None = None, end: float | None = None, clients=None,
                    max_requests: int | None = None, release: str = "auto", slo_ttft: float | None = None,
-                   slo_tpot: float | None = None,
+                   slo_tpot: float | None = None, spread: bool = True,
                    plot: bool = False, log=None) -> dict:
     """Simulate `trace` (a path or an Arrow table) on `instances` engines of `profile`; write
     replay-shaped results to `output`; return the summary. `release`: as replay's (auto: closed
-    loop where the trace has sessions)."""
+    loop where the trace has sessions); `spread` False: every pass at the profile's fitted time."""
     import pyarrow as pa
 
     from ..io.trace import read_trace
 
     log = log or (lambda msg: None)
     prof = load_profile(profile)
+    if not spread:
+        prof = prof.without_spread()
     check_options(prof, instances, router)
     limit = int(prof.measured_on.get("max_model_len") or 0) or None
     select = dict(start=start, end=end, clients=clients, time_scale=time_scale, max_model_len=limit, release=release)
@@ -303,7 +305,8 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
                 "engine": {"name": "simulate", "model": m.get("model", "?"), "device": f"{instances} x {m.get('device', '?')}",
                            "dtype": m.get("dtype", "?"), "profile": str(profile) if not isinstance(profile, Profile) else "<profile>",
                            "instances": int(instances), "router": router,
-                           "prefix_reuse": reuse, "streamed": streamed, "measured_on": m},
+                           "prefix_reuse": reuse, "streamed": streamed, "pass_spread": bool(prof.spread),
+                           "measured_on": m},
                 "options": dict(options), "interrupted": False}
 
     if streamed:  # open loop: batch by batch, the loop's state carried, results written as chunks finish

@@ -16,9 +16,11 @@ Pass time = base + prefill_token·P + prefill_seq·S + decode_seq·D
             + prefill_pass + prefill_kv·K + varlen_qk·(P + D)·K + prefill_attn·A   (the others;
             A: each prefill chunk's tokens x its sequence's context, summed; profile.py)
 
-A request arriving at an idle instance waits the profile's idle wake-up (the engine loop's)
-before its first pass. The first token of a request appears at the end of the pass that finishes its prefill; each
-later pass makes one more. Requests are routed at arrival: round-robin, least-loaded (fewest
+A pass with a prefill chunk takes that time times a factor drawn from the profile's spread,
+keyed by (instance, its count of such passes): passes.spread_factor. A request arriving at an
+idle instance waits the profile's idle wake-up (the engine loop's) before its first pass. The
+first token of a request appears at the end of the pass that finishes its prefill; each later
+pass makes one more. Requests are routed at arrival: round-robin, least-loaded (fewest
 running + waiting; ties to the lowest index) or prefix-aware (the instance of the request's
 prefix key, unless it carries more than twice the least load plus 2; else least-loaded).
 
@@ -45,7 +47,7 @@ import numpy as np
 
 from ..kernels.config import njit, njit_inline
 from .borrow import borrow
-from .passes import NONE, advance, cdiv, settle, step
+from .passes import IDLE_WAKE, NONE, advance, cdiv, settle, step
 
 ROUTERS = {"round-robin": 0, "least-loaded": 1, "prefix-aware": 2}
 COMPLETED, DROPPED = 0, 1
@@ -100,7 +102,7 @@ def work_arrays(n: int, n_inst: int, max_seqs: int, kv_blocks: int) -> tuple:
             np.zeros(n_inst), np.zeros(n_inst), np.zeros(n_inst, np.int64),
             np.full(n, NONE, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
             np.zeros(n, np.int64), np.empty(n), np.empty(n, np.int64), np.zeros(1, np.int64),
-            np.empty(max_seqs, np.int64), np.zeros(1, np.int64))
+            np.empty(max_seqs, np.int64), np.zeros(1, np.int64), np.zeros(n_inst, np.int64))
 
 
 @njit
@@ -127,6 +129,7 @@ def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coe
                                     borrow(work[16]))
     # ht/hi/hn: later turns released, not yet arrived, a heap by (time, index); cursor: round-robin's count
     ht, hi, hn, snap, cursor = borrow(work[17]), borrow(work[18]), borrow(work[19]), borrow(work[20]), borrow(work[21])
+    npre = borrow(work[22])  # each instance's passes with a prefill so far (the key of their spread)
     closed = False
     for r in range(n):
         if follower[r] != NONE:
@@ -174,7 +177,7 @@ def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coe
                 else:
                     step(q, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
                          pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
-                         st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
+                         st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k, npre)
                 for j in range(m):
                     x = snap[j]
                     f = follower[x]
@@ -226,13 +229,13 @@ def simulate_kernel(arrival, follower, think, inp, out, key, router, n_inst, coe
             target = drain or q == i
             advance(q, t, target, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen,
                     blocks, chunk, pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs,
-                    admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
+                    admit_free, st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k, npre)
         if drain:
             break
         inst[r] = i
         status[r] = COMPLETED
-        if n_run[i] + n_wait[i] == 0:  # an idle engine's loop wakes up: coef[-1] later
-            t += coef[coef.shape[0] - 1]
+        if n_run[i] + n_wait[i] == 0:  # an idle engine's loop wakes up: coef[IDLE_WAKE] later
+            t += coef[IDLE_WAKE]
         if clock[i] < t:
             clock[i] = t
         pre[r] = inp[r]

@@ -15,6 +15,32 @@ from ..kernels.config import njit_inline
 from .prefix import acquire, hits, note_cached, register, release, take, used_blocks
 
 NONE = -1
+IDLE_WAKE, SPREAD = 11, 12  # coef[IDLE_WAKE]: idle wake-up; coef[SPREAD]: n, then n spread quantiles
+_M1, _M2, _GOLD = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit_inline
+def _mix(z):
+    """splitmix64's finalizer (uint64 -> uint64)."""
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit_inline
+def spread_factor(coef, i, k):
+    """The time factor of instance i's k-th pass with a prefill: a draw from the profile's
+    spread quantiles (linear between them), keyed by (instance, pass): the same for any
+    chunking of the trace. 1.0 when the profile has none."""
+    n = int(coef[SPREAD])
+    if n < 2:
+        return 1.0
+    h = _mix(_mix(np.uint64(i) * _GOLD + np.uint64(1)) + (np.uint64(k) + np.uint64(1)) * _GOLD)  # splitmix64 stream i
+    u = float(h >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # 53 bits: [0, 1)
+    x = u * (n - 1)
+    j = int(x)
+    a = coef[SPREAD + 1 + j]
+    return a + (x - j) * (coef[SPREAD + 2 + j] - a)
 
 
 @njit_inline
@@ -35,7 +61,7 @@ def _schedule(pc, i, r, c, need, free, blocks, chunk, ctx):
 @njit_inline
 def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk, pc,
           started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
-          st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k):
+          st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k, npre):
     """Schedule the next pass of instance i at clock[i] and apply it; or, for a decode-only
     pass that can repeat, leave the run of identical passes pending (`settle` applies it)."""
     s = clock[i]
@@ -152,6 +178,8 @@ def step(i, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, p
     dt = coef[0] + coef[1] * P + coef[2] * S + coef[3] * D
     if P > 0:
         dt += coef[6] + coef[8] * K + coef[5] * (P + D) * K + coef[7] * A
+        dt *= spread_factor(coef, i, npre[i])  # npre[i]: instance i's passes with a prefill so far
+        npre[i] += 1
     else:
         dt += coef[4] * K
         if D > 1:
@@ -262,7 +290,7 @@ def _extra_blocks(i, run, n_run, chunk, ctx, blocks, page, k):
 @njit_inline
 def advance(q, t, target, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk,
             pc, started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
-             st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k):
+             st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k, npre):
     """Run instance q through every pass that starts before t. A pending run of identical
     decode passes whose last pass starts after t stays pending (its load cannot change before
     that pass ends), unless a request is routed to q at t (`target`): then the passes started
@@ -285,4 +313,4 @@ def advance(q, t, target, clock, run, n_run, whead, wtail, n_wait, free, nxt, in
             return
         step(q, clock, run, n_run, whead, wtail, n_wait, free, nxt, inp, out, ctx, pre, gen, blocks, chunk, pc,
              started, first, done, preempted, coef, page, budget_tokens, max_seqs, admit_free,
-             st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k)
+             st_dt, st_next, st_kv, st_run, st_wait, pend, pend_dt, pend_a, pend_k, npre)

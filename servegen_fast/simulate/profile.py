@@ -16,7 +16,8 @@ query token of the pass over the whole pass's KV (a dense (P + D) x K mask) on t
 chunk's causal attention over its own context (A: quadratic in a lone prompt's length), at a
 fixed cost decode-only passes do not pay; decode-only passes take a fast path, dearer for more
 than one sequence (batched, batched_kv). Format 1 profiles (the first six terms, kv_token in every pass)
-load with prefill_kv = kv_token and the other new terms at 0: the same model. Profiles come
+load with prefill_kv = kv_token and the other new terms at 0: the same model. `spread` (optional)
+is the measured spread of prefill passes around the model, which the simulator draws from. Profiles come
 from `calibrate.py` run on the real engine; `builtin` names the ones shipped with the package
 (servegen_fast/data/profiles/), measured on this project's CI host. None is made up.
 """
@@ -35,6 +36,7 @@ FORMAT = "servegen-fast-profile/2"
 FORMAT_1 = "servegen-fast-profile/1"  # STEP_TERMS[:6], kv_token in every pass
 TERMS_1 = STEP_TERMS[:6]
 BUILTIN = {"cpu-tiny": "cpu-tiny.json"}
+MAX_SPREAD = 257
 
 
 class ProfileError(ValueError):
@@ -50,6 +52,9 @@ class Profile:
     max_seqs: int  # sequences per forward pass
     admit_free_fraction: float = 0.0  # no new prefill admitted while fewer blocks than this fraction are free
     idle_wake: float = 0.0  # seconds from a request's arrival at an idle engine to its first pass (the loop's wake-up)
+    # quantiles of measured / fitted time of the sweep's passes with a prefill chunk, at probabilities
+    # 0, 1/(n-1), .., 1, scaled to mean 1; the simulator draws each such pass's factor from them ([]: none)
+    spread: list = field(default_factory=list)
     measured_on: dict = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
 
@@ -71,6 +76,12 @@ class Profile:
                 raise ProfileError(f"{source}: {name} must be a positive integer, got {v!r}")
         if not (isinstance(self.idle_wake, (int, float)) and 0.0 <= self.idle_wake < 1.0):
             raise ProfileError(f"{source}: idle_wake must be seconds in [0, 1), got {self.idle_wake!r}")
+        sp = self.spread
+        if not isinstance(sp, (list, tuple)) or (sp and not 2 <= len(sp) <= MAX_SPREAD):
+            raise ProfileError(f"{source}: spread must be a list of 2 to {MAX_SPREAD} quantiles (or empty), got {sp!r}")
+        if any(not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0 for v in sp) or \
+                any(b < a for a, b in zip(sp, sp[1:])):
+            raise ProfileError(f"{source}: spread must be finite factors > 0 in increasing order, got {sp!r}")
         if not 0.0 <= self.admit_free_fraction < 1.0:
             raise ProfileError(f"{source}: admit_free_fraction must be in [0, 1), got {self.admit_free_fraction!r}")
         return self
@@ -109,11 +120,19 @@ class Profile:
             tpot = np.where(o > 1, decode / d, np.nan)
         return ttft, tpot, ttft + decode
 
+    def without_spread(self) -> "Profile":
+        """The same profile with every pass at its fitted time (a deterministic pass model)."""
+        from dataclasses import replace
+
+        return replace(self, spread=[])
+
     def coef_array(self):
-        """The event loop's model: the STEP_TERMS coefficients, then idle_wake."""
+        """The event loop's model: the STEP_TERMS coefficients, idle_wake, the number of spread
+        quantiles, then the quantiles (passes.py: IDLE_WAKE, SPREAD)."""
         import numpy as np
 
-        return np.array([self.coefficients[t] for t in STEP_TERMS] + [self.idle_wake], dtype=np.float64)
+        return np.array([self.coefficients[t] for t in STEP_TERMS] + [self.idle_wake, len(self.spread)]
+                        + list(self.spread), dtype=np.float64)
 
     @property
     def kv_tokens(self) -> int:
@@ -132,8 +151,17 @@ class Profile:
                 f"{c['batched_kv'] * 1e9:.3g} ns/KV token if several sequences; "
                 f"passes with a prefill: {c['prefill_pass'] * 1e3:.3g} ms + {c['prefill_kv'] * 1e9:.3g} ns/KV token + "
                 f"{c['varlen_qk'] * 1e12:.3g} ps/(query x KV token) + {c['prefill_attn'] * 1e12:.3g} ps/(chunk token x own "
-                f"context); idle wake-up {self.idle_wake * 1e3:.3g} ms; KV {self.kv_blocks} blocks x {self.page_size} tokens, "
+                f"context); {self._spread_text()}idle wake-up {self.idle_wake * 1e3:.3g} ms; KV {self.kv_blocks} blocks x {self.page_size} tokens, "
                 f"budget {self.max_batch_tokens} tokens / {self.max_seqs} seqs per pass")
+
+
+    def _spread_text(self) -> str:
+        if not self.spread:
+            return ""
+        import numpy as np
+
+        q = np.interp([0.05, 0.5, 0.95], np.linspace(0, 1, len(self.spread)), self.spread)
+        return f"passes with a prefill x {q[0]:.2f} / {q[1]:.2f} / {q[2]:.2f} (5th / 50th / 95th percentile); "
 
 
 def save_profile(profile: Profile, path) -> Path:

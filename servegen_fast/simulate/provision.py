@@ -148,15 +148,18 @@ def smallest_n(plan, profile, router, slo_ttft, slo_tpot, goodput, max_instances
 def provision(trace, *, profile, slo_ttft=None, slo_tpot=None, goodput: float = 0.99, router: str = "least-loaded",
               window: float = 600.0, seed: int = 0, max_instances: int = 4096, time_scale: float = 1.0,
               start=None, end=None, variants=VARIANTS, release: str = "auto", output=None, plot: bool = False,
-              log=None) -> dict:
+              spread: bool = True, log=None) -> dict:
     """N for the trace and its naive variants, the under-provisioning, the attainment curves.
     `release`: the realistic trace's (as simulate's: auto is closed loop where it has sessions);
     the naive variants have no sessions and are open loop. Router prefix-aware: the realistic
-    trace's keys (KEY_COLUMNS); the naive variants have none and are routed least-loaded."""
+    trace's keys (KEY_COLUMNS); the naive variants have none and are routed least-loaded. `spread`
+    False: every pass at the profile's fitted time."""
     from ..io.trace import read_trace
 
     log = log or (lambda m: None)
     prof = load_profile(profile)
+    if not spread:
+        prof = prof.without_spread()
     check_options(prof, 1, router)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or "realistic" not in variants:
@@ -183,7 +186,8 @@ def provision(trace, *, profile, slo_ttft=None, slo_tpot=None, goodput: float = 
         blocks[v] = prompt_blocks(plans[v], prof.page_size)  # once, not at every N
     result = {"tool": "servegen-fast provision", "trace": source, "profile": prof.measured_on,
               "slo": {"ttft_s": slo_ttft, "tpot_s": slo_tpot, "goodput": goodput}, "router": router,
-              "window_s": window, "seed": seed, "release": base.options["release"], "variants": {}}
+              "window_s": window, "seed": seed, "release": base.options["release"], "pass_spread": bool(prof.spread),
+              "variants": {}}
     for v in variants:
         log(f"searching N for the {v} trace ({len(plans[v])} requests)")
         n, curve = smallest_n(plans[v], prof, router, slo_ttft, slo_tpot, goodput, max_instances, v, keys[v],

@@ -11,6 +11,28 @@ from collections import OrderedDict, deque
 import numpy as np
 
 from .kernel import COMPLETED, DROPPED, ROUTERS
+from .passes import IDLE_WAKE, SPREAD
+
+_MASK, _GOLD = (1 << 64) - 1, 0x9E3779B97F4A7C15
+
+
+def _mix(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
+def spread_factor(coef, i: int, k: int) -> float:
+    """passes.spread_factor in Python integers: the factor of instance i's k-th pass with a prefill."""
+    n = int(coef[SPREAD])
+    if n < 2:
+        return 1.0
+    h = _mix((_mix((i * _GOLD + 1) & _MASK) + (k + 1) * _GOLD) & _MASK)
+    u = float(h >> 11) * (1.0 / 9007199254740992.0)
+    x = u * (n - 1)
+    j = int(x)
+    a = float(coef[SPREAD + 1 + j])
+    return a + (x - j) * (float(coef[SPREAD + 2 + j]) - a)
 
 
 class _Req:
@@ -25,7 +47,8 @@ class _Instance:
     """An engine's queue, batch and KV blocks; its prefix cache: references per cached block id,
     and the unreferenced ones (free, evictable) least recently released first."""
 
-    def __init__(self, kv_blocks, page):
+    def __init__(self, index, kv_blocks, page):
+        self.index, self.npre = index, 0  # npre: passes with a prefill so far
         self.clock = 0.0
         self.running: list[_Req] = []
         self.waiting: deque[_Req] = deque()
@@ -89,7 +112,7 @@ def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, 
            "started": np.full(n, np.nan), "first_token": np.full(n, np.nan),
            "completed": np.full(n, np.nan), "generated": np.zeros(n, np.int64), "preempted": np.zeros(n, bool),
            "status": np.zeros(n, np.int8), "cached": np.full(n, -1, np.int64)}
-    insts = [_Instance(kv_blocks, page) for _ in range(instances)]
+    insts = [_Instance(k, kv_blocks, page) for k in range(instances)]
     code = ROUTERS[router]
 
     def step(q: _Instance):
@@ -160,6 +183,8 @@ def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, 
         dt = coef[0] + coef[1] * P + coef[2] * S + coef[3] * D
         if P > 0:
             dt += coef[6] + coef[8] * K + coef[5] * (P + D) * K + coef[7] * A
+            dt *= spread_factor(coef, q.index, q.npre)
+            q.npre += 1
         else:
             dt += coef[4] * K
             if D > 1:
@@ -237,7 +262,7 @@ def simulate_reference(arrival, inp, out, coef, page, kv_blocks, budget_tokens, 
                     i = pref
         res["instance"][r], res["status"][r] = i, COMPLETED
         q = insts[i]
-        q.clock = max(q.clock, t if q.busy() else t + coef[-1])
+        q.clock = max(q.clock, t if q.busy() else t + coef[IDLE_WAKE])
         ids = [] if blocks is None else blocks[1][blocks[0][r]:blocks[0][r + 1]].tolist()
         q.waiting.append(_Req(r, int(inp[r]), int(out[r]), ids))
     for q in insts:

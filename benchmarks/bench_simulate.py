@@ -9,8 +9,8 @@ oracle: one pass at a time) timed in the same run on the first requests of the s
 
 The trace: language/m-large from 12h, aggregate --rate req/s (default 100), played at
 --time-scale (default 40: 2.5 req/s, about the load 10 instances of the built-in cpu-tiny
-profile keep within a 1 s TTFT); the profile: built-in cpu-tiny. The kernel is serial (one
-core); best of --repeat runs after a warm-up run (JIT cache load).
+profile keep within a 1 s TTFT); the profile: built-in cpu-tiny, or --profile. The kernel is
+serial (one core); best of --repeat runs after a warm-up run (JIT cache load).
 """
 from __future__ import annotations
 
@@ -56,6 +56,9 @@ def main() -> None:
                     "reuse against open loop without, same trace, same run")
     ap.add_argument("--fleet-instances", type=int, default=200)
     ap.add_argument("--fleet-case", nargs=2, metavar=("HOW", "TRACE"), help=argparse.SUPPRESS)
+    ap.add_argument("--profile", default="cpu-tiny",
+                    help="engine profile (default built-in cpu-tiny; one from `servegen-fast profile` has a pass-time "
+                         "spread, which the kernel draws from at every pass with a prefill)")
     ap.add_argument("--work", default=None, help="folder for the generated traces (default: a temporary one)")
     a = ap.parse_args()
     if a.fleet_case:
@@ -70,9 +73,9 @@ def main() -> None:
     data = servegen_root()
     work = Path(a.work or tempfile.mkdtemp(prefix="bench_simulate_"))
     work.mkdir(parents=True, exist_ok=True)
-    prof = load_profile("cpu-tiny")
+    prof = load_profile(a.profile)
     limit = prof.measured_on["max_model_len"]
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; profile {a.profile} ({len(prof.spread)} spread quantiles)")
     hour = work / "m-large-1h.parquet"
     _trace(hour, data, "--pool", "language/m-large", "--start", "12h", "--duration", "1h", "--rate", str(a.rate),
            "--seed", "5")

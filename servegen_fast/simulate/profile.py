@@ -78,10 +78,13 @@ class Profile:
             raise ProfileError(f"{source}: idle_wake must be seconds in [0, 1), got {self.idle_wake!r}")
         sp = self.spread
         if not isinstance(sp, (list, tuple)) or (sp and not 2 <= len(sp) <= MAX_SPREAD):
-            raise ProfileError(f"{source}: spread must be a list of 2 to {MAX_SPREAD} quantiles (or empty), got {sp!r}")
-        if any(not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0 for v in sp) or \
-                any(b < a for a, b in zip(sp, sp[1:])):
-            raise ProfileError(f"{source}: spread must be finite factors > 0 in increasing order, got {sp!r}")
+            got = f"{len(sp)} values" if isinstance(sp, (list, tuple)) else repr(sp)
+            raise ProfileError(f"{source}: spread must be a list of 2 to {MAX_SPREAD} quantiles (or empty), got {got}")
+        for k, v in enumerate(sp):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0 \
+                    or (k and v < sp[k - 1]):
+                raise ProfileError(f"{source}: spread must be finite factors > 0 in increasing order; "
+                                   f"value {k} is {v!r}")
         if not 0.0 <= self.admit_free_fraction < 1.0:
             raise ProfileError(f"{source}: admit_free_fraction must be in [0, 1), got {self.admit_free_fraction!r}")
         return self
@@ -153,7 +156,6 @@ class Profile:
                 f"{c['varlen_qk'] * 1e12:.3g} ps/(query x KV token) + {c['prefill_attn'] * 1e12:.3g} ps/(chunk token x own "
                 f"context); {self._spread_text()}idle wake-up {self.idle_wake * 1e3:.3g} ms; KV {self.kv_blocks} blocks x {self.page_size} tokens, "
                 f"budget {self.max_batch_tokens} tokens / {self.max_seqs} seqs per pass")
-
 
     def _spread_text(self) -> str:
         if not self.spread:

@@ -5,7 +5,7 @@ of an engine profile; p50 / p99 TTFT, TPOT and throughput side by side.
     python benchmarks/validate_simulate.py --work /tmp/validate            # calibrate, replay, simulate
     python benchmarks/validate_simulate.py --work /tmp/validate --profile cpu-tiny --reuse
     python benchmarks/validate_simulate.py --work /tmp/validate2 --calibrate-each   # a profile per trace
-    python benchmarks/validate_simulate.py --work /tmp/validate3 --bracket --rounds 3 --duration 300
+    python benchmarks/validate_simulate.py --work /tmp/validate3 --bracket --rounds 3 --duration 300 --seeds 8
 
 The traces (generated here, 120 s each by default; none of them is in the calibration sweep):
   v1  language/m-large from 13h, aggregate 1 req/s, seed 11
@@ -18,7 +18,9 @@ itself a noisy measurement. --calibrate-each measures a profile right before eac
 --bracket measures one before and one after each replay (a sweep after one trace is the sweep
 before the next) and simulates on their average; --rounds K repeats everything K times on the
 same traces and reports how often each bound held and how far the replays of one trace
-moved between rounds.
+moved between rounds. --seeds K simulates each trace with K seeds of the draws from the
+profile's pass-time spread and compares their mean (a tail percentile over a few dozen similar
+requests is itself a sample of that spread).
 """
 from __future__ import annotations
 
@@ -66,6 +68,19 @@ def averaged_profile(a: Path, b: Path, out: Path) -> Path:
                                 fit={"averaged": [str(a), str(b)]}), out)
 
 
+def mean_summary(sums: list) -> dict:
+    """The figures of several simulations of one trace (seeds of the pass-time draws), averaged."""
+    if len(sums) == 1:
+        return sums[0]
+
+    def mean(get):
+        return sum(get(x) for x in sums) / len(sums)
+
+    return {"latency": {k: {q: mean(lambda x: x["latency"][k][q]) for q in ("p50", "p99")} for k in ("ttft", "tpot")},
+            "throughput": {k: mean(lambda x: x["throughput"][k]) for k in ("output_tokens_per_s", "requests_per_s")},
+            "counts": sums[0]["counts"]}
+
+
 def one_round(work: Path, traces: Path, a, data: Path) -> list:
     profile = a.profile
     if profile is None and not (a.calibrate_each or a.bracket):
@@ -86,10 +101,16 @@ def one_round(work: Path, traces: Path, a, data: Path) -> list:
             after = measure_profile(work / f"profile_{i}.json", a.reuse)
             profile = str(averaged_profile(before, after, work / f"profile_{name}_bracket.json"))
             before = after
-        sim = work / f"sim_{name}"
-        sh(["simulate", str(trace), "--profile", profile, "-n", "1", "-o", str(sim), "-q"])
-        r, s = (json.loads((d / "summary.json").read_text()) for d in (rep, sim))
-        rows.append((name, pool, rate, r, s))
+        sims = []
+        for seed in range(a.seeds):  # the profile's pass-time spread drawn with each seed
+            sim = work / (f"sim_{name}" if seed == 0 else f"sim_{name}_seed{seed}")
+            sh(["simulate", str(trace), "--profile", profile, "-n", "1", "-o", str(sim), "-q", "--seed", str(seed)])
+            sims.append(json.loads((sim / "summary.json").read_text()))
+        r = json.loads((rep / "summary.json").read_text())
+        rows.append((name, pool, rate, r, mean_summary(sims)))
+        if a.seeds > 1:
+            p99 = [x["latency"]["ttft"]["p99"] * 1e3 for x in sims]
+            print(f"{name}: simulated TTFT p99 over {a.seeds} seeds {min(p99):.2f}-{max(p99):.2f} ms", flush=True)
     print(f"machine: {machine()}; profile: {profile}", flush=True)
     print(f"{'trace':5s} {'pool':20s} {'req/s':>5s} {'n':>4s} | {'what':10s} {'replay':>9s} {'simulated':>9s} "
           f"{'error':>7s}")
@@ -129,6 +150,8 @@ def main() -> None:
     ap.add_argument("--bracket", action="store_true",
                     help="measure a profile before and after each replay and simulate on their average")
     ap.add_argument("--rounds", type=int, default=1, help="repeat calibration and replays K times (round_K folders)")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="simulate each trace with seeds 0..K-1 of the pass-time draws and compare their mean")
     a = ap.parse_args()
     if a.profile and (a.calibrate_each or a.bracket):
         ap.error("--profile takes no --calibrate-each or --bracket (they measure profiles here)")
@@ -136,6 +159,8 @@ def main() -> None:
         ap.error("choose one of --calibrate-each and --bracket")
     if a.rounds < 1:
         ap.error(f"--rounds must be at least 1, got {a.rounds}")
+    if a.seeds < 1:
+        ap.error(f"--seeds must be at least 1, got {a.seeds}")
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     data = servegen_root()

@@ -36,8 +36,9 @@ def _cdf(x, q):
     return np.interp(x, q, np.linspace(0.0, 1.0, len(q)))
 
 
-def test_compiled_draw_equals_its_python_twin():
-    coef = profile(spread=SPREAD).coef_array()
+@pytest.mark.parametrize("seed", [0, 1, 2 ** 53 - 1])
+def test_compiled_draw_equals_its_python_twin(seed):
+    coef = profile(spread=SPREAD).coef_array(seed)
     for i in (0, 1, 7, 1000):
         d = _draws(coef, i, 500)
         assert np.array_equal(d, [spread_factor_py(coef, i, k) for k in range(500)])
@@ -57,6 +58,8 @@ def test_draws_follow_the_quantiles():
         assert d.min() >= SPREAD[0] and d.max() <= SPREAD[-1]
     a, b = _draws(coef, 0, n), _draws(coef, 1, n)  # instances draw independent streams
     assert abs(np.corrcoef(a, b)[0, 1]) < 4 / np.sqrt(n)
+    c = _draws(profile(spread=SPREAD).coef_array(1), 0, n)  # and so do seeds
+    assert abs(np.corrcoef(a, c)[0, 1]) < 4 / np.sqrt(n)
     assert abs(np.corrcoef(a[:-1], a[1:])[0, 1]) < 4 / np.sqrt(n)  # and passes of one instance too
 
 
@@ -136,6 +139,20 @@ def test_no_spread_is_the_fitted_model(tmp_path):
     assert read_requests(tmp_path / "a").equals(read_requests(tmp_path / "b"))
     assert not read_requests(tmp_path / "a").equals(read_requests(tmp_path / "c"))
     assert not a["engine"]["pass_spread"] and c["engine"]["pass_spread"] and a["latency"] == b["latency"]
+
+
+def test_seed_changes_the_draws_only(tmp_path):
+    t = trace(n=300)
+    runs = [simulate_trace(t, tmp_path / f"s{s}", profile=profile(spread=SPREAD), instances=2, seed=s)
+            for s in (0, 0, 5)]
+    a, b, c = (read_requests(tmp_path / f"s{s}") for s in (0, 0, 5))
+    assert a.equals(b) and not a.equals(c)
+    assert runs[2]["engine"]["seed"] == 5 and runs[0]["counts"] == runs[2]["counts"]
+    flat = [simulate_trace(t, tmp_path / f"f{s}", profile=profile(), instances=2, seed=s) for s in (0, 5)]
+    assert read_requests(tmp_path / "f0").equals(read_requests(tmp_path / "f5"))  # no spread: nothing drawn
+    assert flat[0]["latency"] == flat[1]["latency"]
+    with pytest.raises(ValueError, match="seed of the pass-time draws"):
+        simulate_trace(t, tmp_path / "bad", profile=profile(spread=SPREAD), instances=2, seed=-1)
 
 
 def test_cli_no_spread(tmp_path, capsys):

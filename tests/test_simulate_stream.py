@@ -34,8 +34,8 @@ def _chunks(table, cuts):
 def test_chunked_run_equals_the_whole_run(router, kv_blocks, instances, spread):
     t = trace(n=600, span=20.0, seed=4)
     prof = profile(kv_blocks=kv_blocks, spread=spread)
-    whole = run_plan(make_plan(t), prof, instances, router)
-    plan, res = run_chunks(_chunks(t, [1, 150, 151, 400]), prof, instances, router)
+    whole = run_plan(make_plan(t), prof, instances, router, seed=3)
+    plan, res = run_chunks(_chunks(t, [1, 150, 151, 400]), prof, instances, router, seed=3)
     assert np.array_equal(plan.row, np.arange(len(t)))
     for name in FIELDS:
         np.testing.assert_array_equal(getattr(res, name), getattr(whole, name), err_msg=name)

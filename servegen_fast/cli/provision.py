@@ -39,7 +39,7 @@ def add_arguments(sub) -> None:
                    help="comma-separated: realistic (the trace), poisson, shuffled (default: all three)")
     p.add_argument("--window", type=parse_seconds, default=600.0,
                    help="window of the Poisson variant's aggregate rate (default 600 s, ServeGen's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the naive variants")
+    p.add_argument("--seed", type=int, default=0, help="seed of the naive variants and of the pass-time draws")
     p.add_argument("--max-instances", type=positive(int), default=4096, help="give up above this N (default 4096)")
     p.add_argument("--time-scale", type=positive(), default=1.0, help="multiply trace times by this")
     p.add_argument("--start", type=parse_seconds, default=None, help="from this trace time")

@@ -28,6 +28,8 @@ def add_arguments(sub) -> None:
     s.add_argument("--slo-ttft", type=parse_seconds, default=None, help="TTFT SLO for goodput (e.g. 500ms)")
     s.add_argument("--slo-tpot", type=parse_seconds, default=None, help="TPOT SLO for goodput (e.g. 50ms)")
     add_no_spread(s)
+    s.add_argument("--seed", type=int, default=0,
+                   help="seed of the draws from the profile's pass-time spread (default 0)")
     s.add_argument("--plot", action="store_true", help="also write PNG plots (needs the plot extra)")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.add_argument("--quiet", "-q", action="store_true", help="no summary")
@@ -42,7 +44,7 @@ def run(args) -> int:
     summary = simulate_trace(args.trace, args.output, profile=args.profile, instances=args.instances,
                              router=args.router, time_scale=args.time_scale, start=args.start, end=args.end,
                              max_requests=args.max_requests, release=args.release, slo_ttft=args.slo_ttft,
-                             slo_tpot=args.slo_tpot, spread=not args.no_spread,
+                             slo_tpot=args.slo_tpot, spread=not args.no_spread, seed=args.seed,
                              plot=args.plot, log=log)
     if args.json:
         print(json.dumps(summary, indent=1))

@@ -53,8 +53,10 @@ def check_options(profile: Profile, instances: int, router: str) -> None:
 
 
 def run_plan(plan: ReplayPlan, profile: Profile, instances: int, router: str = "round-robin",
-             keys: np.ndarray | None = None, blocks: tuple | None = None, reuse: bool = True) -> SimResult:
-    """Simulate `instances` copies of the profiled engine behind `router` on the plan's requests.
+             keys: np.ndarray | None = None, blocks: tuple | None = None, reuse: bool = True,
+             seed: int = 0) -> SimResult:
+    """Simulate `instances` copies of the profiled engine behind `router` on the plan's requests
+    (`seed`: of the draws from the profile's pass-time spread).
     Prefix reuse (prefix.py) where `reuse` and block ids are known: `blocks` = (offsets [n + 1],
     ids) of each request's prompt blocks at the profile's page size, else from the plan's trace."""
     check_options(profile, instances, router)
@@ -96,7 +98,7 @@ def run_plan(plan: ReplayPlan, profile: Profile, instances: int, router: str = "
         pc = make_state(int(instances), profile.kv_blocks, None, None, n)
     work = work_arrays(n, int(instances), seqs, profile.kv_blocks)
     simulate_kernel(arrival, follower, think[order], inp, out, key[order], ROUTERS[router], int(instances),
-                    profile.coef_array(), profile.page_size, profile.kv_blocks, profile.max_batch_tokens, seqs, admit,
+                    profile.coef_array(seed), profile.page_size, profile.kv_blocks, profile.max_batch_tokens, seqs, admit,
                     st_dt, inst, started, first, done, gen, pre, status, released, st_kv, st_run, st_wait, pc, work)
     return _result(profile, instances, work[0], st_dt, (st_kv, st_run, st_wait), inst[back], started[back],
                    first[back], done[back], gen[back], pre[back], status[back], released[back],
@@ -134,7 +136,7 @@ def chunk_result(cols: dict, **stats) -> SimResult:
                      status=cols["status"], cached=None, released=cols["released"], **stats)
 
 
-def stream_plan(chunks, profile: Profile, instances: int, router: str, emit) -> SimResult:
+def stream_plan(chunks, profile: Profile, instances: int, router: str, emit, seed: int = 0) -> SimResult:
     """Simulate a plan met in chunks (`chunks()` yields ReplayPlans, each in time order and after
     the previous one: a trace's record batches), open loop without prefix reuse, the loop's state
     carried between chunks (stream.py). `emit(plan, cols)` is called for each chunk, in order,
@@ -150,7 +152,7 @@ def stream_plan(chunks, profile: Profile, instances: int, router: str, emit) -> 
         n += len(p)
     if n == 0:
         raise ValueError("no requests to simulate")
-    stream = Stream(profile, instances, router, stats_step(span), STATS_SAMPLES)
+    stream = Stream(profile, instances, router, stats_step(span), STATS_SAMPLES, seed)
     pending = []  # [first global id, plan, result columns, requests not finished], in order
 
     def keep(done):
@@ -186,13 +188,14 @@ def stream_plan(chunks, profile: Profile, instances: int, router: str, emit) -> 
                                                              stream.stats, n))
 
 
-def run_chunks(chunks, profile: Profile, instances: int, router: str = "round-robin") -> tuple[ReplayPlan, SimResult]:
+def run_chunks(chunks, profile: Profile, instances: int, router: str = "round-robin",
+               seed: int = 0) -> tuple[ReplayPlan, SimResult]:
     """`stream_plan` with every chunk's plan and results gathered: the same results as `run_plan`
     on the chunks' concatenation, returned with it (memory grows with the trace)."""
     from .stream import RESULTS, Stream
 
     parts = []
-    res = stream_plan(chunks, profile, instances, router, lambda p, cols: parts.append((p, cols)))
+    res = stream_plan(chunks, profile, instances, router, lambda p, cols: parts.append((p, cols)), seed)
     n = sum(len(p) for p, _ in parts)
     plan, cols = _empty_plan(parts[0][0], n), Stream.columns(n, RESULTS)
     at = 0
@@ -278,11 +281,12 @@ def stats_list(res: SimResult) -> list:
 def simulate_trace(trace, output, *, profile, instances: int, router: str = "round-robin",
                    time_scale: float = 1.0, start: float | None = None, end: float | None = None, clients=None,
                    max_requests: int | None = None, release: str = "auto", slo_ttft: float | None = None,
-                   slo_tpot: float | None = None, spread: bool = True,
+                   slo_tpot: float | None = None, spread: bool = True, seed: int = 0,
                    plot: bool = False, log=None) -> dict:
     """Simulate `trace` (a path or an Arrow table) on `instances` engines of `profile`; write
     replay-shaped results to `output`; return the summary. `release`: as replay's (auto: closed
-    loop where the trace has sessions); `spread` False: every pass at the profile's fitted time."""
+    loop where the trace has sessions); `spread` False: every pass at the profile's fitted time;
+    `seed`: of the draws from the profile's pass-time spread."""
     import pyarrow as pa
 
     from ..io.trace import read_trace
@@ -292,6 +296,7 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
     if not spread:
         prof = prof.without_spread()
     check_options(prof, instances, router)
+    prof.coef_array(seed)  # a bad seed fails here, before any work
     limit = int(prof.measured_on.get("max_model_len") or 0) or None
     select = dict(start=start, end=end, clients=clients, time_scale=time_scale, max_model_len=limit, release=release)
     out = Path(output)
@@ -306,13 +311,13 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
                            "dtype": m.get("dtype", "?"), "profile": str(profile) if not isinstance(profile, Profile) else "<profile>",
                            "instances": int(instances), "router": router,
                            "prefix_reuse": reuse, "streamed": streamed, "pass_spread": bool(prof.spread),
-                           "measured_on": m},
+                           "seed": int(seed), "measured_on": m},
                 "options": dict(options), "interrupted": False}
 
     if streamed:  # open loop: batch by batch, the loop's state carried, results written as chunks finish
         log(f"simulating {trace} batch by batch on {instances} instance(s), router {router}")
         summary = _write_streamed(out, lambda: _plan_chunks(trace, max_requests, select), prof, instances, router,
-                                  lambda options: meta(options, str(trace), False), slo_ttft, slo_tpot)
+                                  lambda options: meta(options, str(trace), False), slo_ttft, slo_tpot, seed)
     else:
         table, source = (trace, "<table>") if isinstance(trace, pa.Table) else (read_trace(trace), str(trace))
         plan = make_plan(table, max_requests=max_requests, source=source, **select)
@@ -320,7 +325,7 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
         if keys is not None:
             keys = keys[plan.row]
         log(f"simulating {len(plan)} requests on {instances} instance(s), router {router}")
-        res = run_plan(plan, prof, instances, router, keys)
+        res = run_plan(plan, prof, instances, router, keys, seed=seed)
         expected = None
         if res.cached is not None and instances == 1:  # replay's one-engine expectation beside the simulated hits
             from ..replay.cache import expected_cached
@@ -337,7 +342,8 @@ def simulate_trace(trace, output, *, profile, instances: int, router: str = "rou
     return summary
 
 
-def _write_streamed(out: Path, chunks, prof: Profile, instances: int, router: str, meta, slo_ttft, slo_tpot) -> dict:
+def _write_streamed(out: Path, chunks, prof: Profile, instances: int, router: str, meta, slo_ttft, slo_tpot,
+                    seed: int = 0) -> dict:
     """`stream_plan` with each finished chunk appended to requests.arrow (replay.results'
     `request_writer`), then the stats and the summary, read back batch by batch
     (replay.filesummary): the files `write_results` gives, in memory bounded by the chunks."""
@@ -352,7 +358,8 @@ def _write_streamed(out: Path, chunks, prof: Profile, instances: int, router: st
         raise ValueError("no requests to simulate")
     metadata = dict(meta(first.options), complete=True)
     with request_writer(out / REQUESTS_FILE, metadata) as write:
-        res = stream_plan(chunks, prof, instances, router, lambda p, cols: write(run_record(p, chunk_result(cols))))
+        res = stream_plan(chunks, prof, instances, router, lambda p, cols: write(run_record(p, chunk_result(cols))),
+                          seed)
     stats = stats_table(stats_list(res))
     write_arrow(stats, out / STATS_FILE)
     return write_summary(out, dict(metadata, **summarize_file(out / REQUESTS_FILE, slo_ttft, slo_tpot, stats)))

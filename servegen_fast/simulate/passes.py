@@ -15,8 +15,10 @@ from ..kernels.config import njit_inline
 from .prefix import acquire, hits, note_cached, register, release, take, used_blocks
 
 NONE = -1
-IDLE_WAKE, SPREAD = 11, 12  # coef[IDLE_WAKE]: idle wake-up; coef[SPREAD]: n, then n spread quantiles
+# coef[IDLE_WAKE]: idle wake-up; coef[SEED]: the seed of the spread's draws; coef[SPREAD]: n, then n quantiles
+IDLE_WAKE, SEED, SPREAD = 11, 12, 13
 _M1, _M2, _GOLD = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+_SEED_MUL = np.uint64(0xD1B54A32D192ED03)
 
 
 @njit_inline
@@ -30,12 +32,13 @@ def _mix(z):
 @njit_inline
 def spread_factor(coef, i, k):
     """The time factor of instance i's k-th pass with a prefill: a draw from the profile's
-    spread quantiles (linear between them), keyed by (instance, pass): the same for any
+    spread quantiles (linear between them), keyed by (seed, instance, pass): the same for any
     chunking of the trace. 1.0 when the profile has none."""
     n = int(coef[SPREAD])
     if n < 2:
         return 1.0
-    h = _mix(_mix(np.uint64(i) * _GOLD + np.uint64(1)) + (np.uint64(k) + np.uint64(1)) * _GOLD)  # splitmix64 stream i
+    key = _mix(np.uint64(i) * _GOLD + np.uint64(1) + np.uint64(coef[SEED]) * _SEED_MUL)
+    h = _mix(key + (np.uint64(k) + np.uint64(1)) * _GOLD)  # splitmix64's stream from `key`
     u = float(h >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # 53 bits: [0, 1)
     x = u * (n - 1)
     j = int(x)

@@ -129,12 +129,14 @@ class Profile:
 
         return replace(self, spread=[])
 
-    def coef_array(self):
-        """The event loop's model: the STEP_TERMS coefficients, idle_wake, the number of spread
-        quantiles, then the quantiles (passes.py: IDLE_WAKE, SPREAD)."""
+    def coef_array(self, seed: int = 0):
+        """The event loop's model: the STEP_TERMS coefficients, idle_wake, the seed of the spread's
+        draws, the number of spread quantiles, then the quantiles (passes.py: IDLE_WAKE, SEED, SPREAD)."""
         import numpy as np
 
-        return np.array([self.coefficients[t] for t in STEP_TERMS] + [self.idle_wake, len(self.spread)]
+        if not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2 ** 53):
+            raise ValueError(f"the seed of the pass-time draws must be an integer in [0, 2**53), got {seed!r}")
+        return np.array([self.coefficients[t] for t in STEP_TERMS] + [self.idle_wake, seed, len(self.spread)]
                         + list(self.spread), dtype=np.float64)
 
     @property

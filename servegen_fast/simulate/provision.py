@@ -77,10 +77,11 @@ def _table(t, inp, out) -> pa.Table:
 
 
 def attainment(plan: ReplayPlan, profile: Profile, instances: int, router: str, slo_ttft: float | None,
-               slo_tpot: float | None, keys: np.ndarray | None = None, blocks: tuple | None = None) -> float:
+               slo_tpot: float | None, keys: np.ndarray | None = None, blocks: tuple | None = None,
+               seed: int = 0) -> float:
     """Fraction of the plan's requests meeting both SLOs on `instances` simulated engines
     (`keys`, `blocks`: prefix-aware routing keys and prompt block ids, as `run_plan` takes)."""
-    res = run_plan(plan, profile, instances, router, keys, blocks)
+    res = run_plan(plan, profile, instances, router, keys, blocks, seed=seed)
     return float(_meets(res.status == COMPLETED, res.first_token - res.released, _tpot(res),
                         slo_ttft, slo_tpot).mean())
 
@@ -121,13 +122,13 @@ def check_slo(plan: ReplayPlan, profile: Profile, slo_ttft, slo_tpot, goodput: f
 
 
 def smallest_n(plan, profile, router, slo_ttft, slo_tpot, goodput, max_instances, name="realistic", keys=None,
-               blocks=None):
+               blocks=None, seed=0):
     """(smallest N meeting the target, {N: attainment evaluated})."""
     curve: dict[int, float] = {}
 
     def at(n):
         if n not in curve:
-            curve[n] = attainment(plan, profile, n, router, slo_ttft, slo_tpot, keys, blocks)
+            curve[n] = attainment(plan, profile, n, router, slo_ttft, slo_tpot, keys, blocks, seed)
         return curve[n]
 
     lo, hi = 0, 1
@@ -151,7 +152,8 @@ def provision(trace, *, profile, slo_ttft=None, slo_tpot=None, goodput: float = 
               spread: bool = True, log=None) -> dict:
     """N for the trace and its naive variants, the under-provisioning, the attainment curves.
     `release`: the realistic trace's (as simulate's: auto is closed loop where it has sessions);
-    the naive variants have no sessions and are open loop. Router prefix-aware: the realistic
+    the naive variants have no sessions and are open loop. `seed`: of the naive variants and of the
+    draws from the profile's pass-time spread. Router prefix-aware: the realistic
     trace's keys (KEY_COLUMNS); the naive variants have none and are routed least-loaded. `spread`
     False: every pass at the profile's fitted time."""
     from ..io.trace import read_trace
@@ -161,6 +163,7 @@ def provision(trace, *, profile, slo_ttft=None, slo_tpot=None, goodput: float = 
     if not spread:
         prof = prof.without_spread()
     check_options(prof, 1, router)
+    prof.coef_array(seed)  # a bad seed fails here, before any work
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or "realistic" not in variants:
         raise ValueError(f"variants must include realistic and come from {', '.join(VARIANTS)}; got {list(variants)}")
@@ -191,7 +194,7 @@ def provision(trace, *, profile, slo_ttft=None, slo_tpot=None, goodput: float = 
     for v in variants:
         log(f"searching N for the {v} trace ({len(plans[v])} requests)")
         n, curve = smallest_n(plans[v], prof, router, slo_ttft, slo_tpot, goodput, max_instances, v, keys[v],
-                              blocks[v])
+                              blocks[v], seed)
         result["variants"][v] = {"instances": n, "requests": len(plans[v]), "idle_bound": bounds[v],
                                  "curve": {str(k): curve[k] for k in sorted(curve)}}
     n_real = result["variants"]["realistic"]["instances"]
@@ -204,7 +207,7 @@ def provision(trace, *, profile, slo_ttft=None, slo_tpot=None, goodput: float = 
             c = result["variants"][v]["curve"]
             for n in range(1, min(max_instances, int(np.ceil(top * 1.5)) + 1)):
                 if str(n) not in c:
-                    c[str(n)] = attainment(plans[v], prof, n, router, slo_ttft, slo_tpot, keys[v], blocks[v])
+                    c[str(n)] = attainment(plans[v], prof, n, router, slo_ttft, slo_tpot, keys[v], blocks[v], seed)
             result["variants"][v]["curve"] = {k: c[k] for k in sorted(c, key=int)}
     if output is not None:
         out = Path(output)

@@ -11,7 +11,7 @@ from collections import OrderedDict, deque
 import numpy as np
 
 from .kernel import COMPLETED, DROPPED, ROUTERS
-from .passes import IDLE_WAKE, SPREAD
+from .passes import IDLE_WAKE, SEED, SPREAD
 
 _MASK, _GOLD = (1 << 64) - 1, 0x9E3779B97F4A7C15
 
@@ -27,7 +27,8 @@ def spread_factor(coef, i: int, k: int) -> float:
     n = int(coef[SPREAD])
     if n < 2:
         return 1.0
-    h = _mix((_mix((i * _GOLD + 1) & _MASK) + (k + 1) * _GOLD) & _MASK)
+    key = _mix((i * _GOLD + 1 + int(coef[SEED]) * 0xD1B54A32D192ED03) & _MASK)
+    h = _mix((key + (k + 1) * _GOLD) & _MASK)
     u = float(h >> 11) * (1.0 / 9007199254740992.0)
     x = u * (n - 1)
     j = int(x)

@@ -28,11 +28,12 @@ class Stream:
     """Feed arrivals chunk by chunk (each chunk in time order, after the previous one); each
     `feed` returns the requests it finished, by the global ids given with them."""
 
-    def __init__(self, profile: Profile, instances: int, router: str, st_dt: float, n_stats: int):
+    def __init__(self, profile: Profile, instances: int, router: str, st_dt: float, n_stats: int, seed: int = 0):
         if router == "prefix-aware":
             raise ValueError("a streamed simulation supports round-robin and least-loaded only")
         self.profile, self.n_inst, self.router, self.st_dt = profile, int(instances), ROUTERS[router], float(st_dt)
         self.seqs = min(profile.max_seqs, profile.max_batch_tokens)
+        self.coef = profile.coef_array(seed)
         self.admit = int(np.ceil(profile.admit_free_fraction * profile.kv_blocks))
         self.work = list(work_arrays(0, self.n_inst, self.seqs, profile.kv_blocks))
         self.stats = tuple(np.zeros(n_stats, np.int64) for _ in range(3))
@@ -76,7 +77,7 @@ class Stream:
         work[17], work[18] = np.empty(n), np.empty(n, np.int64)
         p = self.profile
         simulate_kernel(np.concatenate([arrival, np.full(m, np.inf)]), np.full(n, NONE, np.int64), np.zeros(n),
-                        req["inp"], req["out"], req["key"], self.router, self.n_inst, p.coef_array(), p.page_size,
+                        req["inp"], req["out"], req["key"], self.router, self.n_inst, self.coef, p.page_size,
                         p.kv_blocks, p.max_batch_tokens, self.seqs, self.admit, self.st_dt, req["inst"],
                         req["started"], req["first"], req["done"], req["gen"], req["preempted"], req["status"],
                         req["released"], *self.stats, None, tuple(work), final)

@@ -17,7 +17,7 @@ Pass time = base + prefill_token·P + prefill_seq·S + decode_seq·D
             A: each prefill chunk's tokens x its sequence's context, summed; profile.py)
 
 A pass with a prefill chunk takes that time times a factor drawn from the profile's spread,
-keyed by (instance, its count of such passes): passes.spread_factor. A request arriving at an
+keyed by (seed, instance, its count of such passes): passes.spread_factor. A request arriving at an
 idle instance waits the profile's idle wake-up (the engine loop's) before its first pass. The
 first token of a request appears at the end of the pass that finishes its prefill; each later
 pass makes one more. Requests are routed at arrival: round-robin, least-loaded (fewest

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..io.atomic import write_text
@@ -125,8 +125,6 @@ class Profile:
 
     def without_spread(self) -> "Profile":
         """The same profile with every pass at its fitted time (a deterministic pass model)."""
-        from dataclasses import replace
-
         return replace(self, spread=[])
 
     def coef_array(self, seed: int = 0):

@@ -13,7 +13,7 @@ import numpy as np
 from .kernel import COMPLETED, DROPPED, ROUTERS
 from .passes import IDLE_WAKE, SEED, SPREAD
 
-_MASK, _GOLD = (1 << 64) - 1, 0x9E3779B97F4A7C15
+_MASK, _GOLD, _SEED_MUL = (1 << 64) - 1, 0x9E3779B97F4A7C15, 0xD1B54A32D192ED03
 
 
 def _mix(z: int) -> int:
@@ -27,7 +27,7 @@ def spread_factor(coef, i: int, k: int) -> float:
     n = int(coef[SPREAD])
     if n < 2:
         return 1.0
-    key = _mix((i * _GOLD + 1 + int(coef[SEED]) * 0xD1B54A32D192ED03) & _MASK)
+    key = _mix((i * _GOLD + 1 + int(coef[SEED]) * _SEED_MUL) & _MASK)
     h = _mix((key + (k + 1) * _GOLD) & _MASK)
     u = float(h >> 11) * (1.0 / 9007199254740992.0)
     x = u * (n - 1)
